@@ -1,0 +1,191 @@
+"""`leadscore backtest`, `leadscore simulate` and `leadscore plans check`: the batch commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from streams.backtest.replay import ReplayResult, replay_file
+from streams.backtest.report import PlanReport, build_report, plot_png, render_text, report_to_json
+from streams.backtest.simulate import generate, write_jsonl
+from streams.models.events import EventError, format_time, parse_time
+from streams.models.outputs import THRESHOLD_CROSSED
+from streams.scoring import Outcome, PlanSet, current_score, load_plans
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backtest = subparsers.add_parser(
+        "backtest", help="replay a file of events through plans and show the outcome"
+    )
+    backtest.add_argument("events", type=Path, help="JSONL(.gz), one structured CloudEvent a line")
+    backtest.add_argument("--plans", type=Path, required=True, help="plans YAML file")
+    backtest.add_argument("--until", help="RFC 3339 time to advance to (default: last event)")
+    backtest.add_argument(
+        "--suggest-threshold", type=float, metavar="PCT", help="score the top PCT%% reach"
+    )
+    backtest.add_argument("--json", action="store_true", help="machine-readable report")
+    backtest.add_argument("--plot", type=Path, metavar="FILE.png", help="histogram picture")
+    backtest.add_argument("--scores", type=Path, metavar="FILE.jsonl", help="final score a contact")
+    backtest.add_argument("--alerts", type=Path, metavar="FILE.jsonl", help="every alert emitted")
+    backtest.set_defaults(handler=run_backtest)
+
+    simulate = subparsers.add_parser("simulate", help="write realistic sample events (JSONL)")
+    simulate.add_argument("output", type=Path, help="file to write (.gz compresses)")
+    simulate.add_argument("--contacts", type=int, default=1000)
+    simulate.add_argument("--events", type=int, default=20000)
+    simulate.add_argument("--days", type=float, default=90.0)
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.set_defaults(handler=run_simulate)
+
+    plans = subparsers.add_parser("plans", help="work with plan files")
+    plans_commands = plans.add_subparsers(dest="plans_command", required=True)
+    check = plans_commands.add_parser("check", help="validate a plans file")
+    check.add_argument("plans_file", type=Path)
+    check.set_defaults(handler=run_plans_check)
+
+
+def run_plans_check(args: argparse.Namespace) -> int:
+    plans = load_plans(args.plans_file)
+    for plan in plans.plans:
+        rules = len(plan.rules) + len(plan.attributes) + len(plan.inactivity)
+        state = "active" if plan.active else "inactive"
+        print(f"{plan.name}: {state}, {rules} rules, {len(plan.thresholds)} thresholds")
+    print(f"{args.plans_file}: OK")
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    count = write_jsonl(
+        generate(args.contacts, args.events, seed=args.seed, days=args.days), args.output
+    )
+    print(f"wrote {count} events for {args.contacts} contacts to {args.output}")
+    return 0
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    plans = load_plans(args.plans)
+    until = None
+    if args.until is not None:
+        try:
+            until = parse_time(args.until, "--until")
+        except EventError as error:
+            raise SystemExit(f"leadscore backtest: {error}") from None
+    started = time.perf_counter()
+    progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    result = replay_file(args.events, plans, until, progress)
+    if progress is not None:
+        progress.finish()
+    elapsed = time.perf_counter() - started
+    reports = plan_reports(result, plans, args.suggest_threshold)
+    if args.scores is not None:
+        _write_lines(args.scores, (orjson.dumps(row) for row in final_scores(result, plans)))
+    if args.alerts is not None:
+        _write_lines(args.alerts, (alert.to_bytes() for alert in result.alerts))
+    if args.plot is not None:
+        plot_png(reports, args.plot)
+    summary = _summary(result, elapsed)
+    if args.json:
+        document = {"replay": summary, **report_to_json(reports)}
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(_summary_text(summary, result))
+        print(render_text(reports))
+    return 0
+
+
+def final_scores(result: ReplayResult, plans: PlanSet) -> list[dict[str, Any]]:
+    """One row a contact (erased contacts have none), sorted by contact id."""
+    return [
+        {"contact_id": contact_id, "scores": {p.name: current_score(p, state) for p in plans}}
+        for contact_id, state in sorted(result.states.items())
+        if state.first_seen is not None
+    ]
+
+
+def plan_reports(
+    result: ReplayResult, plans: PlanSet, suggest_top_pct: float | None
+) -> list[PlanReport]:
+    live = [state for state in result.states.values() if state.first_seen is not None]
+    crossed: dict[str, Counter[str]] = {plan.name: Counter() for plan in plans}
+    dropped: dict[str, Counter[str]] = {plan.name: Counter() for plan in plans}
+    for alert in result.alerts:
+        counts = crossed if alert.type == THRESHOLD_CROSSED else dropped
+        counts[alert.data["plan"]][alert.data["threshold"]] += 1
+    return [
+        build_report(
+            plan.name,
+            [current_score(plan, state) for state in live],
+            [(threshold.name, threshold.score) for threshold in plan.thresholds],
+            crossed[plan.name],
+            dropped[plan.name],
+            suggest_top_pct=suggest_top_pct,
+        )
+        for plan in plans
+    ]
+
+
+def _summary(result: ReplayResult, elapsed: float) -> dict[str, Any]:
+    events = sum(result.outcomes.values())
+    return {
+        "events": events,
+        "applied": result.outcomes[Outcome.APPLIED],
+        "duplicates": result.outcomes[Outcome.DUPLICATE],
+        "ignored_after_erasure": result.outcomes[Outcome.IGNORED],
+        "rejected_lines": len(result.rejected),
+        "contacts": sum(1 for s in result.states.values() if s.first_seen is not None),
+        "alerts": len(result.alerts),
+        "score_updates": result.score_updates,
+        "until": None if result.until is None else format_time(result.until),
+        "seconds": round(elapsed, 3),
+        "events_per_second": round(events / elapsed) if elapsed > 0 else None,
+    }
+
+
+def _summary_text(summary: dict[str, Any], result: ReplayResult) -> str:
+    lines = [
+        f"replayed {summary['events']:,} events for {summary['contacts']:,} contacts "
+        f"up to {summary['until']} in {summary['seconds']:.1f} s "
+        f"({summary['events_per_second'] or 0:,} events/s)",
+        f"  applied {summary['applied']:,}, duplicates {summary['duplicates']:,}, "
+        f"ignored after erasure {summary['ignored_after_erasure']:,}, "
+        f"rejected lines {summary['rejected_lines']:,}",
+        f"  alerts {summary['alerts']:,}, score updates {summary['score_updates']:,}",
+    ]
+    lines += [f"  line {r.line}: {r.message}" for r in result.rejected[:5]]
+    if len(result.rejected) > 5:
+        lines.append(f"  ... and {len(result.rejected) - 5} more rejected lines")
+    return "\n".join(lines) + "\n"
+
+
+def _write_lines(path: Path, lines: Any) -> None:
+    with path.open("wb") as out:
+        for line in lines:
+            out.write(line + b"\n")
+
+
+class _ProgressBar:
+    """A one-line progress bar on a terminal; nothing when output is redirected."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.2 and done < total:
+            return
+        self._last = now
+        fraction = done / total if total else 1.0
+        filled = int(fraction * 30)
+        self._stream.write(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%}")
+        self._stream.flush()
+
+    def finish(self) -> None:
+        self._stream.write("\r" + " " * 48 + "\r")
+        self._stream.flush()

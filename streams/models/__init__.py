@@ -1,0 +1,1 @@
+"""Plain data types shared by the core and the drivers: events, plans, outputs."""

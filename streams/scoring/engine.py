@@ -1,0 +1,439 @@
+"""The scoring semantics: events and the passing of time in, new state and outputs out.
+
+Pure and deterministic: no Kafka, no clock, no I/O. The stream worker, the backtest and the tests
+all drive these functions, so a replay of the same events gives the same scores and output ids.
+Functions take ownership of the state they are given: they may change it and return it, which
+keeps the hot path free of copies (call `decode_state(encode_state(s))` to keep an old version).
+
+Rules of the game (also in the README):
+- score = live behavioural awards since the last reset + attribute points + inactivity points
+  since the last reset, clamped to the plan's `min`/`max`;
+- a reset clears the awards of events before its time (events at the same instant survive), so
+  the final score does not depend on arrival order; attribute points stay; a limit's allowance
+  is not given back by a reset (`limit: {count: 1}` means once per contact, ever);
+- an inactivity rule fires once per quiet period, `after` the latest event matching `of`;
+- before an event is applied, the contact is advanced to the event's time, so a deadline that
+  passed between two events fires at its own time, whichever driver calls us and when.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from streams.models.events import (
+    CONTACT_ERASED,
+    CONTACT_UPDATED,
+    NON_ACTIVITY_TYPES,
+    TrackingEvent,
+    format_time,
+)
+from streams.models.outputs import (
+    CONTACT_FORGOTTEN,
+    ENGINE_SOURCE,
+    SCORE_CHANGED,
+    THRESHOLD_CROSSED,
+    THRESHOLD_DROPPED,
+    Cause,
+    Output,
+    make_output,
+)
+from streams.models.plans import BehaviourRule, InactivityRule, Plan, PlanSet
+from streams.scoring.state import (
+    AWARD_LIMIT,
+    SEEN_LIMIT,
+    Award,
+    ContactState,
+    Folded,
+    PlanState,
+    Quiet,
+    event_key,
+)
+
+
+class Outcome(StrEnum):
+    """What happened to an event, for metrics and for the backtest's counts."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    """The event is from before the contact's erasure."""
+
+
+class Step(NamedTuple):
+    state: ContactState
+    outputs: list[Output]
+    outcome: Outcome
+
+
+def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet) -> Step:
+    """Apply one event to a contact (None for a contact never seen)."""
+    if state is None:
+        state = ContactState(contact_id=event.subject)
+    if state.erased_at is not None and event.time <= state.erased_at:
+        return Step(state, [], Outcome.IGNORED)
+    key = event_key(event)
+    if key in state.seen:
+        return Step(state, [], Outcome.DUPLICATE)
+    outputs: list[Output] = []
+    if state.first_seen is None or event.time < state.first_seen:
+        state.first_seen = event.time
+    _prune_plans(state, plans)
+    _advance(state, event.time, plans, outputs)
+    if event.type == CONTACT_ERASED:
+        return Step(_erase(state, event, outputs), outputs, Outcome.APPLIED)
+    state.seen.append(key)
+    if len(state.seen) > SEEN_LIMIT:
+        del state.seen[0]
+    old_attributes = state.attributes
+    if event.type == CONTACT_UPDATED:
+        state.attributes = _merged_attributes(state, event)
+    if event.type not in NON_ACTIVITY_TYPES and (
+        state.last_activity is None or event.time > state.last_activity
+    ):
+        state.last_activity = event.time
+    for plan in plans:
+        _score_plan_event(state, plan, event, old_attributes, outputs)
+    return Step(state, outputs, Outcome.APPLIED)
+
+
+def apply(
+    state: ContactState | None, event: TrackingEvent, plans: PlanSet
+) -> tuple[ContactState, list[Output]]:
+    """`score_event` without the outcome: the core's API as the design states it."""
+    step = score_event(state, event, plans)
+    return step.state, step.outputs
+
+
+def advance(state: ContactState, now: float, plans: PlanSet) -> tuple[ContactState, list[Output]]:
+    """Let time pass up to `now`: award expiries and inactivity deadlines fire at their own time."""
+    outputs: list[Output] = []
+    if state.first_seen is not None:
+        _prune_plans(state, plans)
+        _advance(state, now, plans, outputs)
+    return state, outputs
+
+
+def next_deadline(state: ContactState, plans: PlanSet) -> float | None:
+    """When `advance` next has something to do for this contact, or None."""
+    if state.first_seen is None:
+        return None
+    due: float | None = None
+    for plan in plans:
+        plan_state = state.plans.get(plan.name)
+        candidate = (
+            min((state.first_seen + rule.after for rule in plan.inactivity), default=None)
+            if plan_state is None
+            else _next_due(plan, plan_state)
+        )
+        if candidate is not None and (due is None or candidate < due):
+            due = candidate
+    return due
+
+
+def current_score(plan: Plan, state: ContactState) -> int:
+    """The contact's score in a plan now (also for a plan it has no state in yet)."""
+    plan_state = state.plans.get(plan.name)
+    if plan_state is None:
+        return plan.clamp(_attribute_points(plan, state.attributes))
+    return plan.clamp(_raw_score(plan, plan_state, state.attributes))
+
+
+def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
+    """What `GET /contacts/{id}` shows: scores, reached thresholds, breakdowns; None if erased."""
+    if state.first_seen is None:
+        return None
+    view: dict[str, Any] = {}
+    for plan in plans:
+        score = current_score(plan, state)
+        plan_state = state.plans.get(plan.name) or PlanState(score=score)
+        view[plan.name] = {
+            "score": score,
+            "thresholds_reached": [t.name for t in plan.thresholds if score >= t.score],
+            "breakdown": _breakdown(plan, plan_state, state.attributes),
+        }
+    return {
+        "contact_id": state.contact_id,
+        "plans": view,
+        "attributes": state.attributes,
+        "last_activity": None if state.last_activity is None else format_time(state.last_activity),
+    }
+
+
+# --- time ------------------------------------------------------------------------------------
+
+
+def _advance(state: ContactState, now: float, plans: PlanSet, outputs: list[Output]) -> None:
+    for plan in plans:
+        plan_state = _plan_state(state, plan)
+        while (due := _next_due(plan, plan_state)) is not None and due <= now:
+            _fire(state, plan, plan_state, due, outputs)
+    if state.clock is None or now > state.clock:
+        state.clock = now
+
+
+def _next_due(plan: Plan, plan_state: PlanState) -> float | None:
+    due: float | None = None
+    for award in plan_state.awards:
+        if award.expires_at is not None and (due is None or award.expires_at < due):
+            due = award.expires_at
+    for rule in plan.inactivity:
+        quiet = plan_state.quiet[rule.id]
+        if not quiet.fired and (due is None or quiet.anchor + rule.after < due):
+            due = quiet.anchor + rule.after
+    return due
+
+
+def _fire(
+    state: ContactState, plan: Plan, plan_state: PlanState, due: float, outputs: list[Output]
+) -> None:
+    fired: list[str] = []
+    kept: list[Award] = []
+    for award in plan_state.awards:
+        if award.expires_at is not None and award.expires_at <= due:
+            if award.rule not in fired:
+                fired.append(award.rule)
+        else:
+            kept.append(award)
+    plan_state.awards = kept
+    for rule in plan.inactivity:
+        quiet = plan_state.quiet[rule.id]
+        if not quiet.fired and quiet.anchor + rule.after <= due:
+            quiet.fired = True
+            fired.append(rule.id)
+            if rule.reset:
+                _reset(plan_state, due)
+            else:
+                plan_state.awards.append(Award(rule.id, due, rule.points, None))
+    _report(state, plan, plan_state, Cause(time=due, rules=tuple(fired)), outputs)
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _score_plan_event(
+    state: ContactState,
+    plan: Plan,
+    event: TrackingEvent,
+    old_attributes: Mapping[str, Any],
+    outputs: list[Output],
+) -> None:
+    plan_state = state.plans[plan.name]
+    clock = state.clock if state.clock is not None else event.time
+    triggered: list[str] = []
+    for rule in plan.rules_for(event.type):
+        if rule.when.matches(event) and _apply_rule(plan_state, rule, event.time, clock):
+            triggered.append(rule.id)
+    for inactivity_rule in plan.inactivity:
+        if inactivity_rule.of.matches(event) and _rearm(
+            plan_state, inactivity_rule, event.time, clock
+        ):
+            triggered.append(inactivity_rule.id)
+    if old_attributes is not state.attributes:
+        triggered.extend(
+            rule.id
+            for rule in plan.attributes
+            if rule.points_for(old_attributes) != rule.points_for(state.attributes)
+        )
+    if len(plan_state.awards) > AWARD_LIMIT:
+        _fold(plan, plan_state)
+    _report(state, plan, plan_state, Cause(event.time, tuple(triggered), event), outputs)
+
+
+def _apply_rule(plan_state: PlanState, rule: BehaviourRule, time: float, clock: float) -> bool:
+    """Award (or reset) for one matching rule; False when nothing changed."""
+    if rule.reset:
+        _reset(plan_state, time)
+        return True
+    displaced = False
+    if rule.limit is not None:
+        allowed, displaced = _claim(plan_state, rule, time, clock)
+        if not allowed:
+            return False
+    expires_at = None if rule.expires is None else time + rule.expires
+    if (plan_state.reset_at is not None and time < plan_state.reset_at) or (
+        expires_at is not None and expires_at <= clock
+    ):
+        return displaced
+    plan_state.awards.append(Award(rule.id, time, rule.points, expires_at))
+    return True
+
+
+def _claim(
+    plan_state: PlanState, rule: BehaviourRule, time: float, clock: float
+) -> tuple[bool, bool]:
+    """Use one of a limited rule's allowances: (allowed, an existing award was displaced).
+
+    Without `per`, the allowance goes to the earliest `count` matching events ever, whatever
+    their arrival order: an earlier event arriving late takes the latest claim's place. Resets
+    clear points, not claims, so the result does not depend on when a reset arrives.
+    """
+    assert rule.limit is not None
+    claims = plan_state.claims.setdefault(rule.id, [])
+    per = rule.limit.per
+    if per is not None:
+        claims[:] = [claimed for claimed in claims if claimed > clock - per]
+        if sum(1 for claimed in claims if time - per < claimed <= time) >= rule.limit.count:
+            return False, False
+        bisect.insort(claims, time)
+        return True, False
+    if len(claims) < rule.limit.count:
+        bisect.insort(claims, time)
+        return True, False
+    if time >= claims[-1]:
+        return False, False
+    latest = claims.pop()
+    bisect.insort(claims, time)
+    for index, award in enumerate(plan_state.awards):
+        if award.rule == rule.id and award.time == latest:
+            del plan_state.awards[index]
+            return True, True
+    return True, False
+
+
+def _rearm(plan_state: PlanState, rule: InactivityRule, time: float, clock: float) -> bool:
+    """Move the quiet period's anchor; True when a fired penalty was taken back."""
+    quiet = plan_state.quiet[rule.id]
+    if time <= quiet.anchor:
+        return False
+    quiet.anchor = time
+    if not quiet.fired or time + rule.after <= clock:
+        return False
+    quiet.fired = False
+    if not rule.revert_on_activity:
+        return False
+    plan_state.awards = [award for award in plan_state.awards if award.rule != rule.id]
+    plan_state.folded.pop(rule.id, None)
+    return True
+
+
+def _reset(plan_state: PlanState, time: float) -> None:
+    plan_state.awards = [award for award in plan_state.awards if award.time >= time]
+    plan_state.folded = {
+        rule: folded for rule, folded in plan_state.folded.items() if folded.latest >= time
+    }
+    if plan_state.reset_at is None or time > plan_state.reset_at:
+        plan_state.reset_at = time
+
+
+def _fold(plan: Plan, plan_state: PlanState) -> None:
+    """Sum the oldest awards that no expiry or count limit needs one by one."""
+    counted = {rule.id for rule in plan.rules if rule.limit is not None and rule.limit.per is None}
+    excess = len(plan_state.awards) - AWARD_LIMIT // 2
+    kept: list[Award] = []
+    for award in sorted(plan_state.awards, key=lambda award: award.time):
+        if excess > 0 and award.expires_at is None and award.rule not in counted:
+            folded = plan_state.folded.setdefault(award.rule, Folded(0, award.time))
+            folded.points += award.points
+            folded.latest = max(folded.latest, award.time)
+            excess -= 1
+        else:
+            kept.append(award)
+    plan_state.awards = kept
+
+
+def _merged_attributes(state: ContactState, event: TrackingEvent) -> dict[str, Any]:
+    """Last writer wins per attribute by event time; `null` removes the attribute."""
+    merged = dict(state.attributes)
+    for name, value in event.data["attributes"].items():
+        if event.time < state.attribute_times.get(name, event.time):
+            continue
+        state.attribute_times[name] = event.time
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
+
+
+def _erase(state: ContactState, event: TrackingEvent, outputs: list[Output]) -> ContactState:
+    erased_at = max(event.time, state.clock if state.clock is not None else event.time)
+    contact_id = state.contact_id
+    outputs.append(
+        make_output(
+            "update",
+            CONTACT_FORGOTTEN,
+            ENGINE_SOURCE,
+            contact_id,
+            Cause(event.time, (), event),
+            {"contact_id": contact_id, "erased_at": format_time(erased_at)},
+        )
+    )
+    return ContactState(contact_id=contact_id, erased_at=erased_at)
+
+
+# --- scores and outputs ----------------------------------------------------------------------
+
+
+def _plan_state(state: ContactState, plan: Plan) -> PlanState:
+    plan_state = state.plans.get(plan.name)
+    anchor = state.first_seen if state.first_seen is not None else 0.0
+    if plan_state is None:
+        plan_state = PlanState(score=plan.clamp(_attribute_points(plan, state.attributes)))
+        state.plans[plan.name] = plan_state
+    for rule in plan.inactivity:
+        if rule.id not in plan_state.quiet:
+            plan_state.quiet[rule.id] = Quiet(anchor=max(anchor, state.clock or anchor))
+    return plan_state
+
+
+def _prune_plans(state: ContactState, plans: PlanSet) -> None:
+    """Forget plans that are no longer active, so a renamed plan leaves no garbage behind."""
+    for name in [name for name in state.plans if name not in plans.active_names]:
+        del state.plans[name]
+
+
+def _attribute_points(plan: Plan, attributes: Mapping[str, Any]) -> int:
+    return sum(rule.points_for(attributes) for rule in plan.attributes)
+
+
+def _raw_score(plan: Plan, plan_state: PlanState, attributes: Mapping[str, Any]) -> int:
+    awarded = sum(award.points for award in plan_state.awards)
+    awarded += sum(folded.points for folded in plan_state.folded.values())
+    return awarded + _attribute_points(plan, attributes)
+
+
+def _breakdown(plan: Plan, plan_state: PlanState, attributes: Mapping[str, Any]) -> dict[str, int]:
+    """Points per rule id, in plan order, leaving out rules that contribute nothing."""
+    totals: dict[str, int] = {}
+    for award in plan_state.awards:
+        totals[award.rule] = totals.get(award.rule, 0) + award.points
+    for rule_id, folded in plan_state.folded.items():
+        totals[rule_id] = totals.get(rule_id, 0) + folded.points
+    for rule in plan.attributes:
+        totals[rule.id] = rule.points_for(attributes)
+    return {rule_id: totals[rule_id] for rule_id in plan.rule_ids if totals.get(rule_id)}
+
+
+def _report(
+    state: ContactState, plan: Plan, plan_state: PlanState, cause: Cause, outputs: list[Output]
+) -> None:
+    """Emit a score update, and an alert per threshold crossed, when the score changed."""
+    previous = plan_state.score
+    score = plan.clamp(_raw_score(plan, plan_state, state.attributes))
+    if score == previous:
+        return
+    plan_state.score = score
+    contact_id = state.contact_id
+    data: dict[str, Any] = {
+        "contact_id": contact_id,
+        "plan": plan.name,
+        "score": score,
+        "previous_score": previous,
+        "cause": cause.to_json(),
+        "breakdown": _breakdown(plan, plan_state, state.attributes),
+    }
+    outputs.append(make_output("update", SCORE_CHANGED, plan.source, contact_id, cause, data))
+    if score > previous:
+        crossed = [t for t in plan.thresholds if previous < t.score <= score]
+        alert_type = THRESHOLD_CROSSED
+    else:
+        crossed = [t for t in reversed(plan.thresholds) if previous >= t.score > score]
+        alert_type = THRESHOLD_DROPPED
+    for threshold in crossed:
+        alert = {**data, "threshold": threshold.name, "threshold_score": threshold.score}
+        outputs.append(
+            make_output("alert", alert_type, plan.source, contact_id, cause, alert, threshold.name)
+        )

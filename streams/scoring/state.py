@@ -1,0 +1,161 @@
+"""A contact's scoring state: small, serialisable, and enough to score the next event exactly.
+
+Bounds that keep a contact's state small whatever its history (documented in the README):
+- `SEEN_LIMIT` recent event ids (64-bit hashes) for idempotency;
+- per plan, at most `AWARD_LIMIT` individual awards; the oldest awards that no expiry or limit
+  needs one by one are folded into per-rule totals;
+- per limited rule, the times of the awards that used its allowance (at most `count` for a limit
+  without `per`; those inside the window for one with `per`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any, NamedTuple
+
+import msgpack
+
+from streams.models.events import TrackingEvent
+
+SEEN_LIMIT = 128
+"""Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
+AWARD_LIMIT = 64
+"""Individual awards kept per plan before the oldest foldable ones are summed per rule."""
+_FORMAT = 1
+
+
+class Award(NamedTuple):
+    """Points given by a rule at a time (event time, or the deadline for inactivity)."""
+
+    rule: str
+    time: float
+    points: int
+    expires_at: float | None
+
+
+@dataclass(slots=True)
+class Folded:
+    """Awards summed for size: their total and the latest of their times (for late resets)."""
+
+    points: int
+    latest: float
+
+
+@dataclass(slots=True)
+class Quiet:
+    """An inactivity rule's clock: the anchor time, and whether its penalty already fired."""
+
+    anchor: float
+    fired: bool = False
+
+
+@dataclass(slots=True)
+class PlanState:
+    """One plan's score for one contact; `score` is the last score reported (clamped)."""
+
+    score: int
+    awards: list[Award] = field(default_factory=list)
+    folded: dict[str, Folded] = field(default_factory=dict)
+    reset_at: float | None = None
+    quiet: dict[str, Quiet] = field(default_factory=dict)
+    claims: dict[str, list[float]] = field(default_factory=dict)
+    """Per limited rule, sorted times of the awards that used its allowance (resets keep them)."""
+
+
+@dataclass(slots=True)
+class ContactState:
+    """Everything the core knows about one contact.
+
+    `clock` is the latest time the contact was advanced to (event time or timer time);
+    `attribute_times` keeps the time of each attribute's last change, removals included, so that
+    attribute updates are last-writer-wins by event time whatever the arrival order.
+    `erased_at` marks a tombstone: events up to that time are ignored, so a replay cannot bring
+    erased data back.
+    """
+
+    contact_id: str
+    clock: float | None = None
+    first_seen: float | None = None
+    last_activity: float | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    attribute_times: dict[str, float] = field(default_factory=dict)
+    seen: list[int] = field(default_factory=list)
+    plans: dict[str, PlanState] = field(default_factory=dict)
+    erased_at: float | None = None
+
+
+def event_key(event: TrackingEvent) -> int:
+    """64 bits identifying `(source, id)`: small to keep, and collisions are negligible."""
+    digest = blake2b(f"{event.source}\x1f{event.id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def encode_state(state: ContactState) -> bytes:
+    """msgpack of plain lists; field order is the format, `_FORMAT` versions it."""
+    plans = {
+        name: [
+            plan.score,
+            [list(award) for award in plan.awards],
+            {rule: [f.points, f.latest] for rule, f in plan.folded.items()},
+            plan.reset_at,
+            {rule: [q.anchor, q.fired] for rule, q in plan.quiet.items()},
+            plan.claims,
+        ]
+        for name, plan in state.plans.items()
+    }
+    packed: bytes = msgpack.packb(
+        [
+            _FORMAT,
+            state.contact_id,
+            state.clock,
+            state.first_seen,
+            state.last_activity,
+            state.attributes,
+            state.attribute_times,
+            state.seen,
+            plans,
+            state.erased_at,
+        ],
+        use_bin_type=True,
+    )
+    return packed
+
+
+def decode_state(raw: bytes) -> ContactState:
+    """The inverse of `encode_state`."""
+    (
+        version,
+        contact_id,
+        clock,
+        first_seen,
+        last_activity,
+        attributes,
+        attribute_times,
+        seen,
+        plans,
+        erased_at,
+    ) = msgpack.unpackb(raw, raw=False)
+    if version != _FORMAT:
+        raise ValueError(f"state format {version} is not supported (expected {_FORMAT})")
+    return ContactState(
+        contact_id=contact_id,
+        clock=clock,
+        first_seen=first_seen,
+        last_activity=last_activity,
+        attributes=attributes,
+        attribute_times=attribute_times,
+        seen=seen,
+        plans={
+            name: PlanState(
+                score=score,
+                awards=[Award(*award) for award in awards],
+                folded={rule: Folded(*values) for rule, values in folded.items()},
+                reset_at=reset_at,
+                quiet={rule: Quiet(*values) for rule, values in quiet.items()},
+                claims=claims,
+            )
+            for name, (score, awards, folded, reset_at, quiet, claims) in plans.items()
+        },
+        erased_at=erased_at,
+    )

@@ -1,0 +1,61 @@
+"""Contact state: it round-trips, stays small, and its bounds hold."""
+
+from __future__ import annotations
+
+from streams.scoring import decode_state, encode_state, score_event
+from streams.scoring.state import AWARD_LIMIT, SEEN_LIMIT
+from tests.support import DAY, attributes, event, plans_from, run
+
+PLANS = plans_from("""
+plans:
+  - name: p
+    rules:
+      - {id: clicked, when: {type: email.clicked}, points: 1}
+      - {id: opened, when: {type: email.opened}, points: 2, limit: {count: 100, per: 1d}}
+      - {id: pricing, when: {type: page.visited}, points: 5, expires: 90d}
+    attributes:
+      - {id: city, attribute: city, equals: Kraków, points: 6}
+    inactivity:
+      - {id: quiet, after: 30d, points: -5}
+""")
+
+
+def test_state_round_trips_through_its_encoding() -> None:
+    state, _ = run(
+        PLANS,
+        [
+            attributes(0, city="Kraków", company={"size": 12}),
+            event("email.clicked", 1),
+            event("page.visited", 2),
+            event("email.opened", 40 * DAY),
+        ],
+    )
+    assert state is not None
+    assert decode_state(encode_state(state)) == state
+
+
+def test_a_typical_contact_is_a_few_hundred_bytes() -> None:
+    state, _ = run(
+        PLANS,
+        [attributes(0, city="Kraków", job_title="cto")]
+        + [event(kind, i * DAY) for i, kind in enumerate(["email.opened", "email.clicked"] * 10)],
+    )
+    assert state is not None
+    assert len(encode_state(state)) < 1024
+
+
+def test_awards_are_folded_beyond_the_limit_without_changing_the_score() -> None:
+    clicks = [event("email.clicked", i) for i in range(500)]
+    state, outputs = run(PLANS, clicks)
+    assert state is not None
+    assert len(state.plans["p"].awards) <= AWARD_LIMIT
+    assert outputs[-1].data["score"] == 500
+    assert outputs[-1].data["breakdown"] == {"clicked": 500}
+    assert decode_state(encode_state(state)) == state
+
+
+def test_seen_ids_are_bounded_and_recent_duplicates_still_caught() -> None:
+    history = [event("email.clicked", i) for i in range(SEEN_LIMIT + 10)]
+    state, _ = run(PLANS, history)
+    assert state is not None and len(state.seen) == SEEN_LIMIT
+    assert score_event(state, history[-SEEN_LIMIT], PLANS).outcome == "duplicate"
