@@ -19,7 +19,6 @@ Rules of the game (also in the README):
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -87,15 +86,17 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
     state.seen.append(key)
     if len(state.seen) > SEEN_LIMIT:
         del state.seen[0]
-    old_attributes = state.attributes
+    old_fit = state.fit
     if event.type == CONTACT_UPDATED:
+        old_fit = {plan.name: _fit(plan, state) for plan in plans}
         state.attributes = _merged_attributes(state, event)
+        state.fit = {}
     if event.type not in NON_ACTIVITY_TYPES and (
         state.last_activity is None or event.time > state.last_activity
     ):
         state.last_activity = event.time
     for plan in plans:
-        _score_plan_event(state, plan, event, old_attributes, outputs)
+        _score_plan_event(state, plan, event, old_fit[plan.name], outputs)
     return Step(state, outputs, Outcome.APPLIED)
 
 
@@ -137,8 +138,8 @@ def current_score(plan: Plan, state: ContactState) -> int:
     """The contact's score in a plan now (also for a plan it has no state in yet)."""
     plan_state = state.plans.get(plan.name)
     if plan_state is None:
-        return plan.clamp(_attribute_points(plan, state.attributes))
-    return plan.clamp(_raw_score(plan, plan_state, state.attributes))
+        return plan.clamp(sum(_fit(plan, state)))
+    return plan.clamp(_raw_score(plan, plan_state, state))
 
 
 def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
@@ -152,7 +153,7 @@ def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
         view[plan.name] = {
             "score": score,
             "thresholds_reached": [t.name for t in plan.thresholds if score >= t.score],
-            "breakdown": _breakdown(plan, plan_state, state.attributes),
+            "breakdown": _breakdown(plan, plan_state, state),
         }
     return {
         "contact_id": state.contact_id,
@@ -217,7 +218,7 @@ def _score_plan_event(
     state: ContactState,
     plan: Plan,
     event: TrackingEvent,
-    old_attributes: Mapping[str, Any],
+    old_fit: tuple[int, ...],
     outputs: list[Output],
 ) -> None:
     plan_state = state.plans[plan.name]
@@ -231,11 +232,12 @@ def _score_plan_event(
             plan_state, inactivity_rule, event.time, clock
         ):
             triggered.append(inactivity_rule.id)
-    if old_attributes is not state.attributes:
+    fit = _fit(plan, state)
+    if fit is not old_fit:
         triggered.extend(
             rule.id
-            for rule in plan.attributes
-            if rule.points_for(old_attributes) != rule.points_for(state.attributes)
+            for rule, old, new in zip(plan.attributes, old_fit, fit, strict=True)
+            if old != new
         )
     if len(plan_state.awards) > AWARD_LIMIT:
         _fold(plan, plan_state)
@@ -371,7 +373,7 @@ def _plan_state(state: ContactState, plan: Plan) -> PlanState:
     plan_state = state.plans.get(plan.name)
     anchor = state.first_seen if state.first_seen is not None else 0.0
     if plan_state is None:
-        plan_state = PlanState(score=plan.clamp(_attribute_points(plan, state.attributes)))
+        plan_state = PlanState(score=plan.clamp(sum(_fit(plan, state))))
         state.plans[plan.name] = plan_state
     for rule in plan.inactivity:
         if rule.id not in plan_state.quiet:
@@ -385,25 +387,30 @@ def _prune_plans(state: ContactState, plans: PlanSet) -> None:
         del state.plans[name]
 
 
-def _attribute_points(plan: Plan, attributes: Mapping[str, Any]) -> int:
-    return sum(rule.points_for(attributes) for rule in plan.attributes)
+def _fit(plan: Plan, state: ContactState) -> tuple[int, ...]:
+    """Each attribute rule's points for the contact's current attributes (cached on the state)."""
+    points = state.fit.get(plan.name)
+    if points is None:
+        points = tuple(rule.points_for(state.attributes) for rule in plan.attributes)
+        state.fit[plan.name] = points
+    return points
 
 
-def _raw_score(plan: Plan, plan_state: PlanState, attributes: Mapping[str, Any]) -> int:
+def _raw_score(plan: Plan, plan_state: PlanState, state: ContactState) -> int:
     awarded = sum(award.points for award in plan_state.awards)
     awarded += sum(folded.points for folded in plan_state.folded.values())
-    return awarded + _attribute_points(plan, attributes)
+    return awarded + sum(_fit(plan, state))
 
 
-def _breakdown(plan: Plan, plan_state: PlanState, attributes: Mapping[str, Any]) -> dict[str, int]:
+def _breakdown(plan: Plan, plan_state: PlanState, state: ContactState) -> dict[str, int]:
     """Points per rule id, in plan order, leaving out rules that contribute nothing."""
     totals: dict[str, int] = {}
     for award in plan_state.awards:
         totals[award.rule] = totals.get(award.rule, 0) + award.points
     for rule_id, folded in plan_state.folded.items():
         totals[rule_id] = totals.get(rule_id, 0) + folded.points
-    for rule in plan.attributes:
-        totals[rule.id] = rule.points_for(attributes)
+    for rule, points in zip(plan.attributes, _fit(plan, state), strict=True):
+        totals[rule.id] = points
     return {rule_id: totals[rule_id] for rule_id in plan.rule_ids if totals.get(rule_id)}
 
 
@@ -412,7 +419,7 @@ def _report(
 ) -> None:
     """Emit a score update, and an alert per threshold crossed, when the score changed."""
     previous = plan_state.score
-    score = plan.clamp(_raw_score(plan, plan_state, state.attributes))
+    score = plan.clamp(_raw_score(plan, plan_state, state))
     if score == previous:
         return
     plan_state.score = score
@@ -423,7 +430,7 @@ def _report(
         "score": score,
         "previous_score": previous,
         "cause": cause.to_json(),
-        "breakdown": _breakdown(plan, plan_state, state.attributes),
+        "breakdown": _breakdown(plan, plan_state, state),
     }
     outputs.append(make_output("update", SCORE_CHANGED, plan.source, contact_id, cause, data))
     if score > previous:
