@@ -86,7 +86,7 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
     state.seen.append(key)
     if len(state.seen) > SEEN_LIMIT:
         del state.seen[0]
-    old_fit = state.fit
+    old_fit: dict[str, tuple[int, ...]] = {}
     if event.type == CONTACT_UPDATED:
         old_fit = {plan.name: _fit(plan, state) for plan in plans}
         state.attributes = _merged_attributes(state, event)
@@ -96,7 +96,7 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
     ):
         state.last_activity = event.time
     for plan in plans:
-        _score_plan_event(state, plan, event, old_fit[plan.name], outputs)
+        _score_plan_event(state, plan, event, old_fit.get(plan.name), outputs)
     return Step(state, outputs, Outcome.APPLIED)
 
 
@@ -218,9 +218,10 @@ def _score_plan_event(
     state: ContactState,
     plan: Plan,
     event: TrackingEvent,
-    old_fit: tuple[int, ...],
+    old_fit: tuple[int, ...] | None,
     outputs: list[Output],
 ) -> None:
+    """`old_fit` is the plan's attribute points before this event changed the attributes."""
     plan_state = state.plans[plan.name]
     clock = state.clock if state.clock is not None else event.time
     triggered: list[str] = []
@@ -232,13 +233,14 @@ def _score_plan_event(
             plan_state, inactivity_rule, event.time, clock
         ):
             triggered.append(inactivity_rule.id)
-    fit = _fit(plan, state)
-    if fit is not old_fit:
+    if old_fit is not None:
         triggered.extend(
             rule.id
-            for rule, old, new in zip(plan.attributes, old_fit, fit, strict=True)
+            for rule, old, new in zip(plan.attributes, old_fit, _fit(plan, state), strict=True)
             if old != new
         )
+    if not triggered:
+        return  # no rule of this plan reacted, so its score cannot have changed
     if len(plan_state.awards) > AWARD_LIMIT:
         _fold(plan, plan_state)
     _report(state, plan, plan_state, Cause(event.time, tuple(triggered), event), outputs)

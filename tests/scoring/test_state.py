@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from streams.scoring import decode_state, encode_state, score_event
+from pathlib import Path
+
+from streams.backtest.simulate import generate
+from streams.scoring import ContactState, apply, decode_state, encode_state, load_plans, score_event
 from streams.scoring.state import AWARD_LIMIT, SEEN_LIMIT
 from tests.support import DAY, attributes, event, plans_from, run
 
@@ -59,3 +62,19 @@ def test_seen_ids_are_bounded_and_recent_duplicates_still_caught() -> None:
     state, _ = run(PLANS, history)
     assert state is not None and len(state.seen) == SEEN_LIMIT
     assert score_event(state, history[-SEEN_LIMIT], PLANS).outcome == "duplicate"
+
+
+def test_storing_the_state_between_events_changes_nothing() -> None:
+    """The worker decodes a contact's state for every event; the outputs must not notice."""
+    plans = load_plans(Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml")
+    kept: dict[str, ContactState] = {}
+    stored: dict[str, bytes] = {}
+    for item in generate(100, 3000, seed=11):
+        kept[item.subject], direct = apply(kept.get(item.subject), item, plans)
+        previous = stored.get(item.subject)
+        state, via_storage = apply(
+            None if previous is None else decode_state(previous), item, plans
+        )
+        stored[item.subject] = encode_state(state)
+        assert [o.cloudevent for o in via_storage] == [o.cloudevent for o in direct]
+    assert {c: encode_state(s) for c, s in kept.items()} == stored
