@@ -1,0 +1,1 @@
+"""Kafka plumbing that is not scoring: the embedded broker for tests and local development."""

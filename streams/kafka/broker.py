@@ -1,0 +1,599 @@
+"""A real single-node Kafka broker (KRaft, broker and controller in one JVM) run by Python.
+
+Why: what matters in the stream worker (offset commits, changelog recovery, rebalances,
+co-partitioning) can only be checked against a real broker, and neither this machine nor CI
+has Docker; they reach only package registries. So Maven fetches the broker's jars from Maven
+Central (`deploy/kafka/pom.xml`) into a git-ignored cache, and this module formats, starts,
+probes and stops the JVM.
+
+No JVM may outlive its owner: it runs in its own process group, which `stop()` signals as a
+whole; `stop()` runs on leaving a `with` block, at interpreter exit (`atexit`), on Ctrl-C and,
+through `_interrupt`, on SIGTERM/SIGHUP; and if this process dies without any of that
+(SIGKILL, `os._exit`), the kernel kills the JVM (`PR_SET_PDEATHSIG`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Self
+from xml.etree import ElementTree
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+LOG4J2_CONFIG = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
+
+BOOTSTRAP_ENV = "LEADSCORE_KAFKA_BOOTSTRAP"
+"""When set, tests and tools use this broker and start none of their own."""
+CACHE_ENV = "LEADSCORE_CACHE_DIR"
+"""Overrides `<repo>/.cache` as the root of the jar cache (e.g. a directory CI keeps)."""
+
+HOST = "127.0.0.1"
+NODE_ID = 1
+JVM_OPTIONS = (
+    "-Xms256m",
+    "-Xmx512m",
+    # A broker stuck in OutOfMemoryError would hang the tests instead of failing them.
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+MAVEN_TIMEOUT_S = 900.0
+FORMAT_TIMEOUT_S = 120.0
+LOG_TAIL_LINES = 40
+_MIB = 1024 * 1024
+_POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be fetched, started or reached; the message says why."""
+
+
+# --- fetching the jars -------------------------------------------------------------------------
+
+
+def kafka_version(pom: Path = POM) -> str:
+    """The Kafka version pinned in the pom: the pom is the one place a version bump happens."""
+    node = ElementTree.parse(pom).getroot().find("m:properties/m:kafka.version", _POM_NS)
+    if node is None or not (node.text or "").strip():
+        raise BrokerError(f"{pom} has no <kafka.version> property")
+    return (node.text or "").strip()
+
+
+def cache_root() -> Path:
+    """Where fetched jars live: `$LEADSCORE_CACHE_DIR`, else the repository's `.cache`."""
+    override = os.environ.get(CACHE_ENV)
+    return Path(override) if override else REPO_ROOT / ".cache"
+
+
+def fetch_kafka(cache_dir: Path | None = None) -> Path:
+    """Return the directory holding the broker's jars, running Maven only when it is incomplete.
+
+    The marker file holds the pom's hash and is written only after Maven succeeded, so a copy
+    Maven did not finish, or one made from an older pom, is fetched again. The file lock makes
+    parallel sessions on one machine (pytest-xdist, CI jobs) fetch once instead of racing.
+    """
+    home = (cache_dir or cache_root()) / "kafka" / kafka_version()
+    libs = home / "libs"
+    marker = home / "libs.complete"
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file() and marker.read_text().strip() == digest:
+            return libs
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(libs, ignore_errors=True)
+        _run_maven(libs)
+        marker.write_text(digest + "\n")
+    return libs
+
+
+def _run_maven(libs: Path) -> None:
+    """Copy kafka_2.13 and its runtime classpath into `libs` (batch mode: CI has no stdin)."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError(
+            "Maven (mvn) is not on PATH; it fetches the Kafka jars from Maven Central"
+        )
+    command = [
+        mvn,
+        "-q",
+        "-B",
+        "-Dstyle.color=never",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-Dkafka.libs.dir={libs}",
+    ]
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=MAVEN_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BrokerError(f"Maven did not finish within {MAVEN_TIMEOUT_S:.0f} s") from exc
+    if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
+        output = _tail_text(done.stdout + done.stderr)
+        raise BrokerError(f"Maven could not fetch Kafka (exit {done.returncode}):\n{output}")
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def server_properties(*, port: int, controller_port: int, log_dirs: Path) -> str:
+    """The `server.properties` of a one-node KRaft cluster listening on 127.0.0.1 only."""
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": str(NODE_ID),
+        "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dirs),
+        # One node: every internal topic must accept a single replica.
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # Fewer internal partitions: the first consumer group and transaction start sooner.
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.num.partitions": "8",
+        "num.partitions": "1",
+        # A lone consumer joins at once instead of after the default 3 s.
+        "group.initial.rebalance.delay.ms": "0",
+        # Topics are part of the app's contract: a typo must fail, not create a topic.
+        "auto.create.topics.enable": "false",
+        # Size-based retention only: tests replay events with old timestamps, and time-based
+        # retention would delete them within minutes.
+        "log.retention.ms": "-1",
+        "log.retention.bytes": str(256 * _MIB),
+        "log.segment.bytes": str(16 * _MIB),
+        # The compaction dedupe buffer comes out of the 512 MiB heap (default 128 MiB).
+        "log.cleaner.dedupe.buffer.size": str(16 * _MIB),
+    }
+    lines = ["# Written by streams/kafka/broker.py for one embedded broker; edits are lost."]
+    # Backslash is the properties format's escape character.
+    lines += [key + "=" + value.replace("\\", "\\\\") for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports on 127.0.0.1 that nothing listens on right now.
+
+    Every socket stays bound until all are chosen, so the kernel cannot hand out one port
+    twice. Someone else may still take a port before the JVM binds it; the broker then fails
+    to start with a bind error in the log tail.
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def new_cluster_id() -> str:
+    """A random Kafka `Uuid` (URL-safe base64 of 16 bytes, no padding).
+
+    Like Kafka's own generator it never starts with '-', which the StorageTool would read as
+    an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+# --- process ownership -------------------------------------------------------------------------
+
+_live: set[EmbeddedBroker] = set()
+
+
+def _stop_all() -> None:
+    """Stop every broker still running when the interpreter exits (also after Ctrl-C)."""
+    for broker in list(_live):
+        broker.stop()
+
+
+atexit.register(_stop_all)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so they unwind like Ctrl-C.
+
+    Their default action ends Python at once, skipping `with` blocks, pytest's fixture teardown
+    and `atexit`, which would leave the JVM running.
+    """
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _catch_stop_signals() -> None:
+    """Install `_interrupt` for signals nobody handles yet; only the main thread may do so.
+
+    A handler someone else installed (a Faust worker's, say) is left alone: its owner shuts
+    down, and `atexit` stops the broker after that. Ours stays installed after the broker
+    stops; it only ends the process the orderly way instead of the abrupt one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _STOP_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _interrupt)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` asking Linux to SIGKILL the child when this process dies.
+
+    The kernel acts when the *thread* that forked exits, so it is used only from the main
+    thread, whose end is the process's end.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+    return set_death_signal
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    """Signal the JVM's whole process group (its pgid is its pid: `start_new_session`)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def _java() -> str:
+    """`$JAVA_HOME/bin/java` when JAVA_HOME is set (as Kafka's own scripts do), else PATH's."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if java is None or not Path(java).is_file():
+        raise BrokerError("Java not found (set JAVA_HOME or put java on PATH); Kafka needs 17+")
+    return java
+
+
+def _tail_text(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _tail_file(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The end of a log without Java stack frames, which would crowd out the causes."""
+    if not path.is_file():
+        return f"(no {path.name})"
+    kept = [
+        line
+        for line in path.read_text(errors="replace").splitlines()
+        if not line.startswith(("\tat ", "\t... "))
+    ]
+    return "\n".join(kept[-lines:])
+
+
+# --- the broker --------------------------------------------------------------------------------
+
+
+class EmbeddedBroker:
+    """One KRaft broker+controller JVM on 127.0.0.1, owned and stopped by this process.
+
+    Without `data_dir` it lives in a temporary directory deleted by `stop()`; with one, its
+    topics survive restarts (the directory is formatted only once).
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path | None = None,
+        port: int = 0,
+        start_timeout: float = START_TIMEOUT_S,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._requested_data_dir = data_dir
+        self._requested_port = port
+        self._start_timeout = start_timeout
+        self._cache_dir = cache_dir
+        self._process: subprocess.Popen[bytes] | None = None
+        self._bootstrap: str | None = None
+        self._data_dir: Path | None = None
+        self._temporary = False
+
+    @property
+    def bootstrap(self) -> str:
+        """`127.0.0.1:PORT` of the PLAINTEXT listener."""
+        if self._bootstrap is None:
+            raise BrokerError("the broker is not running")
+        return self._bootstrap
+
+    @property
+    def pid(self) -> int | None:
+        """The JVM's pid, which is also its process group id; None when not running."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def log_dir(self) -> Path:
+        """Where `server.log` (INFO) and `stderr.log` (WARN and JVM errors) are written."""
+        if self._data_dir is None:
+            raise BrokerError("the broker is not running")
+        return self._data_dir / "logs"
+
+    def start(self) -> None:
+        """Fetch the jars if needed, format the storage once, start the JVM, wait until ready."""
+        if self._process is not None:
+            raise BrokerError("the broker is already running")
+        _catch_stop_signals()
+        libs = fetch_kafka(self._cache_dir)
+        _live.add(self)
+        try:
+            if self._requested_data_dir is None:
+                self._data_dir = Path(tempfile.mkdtemp(prefix="leadscore-kafka-"))
+                self._temporary = True
+            else:
+                self._data_dir = self._requested_data_dir.resolve()
+                self._data_dir.mkdir(parents=True, exist_ok=True)
+            self._process = self._launch(libs, self._data_dir)
+            self._await_ready(self._process, time.monotonic() + self._start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, libs: Path, data_dir: Path) -> subprocess.Popen[bytes]:
+        """Write the config, format a new data dir, start the JVM and note its address."""
+        log_dir = data_dir / "logs"
+        log_dir.mkdir(exist_ok=True)
+        storage = data_dir / "kraft"
+        if self._requested_port:
+            port = self._requested_port
+            controller_port = next(p for p in free_ports(2) if p != port)
+        else:
+            port, controller_port = free_ports(2)
+        config = data_dir / "server.properties"
+        config.write_text(
+            server_properties(port=port, controller_port=controller_port, log_dirs=storage)
+        )
+        java = [
+            _java(),
+            *JVM_OPTIONS,
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dkafka.logs.dir={log_dir}",
+            "-cp",
+            str(libs / "*"),
+        ]
+        if not (storage / "meta.properties").is_file():
+            _format_storage(java, config)
+        self._bootstrap = f"{HOST}:{port}"
+        with (log_dir / "stderr.log").open("ab") as console:
+            return subprocess.Popen(
+                [*java, "kafka.Kafka", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                cwd=data_dir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only calls prctl(2)
+            )
+
+    def _await_ready(self, process: subprocess.Popen[bytes], deadline: float) -> None:
+        """Return once the broker lists itself in a metadata response.
+
+        The port accepts connections before the broker serves requests (it first waits for the
+        controller to unfence it); a broker that lists itself is unfenced, so topics can be
+        created at once. The AdminClient is made only once the port accepts, so librdkafka
+        logs no refused connections.
+        """
+        bootstrap = self.bootstrap
+        admin: AdminClient | None = None
+        while True:
+            if process.poll() is not None:
+                raise BrokerError(
+                    f"Kafka exited with code {process.returncode} while starting\n"
+                    + self.log_tail()
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerError(
+                    f"Kafka did not answer on {bootstrap} within {self._start_timeout:.0f} s\n"
+                    + self.log_tail()
+                )
+            if admin is None and _accepts(bootstrap):
+                admin = AdminClient({"bootstrap.servers": bootstrap})
+            if admin is not None and _lists_broker(admin, min(remaining, 1.0)):
+                return
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.1)
+
+    def log_tail(self) -> str:
+        """The last lines of both broker logs: what an error message about the broker needs."""
+        if self._data_dir is None:
+            return ""
+        log_dir = self._data_dir / "logs"
+        return (
+            f"--- {log_dir / 'stderr.log'} ---\n{_tail_file(log_dir / 'stderr.log')}\n"
+            f"--- {log_dir / 'server.log'} ---\n{_tail_file(log_dir / 'server.log')}"
+        )
+
+    def wait(self) -> int:
+        """Block until the JVM exits on its own; return its exit code."""
+        if self._process is None:
+            raise BrokerError("the broker is not running")
+        return self._process.wait()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the JVM and delete a temporary data directory; safe to call more than once.
+
+        SIGTERM lets Kafka shut down cleanly; SIGKILL follows after `timeout` seconds. Both go
+        to the process group, so nothing the JVM started survives it.
+        """
+        process = self._process
+        if process is not None and process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        self._process = None
+        self._bootstrap = None
+        _live.discard(self)
+        if self._temporary and self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+            self._temporary = False
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _format_storage(java: list[str], config: Path) -> None:
+    """Write meta.properties and the single-voter quorum (`--standalone`) into the log dirs."""
+    command = [
+        *java,
+        "kafka.tools.StorageTool",
+        "format",
+        "--standalone",
+        "-t",
+        new_cluster_id(),
+        "-c",
+        str(config),
+    ]
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=FORMAT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BrokerError(
+            f"Kafka's StorageTool did not finish in {FORMAT_TIMEOUT_S:.0f} s"
+        ) from exc
+    if done.returncode != 0:
+        output = _tail_text(done.stdout + done.stderr)
+        raise BrokerError(
+            f"formatting the Kafka storage failed (exit {done.returncode}):\n{output}"
+        )
+
+
+def _accepts(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _lists_broker(admin: AdminClient, timeout: float) -> bool:
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return NODE_ID in metadata.brokers
+
+
+@contextlib.contextmanager
+def broker_from_env() -> Iterator[str]:
+    """Yield a bootstrap address: `$LEADSCORE_KAFKA_BOOTSTRAP` if set, else an embedded broker's.
+
+    A set variable means someone else runs the broker (a CI service, a `dev-broker` in another
+    terminal), so nothing is started or stopped here.
+    """
+    external = os.environ.get(BOOTSTRAP_ENV)
+    if external:
+        yield external
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `dev-broker` to the `leadscore` command."""
+    parser = subparsers.add_parser(
+        "dev-broker",
+        help="run a local single-node Kafka broker in the foreground",
+        description=(
+            "Run a real single-node Kafka broker (KRaft) on 127.0.0.1 until Ctrl-C or SIGTERM. "
+            "The first line of stdout is 'bootstrap=127.0.0.1:PORT'. The jars are fetched "
+            "from Maven Central on first use."
+        ),
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep topics and logs here across runs (default: a temporary directory, deleted "
+        "on exit)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="PLAINTEXT port on 127.0.0.1 (default 0: any free)"
+    )
+    parser.set_defaults(handler=run_dev_broker)
+
+
+def run_dev_broker(args: argparse.Namespace) -> int:
+    """Run the broker until Ctrl-C/SIGTERM (exit 0) or until it dies on its own (exit 1)."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _interrupt)
+    broker = EmbeddedBroker(data_dir=args.data_dir, port=args.port)
+    try:
+        with broker:
+            print(f"bootstrap={broker.bootstrap}", flush=True)
+            print(f"Kafka {kafka_version()} logs in {broker.log_dir}", file=sys.stderr, flush=True)
+            code = broker.wait()
+            report = broker.log_tail()
+    except KeyboardInterrupt:
+        return 0
+    except BrokerError as exc:
+        print(f"dev-broker: {exc}", file=sys.stderr)
+        return 1
+    print(f"dev-broker: Kafka exited with code {code}\n{report}", file=sys.stderr)
+    return 1
