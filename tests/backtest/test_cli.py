@@ -1,0 +1,95 @@
+"""The batch commands as a user runs them: `leadscore simulate`, `backtest`, `plans check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.backtest.replay import replay_file
+from streams.cli import main
+from streams.scoring import load_plans
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "events.jsonl.gz"
+    assert (
+        main(["simulate", str(path), "--contacts", "300", "--events", "5000", "--seed", "3"]) == 0
+    )
+    return path
+
+
+def test_backtest_writes_scores_alerts_plot_and_json(
+    events_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scores, alerts, plot = tmp_path / "s.jsonl", tmp_path / "a.jsonl", tmp_path / "p.png"
+    code = main(
+        [
+            "backtest",
+            "--plans",
+            str(EXAMPLES),
+            str(events_file),
+            "--json",
+            "--suggest-threshold",
+            "10",
+            "--scores",
+            str(scores),
+            "--alerts",
+            str(alerts),
+            "--plot",
+            str(plot),
+        ]
+    )
+    assert code == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["replay"]["events"] == 5000
+    assert [plan["plan"] for plan in report["plans"]] == ["lead-score", "icp-fit"]
+    expected = replay_file(events_file, load_plans(EXAMPLES))
+    rows = [orjson.loads(row) for row in scores.read_bytes().splitlines()]
+    assert len(rows) == report["replay"]["contacts"] == 300
+    assert set(rows[0]["scores"]) == {"lead-score", "icp-fit"}
+    assert [orjson.loads(row)["id"] for row in alerts.read_bytes().splitlines()] == [
+        alert.id for alert in expected.alerts
+    ]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_backtest_text_report_and_until(
+    events_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "backtest",
+                "--plans",
+                str(EXAMPLES),
+                str(events_file),
+                "--until",
+                "2026-12-31T00:00:00Z",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "up to 2026-12-31T00:00:00Z" in out
+    assert "Plan lead-score: 300 contacts scored" in out
+
+
+def test_bad_until_is_a_usage_error(events_file: Path) -> None:
+    with pytest.raises(SystemExit, match="--until"):
+        main(["backtest", "--plans", str(EXAMPLES), str(events_file), "--until", "tomorrow"])
+
+
+def test_plans_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plans", "check", str(EXAMPLES)]) == 0
+    assert "lead-score: active, 6 rules, 2 thresholds" in capsys.readouterr().out
+    broken = tmp_path / "plans.yaml"
+    broken.write_text("plans: [{name: a, rules: [{id: x, when: {type: e}, points: one}]}]\n")
+    assert main(["plans", "check", str(broken)]) == 2
+    assert (
+        "plans.yaml: plans[0].rules[0].points: expected a whole number" in capsys.readouterr().err
+    )
