@@ -10,6 +10,7 @@ from streams import __version__
 from streams.backtest import cli as backtest_cli
 from streams.kafka import broker
 from streams.scoring import PlanError
+from streams.worker import cli as worker_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"leadscore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (backtest_cli, broker):
+    for module in (backtest_cli, broker, worker_cli):
         module.add_cli(subparsers)
     return parser
 

@@ -1,0 +1,101 @@
+"""Topic administration: create what the worker needs, and refuse what would break it.
+
+Faust routes a table key to the partition its source event came from, and the worker's
+timer ticks must land on the partition that owns the contact. Both only hold while every
+co-partitioned topic (input, ticks, changelog) has the same partition count, and a topic's
+partition count cannot be changed without moving keys. So a mismatch stops the worker before
+it consumes anything, with a message that says what to do, instead of scoring contacts on
+the wrong partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # admin does not re-export it to mypy
+
+USE_BROKER_DEFAULT = -1
+"""Replication factor that lets the broker apply `default.replication.factor`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic the worker needs; `copartitioned` topics must have exactly `partitions`."""
+
+    name: str
+    partitions: int
+    copartitioned: bool = True
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+class TopicMismatchError(RuntimeError):
+    """Existing topics whose partition count differs from what co-partitioning requires."""
+
+
+def ensure_topics(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    *,
+    replication_factor: int = USE_BROKER_DEFAULT,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the missing topics, check the existing ones; return the names created.
+
+    Idempotent: several workers may start at once, so a topic created by someone else between
+    our look-up and our request counts as existing, and its partition count is checked too.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = _partition_counts(admin, timeout)
+    missing = [spec for spec in specs if spec.name not in existing]
+    created: list[str] = []
+    if missing:
+        requests = [
+            NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=replication_factor,
+                config=dict(spec.config),
+            )
+            for spec in missing
+        ]
+        for name, future in admin.create_topics(requests, request_timeout=timeout).items():
+            try:
+                future.result()
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+            else:
+                created.append(name)
+        existing = _partition_counts(admin, timeout)
+    _check_partitions(specs, existing)
+    return created
+
+
+def _partition_counts(admin: AdminClient, timeout: float) -> dict[str, int]:
+    metadata = admin.list_topics(timeout=timeout)
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+
+def _check_partitions(specs: Sequence[TopicSpec], existing: Mapping[str, int]) -> None:
+    wrong = [
+        spec
+        for spec in specs
+        if spec.copartitioned and existing.get(spec.name, spec.partitions) != spec.partitions
+    ]
+    if not wrong:
+        return
+    lines = [
+        f"  {spec.name}: {existing[spec.name]} partitions, expected {spec.partitions}"
+        for spec in wrong
+    ]
+    group = ", ".join(spec.name for spec in specs if spec.copartitioned)
+    raise TopicMismatchError(
+        "existing topics have the wrong partition count:\n"
+        + "\n".join(lines)
+        + f"\nThese topics are co-partitioned and must all have the same count ({group}). "
+        "Start with --partitions set to the existing count, or delete and recreate the "
+        "topics (their data is lost), or use another --topic-prefix."
+    )

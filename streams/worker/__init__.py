@@ -1,0 +1,1 @@
+"""The stream worker: Faust agents on Kafka driving the scoring core (issue 3)."""

@@ -1,0 +1,293 @@
+"""The Faust application: topics, the contact table, the agent, the timer, the web views.
+
+Everything is built by `build_worker` from settings and loaded plans, with no module-level
+app, so a test or the demo can build a worker with its own prefix, ports and data dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+from faust.tables.manager import TableManager
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP, EventT, StreamT, TransportT
+
+from streams.kafka.admin import TopicSpec
+from streams.scoring import PlanSet
+from streams.worker.metrics import Metrics
+from streams.worker.processor import Outbox, Processor, plan_event_types
+from streams.worker.settings import WorkerSettings
+from streams.worker.states import ContactStates
+from streams.worker.store import ContactTable
+from streams.worker.timers import Timers
+from streams.worker.web import register_views
+
+logger = logging.getLogger(__name__)
+
+TABLE = "contacts"
+ROCKSDB_OPTIONS = {
+    "block_cache_size": 16 * 1024**2,
+    "write_buffer_size": 16 * 1024**2,
+    "max_write_buffer_number": 2,
+}
+"""Per partition database. Faust's defaults (2 GiB block cache, 3 x 64 MiB write buffers) would
+reserve gigabytes for a handful of partitions; contact records are small and hot ones live in
+the write-back cache anyway."""
+
+CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
+
+
+class _WorkerConsumer(aiokafka_driver.Consumer):
+    """Faust's aiokafka consumer with two changes that recovery exactness depends on."""
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        """Make contact states durable before each commit.
+
+        The offsets given here were computed from the messages the agent finished, so every
+        state those messages wrote is in the write-back cache when `before_commit` runs;
+        committing only after it returns is what makes recovery exact (see `states.py`).
+        """
+        await cast(WorkerApp, self.app).before_commit()
+        committed: bool = await super()._commit_offsets(
+            offsets, start_new_transaction=start_new_transaction
+        )
+        return committed
+
+    async def on_stop(self) -> None:
+        await super().on_stop()  # the final commit, with its persist
+        cast(WorkerApp, self.app).after_final_commit()
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every assigned partition, also those without a committed offset.
+
+        After a rebalance Faust resumes fetching before this seek and drops what it fetches
+        until the flow resumes, counting it as read. aiokafka only seeks partitions with a
+        committed offset above 0, so on a partition taken over before its first commit the
+        dropped events were never scored (seen in tests/worker/test_operations.py). Seeking
+        those to the beginning, which is the reset policy anyway, delivers them again.
+        """
+        committed = await super().seek_to_committed()
+        fresh = [tp for tp, offset in committed.items() if not offset or offset < 0]
+        if fresh and False:
+            await self._thread.seek_to_beginning(*map(aiokafka_driver.ensure_aiokafka_TP, fresh))
+        return committed
+
+
+class _Transport(aiokafka_driver.Transport):
+    Consumer = _WorkerConsumer
+
+
+class WorkerApp(faust.App):
+    """A Faust app whose consumer calls `before_commit` before every offset commit, and
+    `after_final_commit` once it has committed for the last time."""
+
+    before_commit: Callable[[], Awaitable[None]]
+    after_final_commit: Callable[[], None]
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+@dataclass(slots=True)
+class Worker:
+    """One worker's app and parts, kept together so tests and the CLI can reach them."""
+
+    settings: WorkerSettings
+    plans: PlanSet
+    app: WorkerApp
+    table: ContactTable
+    states: ContactStates
+    timers: Timers
+    processor: Processor
+    metrics: Metrics
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """Topics to create before starting; the first three are co-partitioned."""
+        topics, n = self.settings.topics, self.settings.partitions
+        return [
+            TopicSpec(topics.events, n),
+            TopicSpec(topics.ticks, n),
+            TopicSpec(self.table.changelog_topic.get_topic_name(), n, config=CHANGELOG_CONFIG),
+            TopicSpec(topics.alerts, n, copartitioned=False),
+            TopicSpec(topics.updates, n, copartitioned=False),
+            TopicSpec(topics.dead_letters, n, copartitioned=False),
+        ]
+
+    def ready(self) -> bool:
+        """Recovered and not rebalancing: what `/readyz` reports.
+
+        A worker without partitions (more workers than partitions) is ready too: it still
+        answers look-ups by forwarding them to the owners.
+        """
+        app = self.app
+        return (
+            cast(TableManager, app.tables).recovery.completed.is_set()
+            and not app.rebalancing
+            and not app.in_recovery
+        )
+
+    def active_partitions(self) -> list[int]:
+        """Partitions of the input topic this worker processes (not standbys)."""
+        events = self.settings.topics.events
+        return sorted(
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == events
+        )
+
+    async def refresh_metrics(self) -> None:
+        """Set the gauges that describe live state, just before a scrape."""
+        metrics, app = self.metrics, self.app
+        ready = self.ready()
+        metrics.ready.set(ready)
+        metrics.recovering.set(bool(app.in_recovery))
+        if not ready:
+            return
+        partitions = self.active_partitions()
+        metrics.contacts.set(sum(self.table.store.contact_count(p) for p in partitions))
+        lag: dict[tuple[str, int], int] = {}
+        assigned = app.consumer.assignment()
+        for topic in (self.settings.topics.events, self.settings.topics.ticks):
+            for partition in partitions:
+                tp = TP(topic, partition)
+                # Unknown until the consumer has fetched from the partition: no sample then.
+                highwater: int | None = app.consumer.highwater(tp) if tp in assigned else None
+                if highwater is None:
+                    continue
+                done = self.processor.processed.get((topic, partition))
+                if done is None:
+                    position = await app.consumer.position(tp)
+                    done = -1 if position is None else position - 1
+                lag[(topic, partition)] = max(highwater - done - 1, 0)
+        metrics.set_lag(lag)
+
+
+def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
+    """Assemble the Faust app; nothing connects to Kafka until the app starts."""
+    topics = settings.topics
+    app = WorkerApp(
+        settings.faust_id,
+        broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
+        datadir=str(settings.data_dir),
+        store="rocksdb://",
+        topic_partitions=settings.partitions,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=settings.web_url,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        producer_linger=0.02,
+        producer_max_batch_size=1024**2,
+        stream_wait_empty=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+    )
+    table = ContactTable(
+        app,
+        name=TABLE,
+        beacon=app.tables.beacon,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options=ROCKSDB_OPTIONS,
+        help="Scoring state per contact (see streams/worker/store.py for the layout).",
+    )
+    app.tables.add(table)
+    metrics = Metrics(plan_event_types(plans))
+    outbox = Outbox(lambda: app.producer, topics)
+    states = ContactStates(
+        lambda: table.store,
+        lambda: app.producer,
+        table.changelog_topic.get_topic_name(),
+        plans,
+        outbox.barrier,
+    )
+    timers = Timers(settings.clock, states, lambda: table.store, lambda: app.producer, topics.ticks)
+    processor = Processor(plans, topics, states, outbox, timers, metrics)
+    worker = Worker(settings, plans, app, table, states, timers, processor, metrics)
+    _wire(worker)
+    register_views(worker)
+    return worker
+
+
+def _wire(worker: Worker) -> None:
+    app, states, timers, metrics = worker.app, worker.states, worker.timers, worker.metrics
+    topics = worker.settings.topics
+    source = app.topic(
+        topics.events,
+        topics.ticks,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def persist() -> None:
+        started = time.perf_counter()
+        persisted = await states.persist()
+        timers.settled(persisted)
+        metrics.persisted.inc(persisted.count)
+        metrics.persist.observe(time.perf_counter() - started)
+
+    app.before_commit = persist
+
+    def close_store() -> None:
+        worker.table.store.close()  # looked up now: Faust builds the store when it starts
+
+    app.after_final_commit = close_store
+
+    async def score(stream: StreamT[bytes]) -> None:
+        event: EventT[bytes]
+        async for event in stream.events():
+            try:
+                await worker.processor.handle(event.message)
+            except Exception as error:
+                # Bad input never gets here (it is dead-lettered): this is a bug. Skipping the
+                # event would lose its points, so stop without committing instead.
+                message = event.message
+                logger.critical(
+                    "scoring failed at %s[%s]@%s; stopping without commit",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
+                states.poison(error)
+                await app.crash(error)
+                raise
+
+    app.agent(source, name="score")(score)
+
+    async def timer_pass() -> None:
+        if not worker.ready():
+            return
+        started = time.perf_counter()
+        sent = await timers.run_pass(worker.active_partitions())
+        metrics.ticks_sent.inc(sent)
+        metrics.timer_pass.observe(time.perf_counter() - started)
+
+    app.timer(worker.settings.timer_interval, name="deadlines")(timer_pass)
+
+    async def on_revoked(_sender: Any, *args: Any, signal: object, **_: Any) -> None:
+        """Persist before the partitions move, so their new owner starts from our work."""
+        revoked: set[TP] = args[0]  # the signal's one argument
+        await persist()
+        gone = {tp.partition for tp in revoked if tp.topic == topics.events}
+        states.forget(gone)
+        timers.forget(gone)
+
+    # mode types handlers with mypy_extensions.VarArg(), which no real signature matches.
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+
+    async def quiet_root_logger() -> None:
+        # Faust's worker sets the root logger to DEBUG for its start-up spinner, which makes
+        # every logger.debug() in the hot path build a record. Put back the configured level.
+        logging.getLogger().setLevel(worker.settings.log_level.upper())
+
+    app.task(quiet_root_logger)

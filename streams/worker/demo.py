@@ -1,0 +1,185 @@
+"""`leadscore demo`: the whole pipeline on one machine, with sales alerts printed as they arrive.
+
+A broker (the embedded one unless `LEADSCORE_KAFKA_BOOTSTRAP` is set), a worker process on
+fresh topics with the example plans, a thread feeding it the simulated population at a
+steady rate, and this process reading `sales-alerts`. The worker runs with `--clock event`:
+the simulated months pass in seconds, and inactivity rules fire as the stream's time passes
+their deadlines, exactly as `leadscore backtest` would score the same events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streams.backtest.simulate import generate
+from streams.kafka.broker import broker_from_env
+from streams.kafka.client import EventPublisher
+from streams.models.outputs import THRESHOLD_CROSSED
+from streams.worker.settings import TopicNames
+
+EXAMPLE_PLANS = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
+READY_TIMEOUT = 120.0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = subparsers.add_parser(
+        "demo",
+        help="run broker, worker and simulated contacts; print sales alerts as they arrive",
+        description=__doc__,
+    )
+    demo.add_argument("--plans", type=Path, default=EXAMPLE_PLANS, help="scoring plans YAML")
+    demo.add_argument("--contacts", type=int, default=1000, help="simulated contacts")
+    demo.add_argument("--events", type=int, default=20000, help="simulated events")
+    demo.add_argument("--rate", type=float, default=500.0, help="events/s sent (0: no limit)")
+    demo.add_argument("--seed", type=int, default=7, help="simulation seed")
+    demo.add_argument("--partitions", type=int, default=3, help="partitions of the demo topics")
+    demo.add_argument("--web-port", type=int, default=6066, help="the worker's HTTP port")
+    demo.add_argument(
+        "--alerts", type=int, default=0, help="stop after this many alerts (0: run until Ctrl-C)"
+    )
+    demo.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with (
+            broker_from_env() as bootstrap,
+            tempfile.TemporaryDirectory(prefix="leadscore-") as tmp,
+        ):
+            return _run(args, bootstrap, Path(tmp))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> int:
+    prefix = f"demo-{uuid.uuid4().hex[:6]}."
+    topics = TopicNames.with_prefix(prefix)
+    log = tmp / "worker.log"
+    command = [
+        sys.executable, "-m", "streams.worker",
+        "--plans", str(args.plans),
+        "--bootstrap", bootstrap,
+        "--partitions", str(args.partitions),
+        "--data-dir", str(tmp / "data"),
+        "--web-port", str(args.web_port),
+        "--topic-prefix", prefix,
+        "--clock", "event",
+        "--timer-interval", "2",
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        worker = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    print(f"broker {bootstrap}; worker pid {worker.pid}, log {log}", file=sys.stderr)
+    feeder: threading.Thread | None = None
+    stop = threading.Event()
+    try:
+        _wait_ready(worker, f"http://127.0.0.1:{args.web_port}/readyz", log)
+        print(
+            f"worker ready: http://127.0.0.1:{args.web_port}/contacts/<id>, /metrics; "
+            "Ctrl-C stops everything",
+            file=sys.stderr,
+        )
+        feeder = threading.Thread(
+            target=_feed, args=(args, bootstrap, topics.events, stop), daemon=True
+        )
+        feeder.start()
+        for shown, alert in enumerate(_alerts(bootstrap, topics.alerts), start=1):
+            print(describe(alert), flush=True)
+            if shown == args.alerts:
+                break
+        return 0
+    finally:
+        stop.set()
+        if feeder is not None:
+            feeder.join(10)
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+def _wait_ready(worker: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise SystemExit(f"the worker exited:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the worker was not ready within {READY_TIMEOUT}s; see {log}")
+
+
+def _feed(args: argparse.Namespace, bootstrap: str, topic: str, stop: threading.Event) -> None:
+    """Send the simulated population at `args.rate` events/s until done or stopped."""
+    started = time.monotonic()
+    sent = 0
+    with EventPublisher(bootstrap, topic) as publisher:
+        for event in generate(args.contacts, args.events, seed=args.seed):
+            if stop.is_set():
+                return
+            publisher.publish(event)
+            sent += 1
+            if args.rate > 0:
+                ahead = sent / args.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    stop.wait(ahead)
+    print(f"all {sent} simulated events sent; alerts from timers may follow", file=sys.stderr)
+
+
+def _alerts(bootstrap: str, topic: str) -> Iterator[dict[str, Any]]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-demo", "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while True:
+            message = consumer.poll(0.5)
+            value = None if message is None or message.error() else message.value()
+            if value:
+                yield json.loads(value)
+    finally:
+        consumer.close()
+
+
+def describe(alert: dict[str, Any]) -> str:
+    """One line: when, who, which plan and threshold, the score, and why."""
+    data = alert["data"]
+    cause, breakdown = data["cause"], data.get("breakdown", {})
+    rules = ", ".join(
+        f"{rule} {breakdown[rule]:+d}" if rule in breakdown else rule for rule in cause["rules"]
+    )
+    why = f"timer: {rules}" if cause.get("timer") else f"{cause['event_type']}: {rules or '-'}"
+    arrow = "crossed" if alert["type"] == THRESHOLD_CROSSED else "dropped"
+    return (
+        f"{alert['time'][:16].replace('T', ' ')}  {data['contact_id']:<10} {data['plan']:<11} "
+        f"{arrow} {data['threshold']} ({data['threshold_score']})  "
+        f"score {data['score']} (was {data['previous_score']})  why: {why}"
+    )

@@ -1,0 +1,161 @@
+"""Prometheus metrics of one worker, all named `leadscore_*`, none labelled by contact.
+
+Labels stay bounded: event types outside the built-in ones and those the plans name are
+counted as `other` (producers may send any type), plans and DLQ reasons come from finite sets,
+partitions from the topic's partition count. The registry is the worker's own, not the
+process-global one, so tests can build several workers in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from streams.models.outputs import CONTACT_FORGOTTEN, Output
+
+BUILT_IN_TYPES = frozenset(
+    {
+        "email.opened",
+        "email.clicked",
+        "email.replied",
+        "page.visited",
+        "form.submitted",
+        "list.subscribed",
+        "list.unsubscribed",
+        "contact.updated",
+        "contact.erased",
+    }
+)
+OTHER_TYPE = "other"
+INVALID_TYPE = "invalid"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+_AGENT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1)
+
+
+class Metrics:
+    """The worker's instruments; gauges about live state are set by `refresh` at scrape time."""
+
+    def __init__(self, known_types: Iterable[str] = ()) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the output and nobody reads them
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._types = BUILT_IN_TYPES | frozenset(known_types)
+        r = self.registry
+        self.events = Counter(
+            "leadscore_events_consumed",
+            "Tracking events consumed, by event type and outcome "
+            "(applied, duplicate, ignored, dead_lettered).",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "leadscore_events_dead_lettered",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "leadscore_alerts_sent",
+            "Threshold alerts sent to the sales-alerts topic.",
+            ["plan", "type"],
+            registry=r,
+        )
+        self.updates = Counter(
+            "leadscore_score_updates_sent",
+            "Score updates sent to the score-updates topic.",
+            ["plan"],
+            registry=r,
+        )
+        self.erasures = Counter(
+            "leadscore_erasures_sent",
+            "Erasure notices sent to the score-updates topic (contact.erased applied).",
+            registry=r,
+        )
+        self.event_to_output = Histogram(
+            "leadscore_event_to_output_seconds",
+            "From an event's time to the moment its outputs were sent (wall clock).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.agent_time = Histogram(
+            "leadscore_agent_processing_seconds",
+            "Time spent in the agent per consumed message (event or timer tick).",
+            buckets=_AGENT_BUCKETS,
+            registry=r,
+        )
+        self.ticks_sent = Counter(
+            "leadscore_timer_ticks_sent",
+            "Timer ticks sent for contacts with a due deadline.",
+            registry=r,
+        )
+        self.ticks = Counter(
+            "leadscore_timer_ticks_processed", "Timer ticks consumed by the agent.", registry=r
+        )
+        self.timer_changes = Counter(
+            "leadscore_timer_score_changes",
+            "Score changes made by timers (inactivity penalties and resets, award expiries).",
+            ["plan"],
+            registry=r,
+        )
+        self.timer_pass = Histogram(
+            "leadscore_timer_pass_seconds",
+            "Duration of one timer pass over this worker's partitions.",
+            registry=r,
+        )
+        self.persist = Histogram(
+            "leadscore_state_persist_seconds",
+            "Duration of making states durable before an offset commit.",
+            registry=r,
+        )
+        self.persisted = Counter(
+            "leadscore_states_persisted", "Contact states written at commits.", registry=r
+        )
+        self.contacts = Gauge(
+            "leadscore_contacts", "Contacts in the state of this worker's partitions.", registry=r
+        )
+        self.lag = Gauge(
+            "leadscore_consumer_lag",
+            "Messages not yet processed, per input partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.recovering = Gauge(
+            "leadscore_recovery_in_progress",
+            "1 while table state is being recovered from the changelog.",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "leadscore_ready", "1 when the worker is recovered and consuming.", registry=r
+        )
+
+    def type_label(self, event_type: str) -> str:
+        return event_type if event_type in self._types else OTHER_TYPE
+
+    def outputs_sent(self, outputs: Iterable[Output], *, timer: bool) -> None:
+        for output in outputs:
+            if output.type == CONTACT_FORGOTTEN:
+                self.erasures.inc()
+                continue
+            plan = str(output.data["plan"])
+            if output.kind == "alert":
+                self.alerts.labels(plan, output.type).inc()
+            else:
+                self.updates.labels(plan).inc()
+                if timer:
+                    self.timer_changes.labels(plan).inc()
+
+    def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
+        self.lag.clear()
+        for (topic, partition), value in lag.items():
+            self.lag.labels(topic, str(partition)).set(value)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,178 @@
+"""The agent's work for one consumed message: decode, call the core, send outputs, keep state.
+
+Kept apart from Faust's agent so the shell stays thin and each step reads in order. Outputs
+are sent before the new state is written: `ContactStates.persist` relies on that order to
+know that every output of a durable state was acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from faust.types import HeadersArg, ProducerT
+from faust.types.tuples import Message
+
+from streams.models.events import EventError, TrackingEvent, decode_kafka_message
+from streams.scoring import Outcome, Output, PlanSet, advance, score_event
+from streams.worker.metrics import INVALID_TYPE, Metrics
+from streams.worker.settings import TopicNames
+from streams.worker.states import ContactStates
+from streams.worker.timers import Timers, decode_tick
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = ("content-type", b"application/cloudevents+json; charset=UTF-8")
+DLQ_HEADER = "leadscore.dlq."
+"""Prefix of the headers a dead letter carries besides the original ones."""
+
+
+def _header_list(headers: HeadersArg | None) -> list[tuple[str, bytes]]:
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
+
+
+def dead_letter_headers(message: Message, error: EventError) -> list[tuple[str, bytes]]:
+    """The original headers plus why and where from, like Kafka Connect's error headers."""
+    return [
+        *_header_list(message.headers),
+        (DLQ_HEADER + "reason", error.reason.encode()),
+        (DLQ_HEADER + "error", str(error).encode()),
+        (DLQ_HEADER + "topic", message.topic.encode()),
+        (DLQ_HEADER + "partition", str(message.partition).encode()),
+        (DLQ_HEADER + "offset", str(message.offset).encode()),
+    ]
+
+
+class Outbox:
+    """Sends outputs and dead letters without waiting for each acknowledgement.
+
+    Waiting per message would cap throughput at one round trip per event; instead failures
+    are remembered and `barrier()` (run before every persist) raises the first one, so a state
+    is never made durable while one of its outputs was lost.
+    """
+
+    def __init__(self, producer: Callable[[], ProducerT], topics: TopicNames) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._failure: BaseException | None = None
+
+    async def send(self, outputs: Sequence[Output]) -> None:
+        for output in outputs:
+            topic = self._topics.alerts if output.kind == "alert" else self._topics.updates
+            await self._send(topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE])
+
+    async def dead_letter(self, message: Message, error: EventError) -> None:
+        headers = dead_letter_headers(message, error)
+        await self._send(self._topics.dead_letters, message.key, message.value, headers)
+
+    async def barrier(self) -> None:
+        """Return once everything sent so far is acknowledged; raise if anything failed."""
+        await self._producer().flush()
+        if self._failure is not None:
+            raise RuntimeError("an output could not be delivered") from self._failure
+
+    async def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        future = await self._producer().send(
+            topic, key, value, partition=None, timestamp=None, headers=headers
+        )
+        future.add_done_callback(self._on_sent)  # type: ignore[attr-defined]
+
+    def _on_sent(self, future: Any) -> None:
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
+            logger.error("output not delivered: %s", self._failure)
+
+
+class Processor:
+    """One message at a time, in partition order (Faust runs one agent instance)."""
+
+    def __init__(
+        self,
+        plans: PlanSet,
+        topics: TopicNames,
+        states: ContactStates,
+        outbox: Outbox,
+        timers: Timers,
+        metrics: Metrics,
+    ) -> None:
+        self._plans = plans
+        self._ticks_topic = topics.ticks
+        self._states = states
+        self._outbox = outbox
+        self._timers = timers
+        self._metrics = metrics
+        self.processed: dict[tuple[str, int], int] = {}
+        """Last offset processed per (topic, partition), for the lag gauge."""
+
+    async def handle(self, message: Message) -> None:
+        started = time.perf_counter()
+        if message.topic == self._ticks_topic:
+            await self._tick(message)
+        else:
+            await self._event(message)
+        self.processed[(message.topic, message.partition)] = message.offset
+        self._metrics.agent_time.observe(time.perf_counter() - started)
+
+    async def _event(self, message: Message) -> None:
+        try:
+            event = decode_kafka_message(message.key, message.value, _header_list(message.headers))
+        except EventError as error:
+            await self._outbox.dead_letter(message, error)
+            self._metrics.events.labels(INVALID_TYPE, "dead_lettered").inc()
+            self._metrics.dead_letters.labels(error.reason).inc()
+            return
+        partition = message.partition
+        self._states.observe_time(partition, event.time)
+        step = score_event(self._states.get(partition, event.contact_id), event, self._plans)
+        self._metrics.events.labels(self._metrics.type_label(event.type), step.outcome).inc()
+        await self._send(step.outputs, event)
+        if step.outcome is Outcome.APPLIED:
+            self._states.put(partition, event.contact_id, step.state)
+
+    async def _tick(self, message: Message) -> None:
+        """Advance one contact to the tick's time. A tick is only a hint: one that cannot be
+        used is dropped, and the next timer pass sends another if the deadline is still due."""
+        self._metrics.ticks.inc()
+        contact_id = (message.key or b"").decode(errors="replace")
+        try:
+            now = decode_tick(message.value)
+        except struct.error:
+            logger.warning(
+                "malformed tick at %s[%s]@%s", message.topic, message.partition, message.offset
+            )
+            now = None
+        state = None if now is None else self._states.get(message.partition, contact_id)
+        if now is None or state is None:
+            self._timers.done(message.partition, contact_id)
+            return
+        state, outputs = advance(state, now, self._plans)
+        await self._send(outputs, None)
+        self._states.put(message.partition, contact_id, state)
+
+    async def _send(self, outputs: Sequence[Output], event: TrackingEvent | None) -> None:
+        if not outputs:
+            return
+        await self._outbox.send(outputs)
+        self._metrics.outputs_sent(outputs, timer=event is None)
+        if event is not None:
+            self._metrics.event_to_output.observe(max(time.time() - event.time, 0.0))
+
+
+def plan_event_types(plans: PlanSet) -> Iterable[str]:
+    """Event types the plans name: bounded, so they may be metric labels."""
+    for plan in plans:
+        for when in (*(rule.when for rule in plan.rules), *(rule.of for rule in plan.inactivity)):
+            yield from when.types or ()

@@ -1,0 +1,215 @@
+"""Worker configuration: command-line flags over `LEADSCORE_*` environment variables.
+
+Twelve-factor: every option can come from the environment (containers, systemd units), and a
+flag given on the command line wins. Each option is declared once, in `OPTIONS`, so the flag,
+its environment variable, its default and its help text cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from streams.models.durations import parse_duration
+
+Clock = Literal["wall", "event"]
+ENV_PREFIX = "LEADSCORE_"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: `--flag`, `LEADSCORE_<NAME>`, how to parse it, and its default."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any] = str
+    default: Any = None
+    env: str | None = None
+    choices: tuple[str, ...] | None = None
+    switch: bool = False
+    """A flag without a value (`--log-json`); its variable takes true/false."""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return self.env or ENV_PREFIX + self.name.upper()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"expected a TCP port, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """`10`, `2.5` or a plan-style duration such as `30s` or `5m`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive duration, got {text!r}")
+    return value
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("plans", "scoring plans YAML file (required)", Path),
+    Option(
+        "bootstrap",
+        "Kafka bootstrap servers, host:port[,host:port] (required)",
+        env="LEADSCORE_KAFKA_BOOTSTRAP",
+    ),
+    Option(
+        "partitions",
+        "partitions of every co-partitioned topic when they are created",
+        _positive_int,
+        6,
+    ),
+    Option("data_dir", "directory for the RocksDB state", Path, Path("data")),
+    Option("web_host", "address the HTTP API binds to", str, "127.0.0.1"),
+    Option("web_port", "port of the HTTP API", _port, 6066),
+    Option(
+        "advertised_url",
+        "URL other workers use to reach this one's HTTP API (empty: http://WEB_HOST:WEB_PORT)",
+        str,
+        "",
+    ),
+    Option(
+        "clock",
+        "what drives timers: wall time, or the largest event time seen on the partition",
+        str,
+        "wall",
+        choices=("wall", "event"),
+    ),
+    Option("timer_interval", "seconds between timer passes (also 10s, 1m)", _seconds, 10.0),
+    Option(
+        "session_timeout",
+        "seconds before a dead worker's partitions move to another worker (also 30s)",
+        _seconds,
+        30.0,
+    ),
+    Option("topic_prefix", "prefix of every topic and of the consumer group", str, ""),
+    Option("app_id", "Faust application id: consumer group and internal topics", str, "leadscore"),
+    Option("log_level", "log level", str, "info", choices=("debug", "info", "warning", "error")),
+    Option("log_json", "log one JSON object per line", _flag, False, switch=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Every topic the worker reads or writes, all under one prefix."""
+
+    events: str
+    alerts: str
+    updates: str
+    dead_letters: str
+    ticks: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> TopicNames:
+        return cls(
+            events=f"{prefix}tracking-events",
+            alerts=f"{prefix}sales-alerts",
+            updates=f"{prefix}score-updates",
+            dead_letters=f"{prefix}tracking-events-dlq",
+            ticks=f"{prefix}leadscore-timer-ticks",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Resolved configuration of one worker process."""
+
+    plans: Path
+    bootstrap: str
+    partitions: int = 6
+    data_dir: Path = Path("data")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    advertised_url: str = ""
+    clock: Clock = "wall"
+    timer_interval: float = 10.0
+    session_timeout: float = 30.0
+    topic_prefix: str = ""
+    app_id: str = "leadscore"
+    log_level: str = "info"
+    log_json: bool = False
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames.with_prefix(self.topic_prefix)
+
+    @property
+    def faust_id(self) -> str:
+        """The consumer group; it names the changelog topic, so it carries the prefix too."""
+        return f"{self.topic_prefix}{self.app_id}"
+
+    @property
+    def web_url(self) -> str:
+        """Where `GET /contacts/{id}` is forwarded to when this worker owns the contact."""
+        return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
+
+
+class SettingsError(ValueError):
+    """A missing or malformed option; the message names the flag and the variable."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every option as a flag; defaults stay None so the environment can fill in."""
+    for option in OPTIONS:
+        default = f", default {option.default}" if option.default not in (None, "") else ""
+        help_text = f"{option.help} [env {option.env_name}{default}]"
+        if option.switch:
+            parser.add_argument(
+                option.flag, dest=option.name, action="store_const", const="true", help=help_text
+            )
+        else:
+            parser.add_argument(
+                option.flag, dest=option.name, default=None, choices=option.choices, help=help_text
+            )
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+    """Flag, else environment variable, else default; parsed and checked."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        text = getattr(args, option.name, None)
+        source = option.flag
+        if text is None and option.env_name in env:
+            text, source = env[option.env_name], option.env_name
+        if text is None:
+            if option.default is None:
+                raise SettingsError(f"{option.flag} (or {option.env_name}) is required")
+            continue
+        if option.choices and text not in option.choices:
+            raise SettingsError(f"{source}: expected one of {', '.join(option.choices)}")
+        try:
+            values[option.name] = option.parse(text)
+        except ValueError as error:
+            raise SettingsError(f"{source}: {error}") from None
+    return WorkerSettings(**values)

@@ -1,0 +1,207 @@
+"""Contact states between the agent and the disk: a write-back cache persisted at commit.
+
+Why not `table[key] = state` per event: Faust writes RocksDB at once and sends the changelog
+later, so after a kill -9 the local state can already contain an event whose offset was never
+committed and whose alert was never acknowledged. The event is then consumed again, the core
+sees a duplicate, and the alert is lost for good. Here a state becomes durable only in
+`persist()`, which runs just before every offset commit, in this order:
+
+1. take a snapshot of the states written since the last persist (the agent keeps running
+   and writes into a fresh dict);
+2. wait until every output sent so far is acknowledged (`outputs_barrier`); the agent sends
+   an event's outputs before it writes its state, so this covers every state in the snapshot;
+3. send each snapshot state once to the changelog and wait for the acknowledgements;
+4. write the states, their deadline index entries, the stream times and the changelog offset
+   to RocksDB in one batch per partition;
+5. only then does Faust commit the consumed offsets.
+
+A crash anywhere leaves either a state that is not durable (its events are consumed again and
+re-send the same outputs, recognisable by their deterministic ids) or a durable state whose
+outputs were acknowledged (the events are consumed again as duplicates and change nothing).
+Writing each key once per commit also coalesces the changelog: a contact with ten events in a
+commit interval costs one changelog message, not ten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from faust.types import ProducerT
+from faust.types.tuples import RecordMetadata
+
+from streams.scoring import ContactState, PlanSet, decode_state, encode_state, next_deadline
+from streams.worker.store import (
+    ContactStore,
+    contact_key,
+    meta_key,
+    pack_record,
+    record_state,
+)
+
+_TIME = struct.Struct(">d")
+STREAM_TIME = "stream-time"
+"""Metadata key of a partition's stream time (the largest event time consumed)."""
+
+
+@dataclass(slots=True)
+class _Dirty:
+    partition: int
+    state: ContactState
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """What one persist made durable: contacts per partition (the timer uses it)."""
+
+    contacts: dict[int, list[str]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(ids) for ids in self.contacts.values())
+
+
+class ContactStates:
+    """Read and write contact states by partition; see the module docstring for durability."""
+
+    def __init__(
+        self,
+        store: Callable[[], ContactStore],
+        producer: Callable[[], ProducerT],
+        changelog_topic: str,
+        plans: PlanSet,
+        outputs_barrier: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._producer = producer
+        self._changelog_topic = changelog_topic
+        self._plans = plans
+        self._outputs_barrier = outputs_barrier
+        self._dirty: dict[str, _Dirty] = {}
+        self._persisting: dict[str, tuple[int, bytes]] = {}
+        self._stream_times: dict[int, float] = {}
+        self._times_changed: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._poisoned: BaseException | None = None
+
+    def get(self, partition: int | None, contact_id: str) -> ContactState | None:
+        """The latest state; the caller owns it (the core may change it in place).
+
+        `partition` None looks in every partition this worker holds (HTTP look-ups).
+        """
+        dirty = self._dirty.get(contact_id)
+        if dirty is not None:
+            return dirty.state
+        pending = self._persisting.get(contact_id)
+        if pending is not None:
+            record: bytes | None = pending[1]
+        elif partition is None:
+            record = self._store().find(contact_id)
+        else:
+            record = self._store().read(partition, contact_id)
+        return None if record is None else decode_state(record_state(record))
+
+    def put(self, partition: int, contact_id: str, state: ContactState) -> None:
+        self._dirty[contact_id] = _Dirty(partition, state)
+
+    def observe_time(self, partition: int, event_time: float) -> None:
+        """Move the partition's stream time forward (never back)."""
+        current = self.stream_time(partition)
+        if current is None or event_time > current:
+            self._stream_times[partition] = event_time
+            self._times_changed.add(partition)
+
+    def stream_time(self, partition: int) -> float | None:
+        """Largest event time consumed on the partition, surviving restarts."""
+        known = self._stream_times.get(partition)
+        if known is not None:
+            return known
+        raw = self._store().meta(partition, STREAM_TIME)
+        if raw is None:
+            return None
+        (stored,) = _TIME.unpack(raw)
+        self._stream_times[partition] = stored
+        return float(stored)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what is cached for partitions this worker no longer owns (after a persist)."""
+        for partition in partitions:
+            self._stream_times.pop(partition, None)
+            self._times_changed.discard(partition)
+
+    def poison(self, error: BaseException) -> None:
+        """Never persist again: the core failed mid-event, so a cached state may be half
+        changed. The worker stops without committing, and its successor replays from the last
+        good commit."""
+        self._poisoned = error
+
+    async def persist(self) -> Persisted:
+        """Make every state written so far durable, in the order the module docstring gives."""
+        async with self._lock:
+            if self._poisoned is not None:
+                raise RuntimeError("not persisting after a scoring failure") from self._poisoned
+            snapshot, self._dirty = self._dirty, {}
+            times = {p: self._stream_times[p] for p in self._times_changed}
+            self._times_changed = set()
+            self._persisting = {
+                contact_id: (
+                    dirty.partition,
+                    pack_record(next_deadline(dirty.state, self._plans), encode_state(dirty.state)),
+                )
+                for contact_id, dirty in snapshot.items()
+            }
+            try:
+                await self._outputs_barrier()
+                offsets = await self._send_changelog(times)
+                self._write(offsets, times)
+            finally:
+                self._persisting = {}
+        persisted: dict[int, list[str]] = defaultdict(list)
+        for contact_id, dirty in snapshot.items():
+            persisted[dirty.partition].append(contact_id)
+        return Persisted(dict(persisted))
+
+    async def _send_changelog(self, times: dict[int, float]) -> dict[int, int]:
+        """Send the snapshot and the changed stream times to the changelog, so that whoever
+        recovers a partition also knows its stream time; the last offset acked per partition."""
+        producer = self._producer()
+        records = [
+            (partition, contact_key(contact_id), record)
+            for contact_id, (partition, record) in self._persisting.items()
+        ]
+        records += [(p, meta_key(STREAM_TIME), _TIME.pack(t)) for p, t in times.items()]
+        sent: list[Awaitable[RecordMetadata]] = []
+        for partition, key, value in records:
+            sent.append(
+                await producer.send(
+                    self._changelog_topic,
+                    key,
+                    value,
+                    partition=partition,
+                    timestamp=None,
+                    headers=None,
+                )
+            )
+        await producer.flush()
+        offsets: dict[int, int] = {}
+        for future in sent:
+            metadata = await future
+            offsets[metadata.partition] = max(metadata.offset, offsets.get(metadata.partition, -1))
+        return offsets
+
+    def _write(self, offsets: dict[int, int], times: dict[int, float]) -> None:
+        by_partition: dict[int, dict[str, bytes]] = defaultdict(dict)
+        for contact_id, (partition, record) in self._persisting.items():
+            by_partition[partition][contact_id] = record
+        store = self._store()
+        for partition in by_partition.keys() | times.keys():
+            meta = {STREAM_TIME: _TIME.pack(times[partition])} if partition in times else None
+            store.write(
+                partition,
+                by_partition.get(partition, {}),
+                changelog_offset=offsets.get(partition),
+                meta=meta,
+            )

@@ -1,0 +1,235 @@
+"""The contact table on disk: one RocksDB database per partition, with a deadline index.
+
+Each partition's database holds three kinds of keys, told apart by their first byte:
+
+- `c<contact id>`: the contact's record, `>d` next deadline (+inf for none) then the core's
+  encoded state. The same key and value go to the changelog, so recovery restores both.
+- `d<>d deadline><contact id>`: the deadline index, empty values, ordered by time, so the
+  timer pass reads only the entries that are due: its cost grows with the due count, not with
+  the number of contacts. It is derived data and never sent to the changelog; every write
+  of a record (from the worker or from changelog recovery) updates it in the same WriteBatch,
+  so it cannot disagree with the records after a crash.
+- `m<name>`: per-partition metadata, written in the same batch: the stream time (which also
+  goes to the changelog, so a worker taking the partition over knows it) and the contact
+  count (derived, kept locally).
+
+Faust's own changelog offset key (`__faust\\0offset__`) shares the database; it is written
+in the same batch as the records it covers, so a crash cannot leave the offset ahead of them.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, cast
+
+import faust
+from faust.stores import rocksdb
+from faust.types import EventT, StoreT
+from rocksdict import Rdict, WriteBatch
+from yarl import URL
+
+CONTACT = b"c"
+INDEX = b"d"
+META = b"m"
+_DEADLINE = struct.Struct(">d")
+_COUNT = META + b"contacts"
+
+
+def contact_key(contact_id: str) -> bytes:
+    return CONTACT + contact_id.encode()
+
+
+def meta_key(name: str) -> bytes:
+    return META + name.encode()
+
+
+def pack_record(deadline: float | None, state: bytes) -> bytes:
+    """Deadline first, so the index can be maintained without decoding the state."""
+    return _DEADLINE.pack(math.inf if deadline is None else deadline) + state
+
+
+def record_deadline(record: bytes) -> float | None:
+    (deadline,) = _DEADLINE.unpack_from(record)
+    return None if math.isinf(deadline) else float(deadline)
+
+
+def record_state(record: bytes) -> bytes:
+    return record[_DEADLINE.size :]
+
+
+def _index_key(deadline: float, key: bytes) -> bytes:
+    # Big-endian IEEE doubles of non-negative numbers sort like the numbers themselves.
+    return INDEX + _DEADLINE.pack(max(deadline, 0.0)) + key
+
+
+class ContactStore(rocksdb.Store):
+    """Faust's RocksDB store, plus the record layout and deadline index described above.
+
+    Faust keeps managing the databases (opening on assignment, closing on revocation,
+    recovery from the changelog, standby replicas); the worker reads and writes through the
+    partition-explicit methods here, because its writes happen at commit time, outside the
+    stream iteration that Faust's own `table[key] = value` requires.
+    """
+
+    def read(self, partition: int, contact_id: str) -> bytes | None:
+        value: bytes | None = self._db(partition).get(contact_key(contact_id))
+        return value
+
+    def find(self, contact_id: str) -> bytes | None:
+        """The record from whichever open partition holds it (for HTTP look-ups)."""
+        key = contact_key(contact_id)
+        for db in list(self._dbs.values()):
+            value: bytes | None = db.get(key)
+            if value is not None:
+                return value
+        return None
+
+    def meta(self, partition: int, name: str) -> bytes | None:
+        value: bytes | None = self._db(partition).get(meta_key(name))
+        return value
+
+    def contact_count(self, partition: int) -> int:
+        raw = self._db(partition).get(_COUNT)
+        return int(raw) if raw else 0
+
+    def due(self, partition: int, until: float) -> Iterator[tuple[float, str]]:
+        """`(deadline, contact id)` of the index entries at or before `until`, oldest first."""
+        end = _index_key(until, b"\xff")
+        iterator = self._db(partition).iter()
+        iterator.seek(INDEX)
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if key >= end or not key.startswith(INDEX):
+                return
+            (deadline,) = _DEADLINE.unpack_from(key, len(INDEX))
+            yield deadline, key[len(INDEX) + _DEADLINE.size :].decode()
+            iterator.next()
+
+    def write(
+        self,
+        partition: int,
+        records: Mapping[str, bytes],
+        *,
+        changelog_offset: int | None = None,
+        meta: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Write records, their index entries, metadata and changelog offset atomically."""
+        db = self._db(partition)
+        batch = _Batch(db)
+        for contact_id, record in records.items():
+            batch.put(contact_key(contact_id), record)
+        for name, value in (meta or {}).items():
+            batch.put_raw(meta_key(name), value)
+        batch.commit(changelog_offset, self.offset_key)
+
+    def apply_changelog_batch(
+        self, batch: Iterable[EventT[Any]], to_key: Any, to_value: Any
+    ) -> None:
+        """Recovery and standby: Faust's version, plus the index and the contact count."""
+        batches: dict[int, _Batch] = {}
+        offsets: dict[int, int] = {}
+        for event in batch:
+            message = event.message
+            if message.key is None:
+                raise ValueError(
+                    f"changelog message without a key at {message.tp}@{message.offset}"
+                )
+            staged = batches.get(message.partition)
+            if staged is None:
+                staged = batches[message.partition] = _Batch(self._db(message.partition))
+            if message.key.startswith(META):
+                staged.put_raw(message.key, message.value)
+            else:
+                staged.put(message.key, message.value)
+            offsets[message.partition] = max(message.offset, offsets.get(message.partition, -1))
+        for partition, staged in batches.items():
+            staged.commit(offsets[partition], self.offset_key)
+
+    async def stop(self) -> None:
+        """Keep the databases open: Faust stops tables before the consumer's final commit,
+        whose persist still writes here. `close()` runs after that commit."""
+
+    def close(self) -> None:
+        """Close the databases (flushing RocksDB's memtables) instead of leaving it to GC."""
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
+
+    def _db(self, partition: int) -> Rdict:
+        return cast(Rdict, self._db_for_partition(partition))
+
+
+class _Batch:
+    """Record writes to one partition database, with their index and count bookkeeping.
+
+    What a key holds is read from the database once, then tracked here, so a key written
+    several times in one batch (common in changelog recovery) leaves no stale index entry and
+    is counted right.
+    """
+
+    def __init__(self, db: Rdict) -> None:
+        self.db = db
+        self.batch = WriteBatch(raw_mode=True)
+        self._current: dict[bytes, tuple[bool, float | None]] = {}
+        """Key -> (present, deadline) as of the writes staged so far."""
+        self._count_delta = 0
+
+    def put(self, key: bytes, record: bytes | None) -> None:
+        present, old = self._current.get(key) or self._stored(key)
+        if old is not None:
+            self.batch.delete(_index_key(old, key[len(CONTACT) :]))
+        if record is None:
+            self.batch.delete(key)
+            self._count_delta -= present
+            self._current[key] = (False, None)
+            return
+        new = record_deadline(record)
+        self.batch.put(key, record)
+        if new is not None:
+            self.batch.put(_index_key(new, key[len(CONTACT) :]), b"")
+        self._count_delta += not present
+        self._current[key] = (True, new)
+
+    def put_raw(self, key: bytes, value: bytes | None) -> None:
+        """A key outside the record layout (metadata): no index, no count."""
+        if value is None:
+            self.batch.delete(key)
+        else:
+            self.batch.put(key, value)
+
+    def _stored(self, key: bytes) -> tuple[bool, float | None]:
+        previous: bytes | None = self.db.get(key)
+        return (False, None) if previous is None else (True, record_deadline(previous))
+
+    def commit(self, changelog_offset: int | None, offset_key: bytes) -> None:
+        if self._count_delta:
+            raw = self.db.get(_COUNT)
+            count = (int(raw) if raw else 0) + self._count_delta
+            self.batch.put(_COUNT, str(count).encode())
+        if changelog_offset is not None:
+            self.batch.put(offset_key, str(changelog_offset).encode())
+        self.db.write(self.batch)
+
+
+class ContactTable(faust.Table[bytes, bytes]):
+    """A Faust table whose store is `ContactStore`, so Faust manages it like any table."""
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT[bytes, bytes]:
+        return ContactStore(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
+
+    @property
+    def store(self) -> ContactStore:
+        return cast(ContactStore, self.data)

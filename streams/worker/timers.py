@@ -1,0 +1,117 @@
+"""Timers: find the contacts whose deadline has passed and send them a tick.
+
+Faust timers run per worker, not per key, and cannot write tables. So a periodic pass reads
+the deadline index of each partition this worker owns (`ContactStore.due`: only the due
+entries, oldest first) and sends a tick message, keyed by contact, to the internal ticks
+topic, on the same partition number. The agent consumes ticks with the events, so a penalty
+goes through the same code path, the same state and the same changelog as an event, and
+is exactly as durable.
+
+`now` is the wall clock (`--clock wall`) or the partition's stream time, the largest event
+time consumed on it (`--clock event`): a replay of historical events then fires deadlines
+exactly as the backtest does. A tick carries the `now` of its pass, so processing it later
+changes nothing about its effect.
+
+A contact whose tick is in flight is not ticked again until its state is persisted (its
+index entry then moves) or the tick changed nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Iterable
+from itertools import islice
+
+from faust.types import ProducerT
+
+from streams.worker.settings import Clock
+from streams.worker.states import ContactStates, Persisted
+from streams.worker.store import ContactStore
+
+MAX_TICKS_PER_PASS = 50_000
+"""Per partition and pass; the rest waits for the next pass, so one pass cannot flood."""
+_TICK = struct.Struct(">d")
+
+
+def encode_tick(now: float) -> bytes:
+    """A tick's value: the `now` its contact is advanced to."""
+    return _TICK.pack(now)
+
+
+def decode_tick(value: bytes | None) -> float:
+    (now,) = _TICK.unpack(value or b"")
+    return float(now)
+
+
+class Timers:
+    """The deadline pass and the bookkeeping of ticks in flight."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        states: ContactStates,
+        store: Callable[[], ContactStore],
+        producer: Callable[[], ProducerT],
+        ticks_topic: str,
+    ) -> None:
+        self._clock = clock
+        self._states = states
+        self._store = store
+        self._producer = producer
+        self._ticks_topic = ticks_topic
+        self._in_flight: dict[int, dict[str, float]] = {}
+
+    def now(self, partition: int) -> float | None:
+        """The time deadlines are compared with; None before a partition's first event."""
+        if self._clock == "wall":
+            return time.time()
+        return self._states.stream_time(partition)
+
+    async def run_pass(self, partitions: Iterable[int]) -> int:
+        """Send a tick for every due contact not already ticked; return how many were sent."""
+        sent = 0
+        producer = self._producer()
+        for partition in partitions:
+            now = self.now(partition)
+            if now is None:
+                continue
+            in_flight = self._in_flight.setdefault(partition, {})
+            # Collected before sending: the database may close (rebalance) during an await.
+            due = [
+                (deadline, contact_id)
+                for deadline, contact_id in islice(
+                    self._store().due(partition, now), MAX_TICKS_PER_PASS
+                )
+                if in_flight.get(contact_id) != deadline
+            ]
+            tick = encode_tick(now)
+            for deadline, contact_id in due:
+                in_flight[contact_id] = deadline
+                await producer.send(
+                    self._ticks_topic,
+                    contact_id.encode(),
+                    tick,
+                    partition=partition,
+                    timestamp=None,
+                    headers=None,
+                )
+            sent += len(due)
+        return sent
+
+    def done(self, partition: int, contact_id: str) -> None:
+        """A tick was processed without a state to change."""
+        self._in_flight.get(partition, {}).pop(contact_id, None)
+
+    def settled(self, persisted: Persisted) -> None:
+        """States were persisted: their index entries are current again."""
+        for partition, contact_ids in persisted.contacts.items():
+            in_flight = self._in_flight.get(partition)
+            if in_flight:
+                for contact_id in contact_ids:
+                    in_flight.pop(contact_id, None)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions moved to another worker, which will tick them itself."""
+        for partition in partitions:
+            self._in_flight.pop(partition, None)

@@ -1,0 +1,67 @@
+"""The publishing helper: CloudEvents encodings, and partitions that agree with Faust's."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streams.kafka.admin import TopicSpec, ensure_topics
+from streams.kafka.client import EventPublisher, binary_message, structured_message
+from streams.models.events import TrackingEvent, decode_kafka_message
+
+EVENT = TrackingEvent(
+    id="e-1",
+    source="/test",
+    type="email.clicked",
+    time=1_767_225_600.25,
+    subject="contact-7",
+    data={"url": "https://example.com/pricing"},
+)
+
+
+@pytest.mark.parametrize("encode", [binary_message, structured_message])
+def test_both_modes_decode_to_the_same_event(encode: object) -> None:
+    key, value, headers = encode(EVENT)  # type: ignore[operator]
+    assert key == b"contact-7"
+    assert decode_kafka_message(key, value, headers) == EVENT
+
+
+def test_binary_mode_puts_attributes_in_ce_headers() -> None:
+    _, value, headers = binary_message(EVENT)
+    names = dict(headers)
+    assert names["ce_specversion"] == b"1.0"
+    assert names["ce_subject"] == b"contact-7"
+    assert names["content-type"] == b"application/json"
+    assert value == b'{"url":"https://example.com/pricing"}'
+
+
+@pytest.mark.integration
+def test_partitions_agree_with_faust_and_aiokafka(kafka_bootstrap: str) -> None:
+    topic, partitions = f"client-{uuid.uuid4().hex[:8]}", 7
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, partitions)])
+    keys = [f"contact-{i}" for i in range(300)] + ["Łódź-ä", "", "x" * 300]
+    with EventPublisher(kafka_bootstrap, topic) as publisher:
+        for key in keys:
+            publisher.publish_raw(key.encode(), b"{}", [])
+
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": topic, "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    landed: dict[bytes, int] = {}
+    try:
+        while len(landed) < len(keys):
+            message = consumer.poll(10)
+            assert message is not None, f"only {len(landed)} of {len(keys)} messages arrived"
+            landed_key, partition = message.key(), message.partition()
+            assert landed_key is not None and partition is not None
+            landed[landed_key] = partition
+    finally:
+        consumer.close()
+    every = list(range(partitions))
+    faust_choice = {key.encode(): DefaultPartitioner()(key.encode(), every, every) for key in keys}
+    assert landed == faust_choice
+    assert len(set(landed.values())) == partitions

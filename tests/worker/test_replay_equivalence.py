@@ -1,0 +1,117 @@
+"""The worker's results equal a plain replay of the same events, also across restarts.
+
+The events are `leadscore simulate`'s population. The worker runs with `--clock event`, so its
+timers fire at the same stream times as the replay's; one extra event per partition at the
+last event's time brings every partition's stream time to the end, where the replay also
+advances every contact.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from streams.backtest.simulate import generate
+from streams.models.events import TrackingEvent
+from streams.scoring import PlanSet, load_plans
+from tests.worker.conftest import StartWorker
+from tests.worker.expected import differences, expected_outcome, scores_from_updates
+from tests.worker.harness import (
+    EXAMPLE_PLANS,
+    TopicReader,
+    WorkerProcess,
+    key_on_partition,
+    publish,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 10_000
+CONTACTS = 400
+PARTITIONS = 3
+
+
+def simulated_stream(seed: int) -> list[TrackingEvent]:
+    """Simulated events, then one `test.end` event per partition at the last event's time."""
+    events = list(generate(CONTACTS, EVENTS, seed=seed))
+    end = events[-1].time
+    return events + [
+        TrackingEvent(
+            id=f"end-{partition}",
+            source="/test",
+            type="test.end",
+            time=end,
+            subject=key_on_partition(partition, PARTITIONS, "end"),
+        )
+        for partition in range(PARTITIONS)
+    ]
+
+
+def assert_matches_replay(
+    worker: WorkerProcess, bootstrap: str, events: list[TrackingEvent], plans: PlanSet
+) -> None:
+    """Wait until score-updates and sales-alerts add up to the replay's scores and alert ids."""
+    expected_scores, expected_alerts = expected_outcome(events, plans)
+    updates = TopicReader(bootstrap, worker.topics.updates)
+    alerts = TopicReader(bootstrap, worker.topics.alerts)
+
+    def matches() -> bool:
+        scores = scores_from_updates(updates.values(), plans)
+        return (
+            not differences(expected_scores, scores)
+            and {alert["id"] for alert in alerts.values()} == expected_alerts
+        )
+
+    try:
+        wait_until(matches, 120, "the worker's scores and alerts to equal the replay's", 1.0)
+    except AssertionError:
+        scores = scores_from_updates(updates.values(), plans)
+        alert_ids = {alert["id"] for alert in alerts.values()}
+        pytest.fail(
+            "worker differs from replay:\n"
+            + "\n".join(differences(expected_scores, scores))
+            + f"\nalerts missing: {len(expected_alerts - alert_ids)}, "
+            f"unexpected: {len(alert_ids - expected_alerts)}\n{worker.log()}"
+        )
+    for contact_id in sorted({contact for contact, _ in expected_scores})[:: CONTACTS // 10]:
+        status, body = worker.contact(contact_id)
+        assert status == 200
+        for plan in plans:
+            assert body["plans"][plan.name]["score"] == expected_scores[(contact_id, plan.name)]
+
+
+def test_simulated_stream_equals_backtest(start_worker: StartWorker, kafka_bootstrap: str) -> None:
+    worker = start_worker(partitions=PARTITIONS)
+    events = simulated_stream(seed=11)
+    publish(kafka_bootstrap, worker.topics.events, events)
+    assert_matches_replay(worker, kafka_bootstrap, events, load_plans(EXAMPLE_PLANS))
+
+
+@pytest.mark.parametrize(
+    ("signum", "fresh_data_dir"),
+    [
+        pytest.param(signal.SIGTERM, False, id="sigterm"),
+        pytest.param(signal.SIGKILL, False, id="sigkill"),
+        pytest.param(signal.SIGKILL, True, id="sigkill-recover-from-changelog"),
+    ],
+)
+def test_restart_mid_stream_loses_and_doubles_nothing(
+    start_worker: StartWorker, kafka_bootstrap: str, signum: int, fresh_data_dir: bool
+) -> None:
+    first = start_worker(name="first", partitions=PARTITIONS)
+    events = simulated_stream(seed=23)
+    publish(kafka_bootstrap, first.topics.events, events)
+    wait_until(lambda: first.consumed() >= len(events) // 3, 60, "a third of the stream")
+
+    code = first.stop(signum)
+    assert code == (0 if signum == signal.SIGTERM else -signal.SIGKILL), first.log()
+    restart: Callable[..., WorkerProcess] = start_worker
+    second = (
+        restart(name="second", prefix=first.prefix, partitions=PARTITIONS)
+        if fresh_data_dir
+        else first.start()
+    )
+    assert_matches_replay(second, kafka_bootstrap, events, load_plans(EXAMPLE_PLANS))
