@@ -18,15 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+from streams.backtest.replay import replay_file
+from streams.backtest.simulate import generate, write_jsonl
+from streams.scoring import load_plans
+
 HERE = Path(__file__).resolve().parent
 PLANS = HERE.parent / "schemas" / "examples" / "plans.yaml"
 
 
 def one_run(events_file: Path) -> dict[str, float]:
     """Replay once in this process; print what a parent run collects."""
-    from streams.backtest.replay import replay_file
-    from streams.scoring import load_plans
-
     plans = load_plans(PLANS)
     started = time.perf_counter()
     result = replay_file(events_file, plans)
@@ -54,8 +55,6 @@ def main() -> int:
         return 0
     data = HERE / ".data" / f"events-{args.events}-{args.contacts}.jsonl"
     if not data.exists():
-        from streams.backtest.simulate import generate, write_jsonl
-
         data.parent.mkdir(exist_ok=True)
         write_jsonl(generate(args.contacts, args.events), data)
     runs = [
