@@ -10,6 +10,7 @@ the wrong partition.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -69,21 +70,38 @@ def ensure_topics(
                     raise
             else:
                 created.append(name)
-        existing = _partition_counts(admin, timeout)
+        existing = _listed(admin, [spec.name for spec in specs], timeout)
     _check_partitions(specs, existing)
     return created
 
 
 def _partition_counts(admin: AdminClient, timeout: float) -> dict[str, int]:
     metadata = admin.list_topics(timeout=timeout)
-    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+    return {
+        name: len(topic.partitions)
+        for name, topic in metadata.topics.items()
+        if topic.error is None and topic.partitions
+    }
+
+
+def _listed(admin: AdminClient, names: Sequence[str], timeout: float) -> dict[str, int]:
+    """Partition counts once metadata lists every topic: a topic just created (by us or by a
+    worker starting at the same time) can be missing from metadata for a moment, and a check
+    against a missing topic would pass by mistake."""
+    deadline = time.monotonic() + timeout
+    while True:
+        existing = _partition_counts(admin, timeout)
+        absent = [name for name in names if name not in existing]
+        if not absent:
+            return existing
+        if time.monotonic() > deadline:
+            raise TopicMismatchError(f"topics not visible in metadata after creation: {absent}")
+        time.sleep(0.1)
 
 
 def _check_partitions(specs: Sequence[TopicSpec], existing: Mapping[str, int]) -> None:
     wrong = [
-        spec
-        for spec in specs
-        if spec.copartitioned and existing.get(spec.name, spec.partitions) != spec.partitions
+        spec for spec in specs if spec.copartitioned and existing[spec.name] != spec.partitions
     ]
     if not wrong:
         return
