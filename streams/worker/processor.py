@@ -147,13 +147,7 @@ class Processor:
         used is dropped, and the next timer pass sends another if the deadline is still due."""
         self._metrics.ticks.inc()
         contact_id = (message.key or b"").decode(errors="replace")
-        try:
-            now = decode_tick(message.value)
-        except struct.error:
-            logger.warning(
-                "malformed tick at %s[%s]@%s", message.topic, message.partition, message.offset
-            )
-            now = None
+        now = self._tick_time(message)
         state = None if now is None else self._states.get(message.partition, contact_id)
         if now is None or state is None:
             self._timers.done(message.partition, contact_id)
@@ -161,6 +155,24 @@ class Processor:
         state, outputs = advance(state, now, self._plans)
         await self._send(outputs, None)
         self._states.put(message.partition, contact_id, state)
+
+    def _tick_time(self, message: Message) -> float | None:
+        """The tick's time, but never later than the partition's clock now.
+
+        After a crash or a rebalance, events are consumed again from the last commit while
+        ticks sent before it, stamped with the stream time of events not yet consumed again,
+        arrive from their own topic. Advancing a contact that far would fire its deadlines
+        before the events that re-arm them; the clock catches up as the events are consumed.
+        """
+        try:
+            sent = decode_tick(message.value)
+        except struct.error:
+            logger.warning(
+                "malformed tick at %s[%s]@%s", message.topic, message.partition, message.offset
+            )
+            return None
+        clock = self._timers.now(message.partition)
+        return None if clock is None else min(sent, clock)
 
     async def _send(self, outputs: Sequence[Output], event: TrackingEvent | None) -> None:
         if not outputs:

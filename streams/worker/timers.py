@@ -9,8 +9,9 @@ is exactly as durable.
 
 `now` is the wall clock (`--clock wall`) or the partition's stream time, the largest event
 time consumed on it (`--clock event`): a replay of historical events then fires deadlines
-exactly as the backtest does. A tick carries the `now` of its pass, so processing it later
-changes nothing about its effect.
+exactly as the backtest does. A tick carries the `now` of its pass; the agent advances its
+contact to that time, but never beyond the partition's clock when it processes the tick
+(`Processor._tick_time` says why).
 
 A contact whose tick is in flight is not ticked again until its state is persisted (its
 index entry then moves) or the tick changed nothing.

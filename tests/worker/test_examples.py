@@ -121,10 +121,17 @@ def test_icp_fit_example_reaches_16_through_the_timer_with_event_clock(
         return score if score == 16 else None
 
     wait_until(icp_score, 60, "icp-fit to reach 16")
-    updates = _of(
-        TopicReader(kafka_bootstrap, worker.topics.updates).values(), contact, SCORE_CHANGED
+    reader = TopicReader(kafka_bootstrap, worker.topics.updates)
+    # The look-up can see the new state a moment before the update is readable on the topic.
+    last = wait_until(
+        lambda: (
+            (mine := _of(reader.values(), contact, SCORE_CHANGED))
+            and mine[-1]["data"]["score"] == 16
+            and mine[-1]["data"]
+        ),
+        30,
+        "the penalty's score update",
     )
-    last = updates[-1]["data"]
     assert (last["plan"], last["previous_score"], last["score"]) == ("icp-fit", 26, 16)
     assert last["cause"] == {"rules": ["no-offer-visit"], "timer": True}
     assert last["breakdown"]["no-offer-visit"] == -10
