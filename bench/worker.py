@@ -20,11 +20,12 @@ like with like on a shared machine:
 6. timers: one timer pass over `--timer-contacts` records with 0%, 0.1% and 1% due
    (in-process, bench/timer_cost.py);
 7. scale-out: two worker processes in one group against one;
-8. a py-spy profile of a worker under load (bench/pyspy.py).
+8. py-spy profiles of a worker under load and of a recovering one (bench/pyspy.py).
 
 Medians over `--runs` runs go to bench/results/worker.json (every run is kept) and
-bench/results/worker.md; worker logs to bench/.data/logs/. Every process started is
-stopped by its PID; the broker too, unless it was given.
+bench/results/worker.md, the raw profiles beside them; worker logs and the measurements so
+far (worker.partial.json) to bench/.data/. Every process started is stopped by its PID; the
+broker too, unless it was given.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ from streams.worker.settings import TopicNames
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 LOGS = HERE / ".data" / "logs"
+PARTIAL = HERE / ".data" / "worker.partial.json"
 SEED = 7
 CONSUMED = "leadscore_events_consumed_total"
 MIB = 1024 * 1024
@@ -110,7 +112,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rates", default="1000,5000", help="latency phases, events/s, comma-separated"
     )
     parser.add_argument("--latency-seconds", type=float, help="length of one latency phase")
-    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep what an interrupted run with the same settings measured, redo the rest",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "worker.json")
     parser.add_argument("--baseline-child", nargs=3, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -180,7 +187,9 @@ def consume_baseline(bootstrap: str, topic: str, expected: int) -> dict[str, flo
 class Bench:
     """The phases, in the order `run()` calls them; each returns plain JSON-able dicts."""
 
-    def __init__(self, bootstrap: str, work: Path, args: argparse.Namespace) -> None:
+    def __init__(
+        self, bootstrap: str, work: Path, args: argparse.Namespace, measured: dict[str, Any]
+    ) -> None:
         self.bootstrap = bootstrap
         self.work = work
         self.args = args
@@ -189,6 +198,14 @@ class Bench:
         self.partitions: int = args.partitions
         self.tag = uuid.uuid4().hex[:6]
         self.prefixes: list[str] = []
+        self.measured = measured
+        self.session_started = time.time()
+        self.session: dict[str, Any] = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()),
+            "load_average_before": os.getloadavg(),
+            "minutes": 0.0,
+        }
+        measured.setdefault("sessions", []).append(self.session)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -215,6 +232,7 @@ class Bench:
         self.log(f"loading {events:,} events of {contacts:,} contacts into {topics.events}")
         loaded = load_events(self.bootstrap, topics.events, generate(contacts, events, seed=SEED))
         self.log(f"loaded in {loaded.seconds:.1f} s")
+        self.keep(load_seconds=self.measured.get("load_seconds", {}) | {name: loaded.seconds})
         return topics, loaded
 
     # --- 1. baseline -----------------------------------------------------------------------
@@ -468,53 +486,74 @@ class Bench:
     # --- everything ------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        sizes, runs = self.sizes, self.args.runs
-        topics, loaded = self.load("main", sizes.contacts, sizes.events)
-        main_prefix = self.prefixes[-1]
-        per_run: list[dict[str, Any]] = []
-        latencies: dict[str, list[dict[str, Any]]] = {}
+        """Every measurement not yet in `self.measured` (all of them unless `--resume`).
 
-        def measure_latency(worker: WorkerProcess, progress: GroupProgress) -> None:
-            latencies.update(self.latency(topics, loaded, worker, progress))
+        The units that can be redone on their own, each saved when it is complete: one run
+        of the main topic (baseline, two workers, one worker with, in the last run, the
+        latency phases, recovery from its changelog), the profile, the large topic (one
+        worker, then recoveries from its changelog), the timer passes.
+        """
+        sizes, runs, done = self.sizes, self.args.runs, self.measured
+        per_run: list[dict[str, Any]] = done.setdefault("runs", [])
+        latencies: dict[str, list[dict[str, Any]]] = done.setdefault("latency", {})
+        want_profile = not self.args.no_profile
+        if len(per_run) < runs or (want_profile and "profile" not in done):
+            topics, loaded = self.load("main", sizes.contacts, sizes.events)
+            main_prefix = self.prefixes[-1]
 
-        for run in range(runs):
-            self.log(f"run {run + 1} of {runs}")
-            baseline = self.baseline(topics.events, loaded.events)
-            pair = self.pair(topics, main_prefix, f"pair{run}")
-            # Last, because the latency phase (in the last run) adds events to the topic.
-            app_id = f"single{run}"
-            last = run == runs - 1
-            single = self.single(topics, main_prefix, app_id, measure_latency if last else None)
-            recovered = self.recovery(main_prefix, app_id, f"recover{run}")
-            per_run.append(
-                {"baseline": baseline, "single": single, "recovery": recovered, "pair": pair}
-            )
+            def measure_latency(worker: WorkerProcess, progress: GroupProgress) -> None:
+                latencies.update(self.latency(topics, loaded, worker, progress))
 
-        large_topics, large_loaded = self.load("large", sizes.large_contacts, sizes.large_events)
-        large_prefix = self.prefixes[-1]
-        large = self.single(large_topics, large_prefix, "large")
-        profile_recovery = None if self.args.no_profile else RESULTS / "recovery-profile.txt"
-        large_recoveries = [
-            self.recovery(
-                large_prefix, "large", f"recover-large{n}", profile_recovery if n == 0 else None
-            )
-            for n in range(runs)
-        ]
+            for run in range(len(per_run), runs):
+                self.log(f"run {run + 1} of {runs}")
+                baseline = self.baseline(topics.events, loaded.events)
+                pair = self.pair(topics, main_prefix, f"pair{run}")
+                # Last, because the latency phase (in the last run) adds events to the topic.
+                app_id = f"single{run}"
+                with_latency = measure_latency if run == runs - 1 else None
+                single = self.single(topics, main_prefix, app_id, with_latency)
+                recovered = self.recovery(main_prefix, app_id, f"recover{run}")
+                per_run.append(
+                    {"baseline": baseline, "single": single, "recovery": recovered, "pair": pair}
+                )
+                self.keep(runs=per_run, latency=latencies)
+            if want_profile and "profile" not in done:
+                self.keep(profile=self.profile(topics, main_prefix))
 
-        self.log(f"timer passes over {sizes.timer_contacts:,} records")
-        timers = timer_cost.measure(PLANS, sizes.timer_contacts)
+        if "large_recoveries" not in done:
+            large_topics, _ = self.load("large", sizes.large_contacts, sizes.large_events)
+            large_prefix = self.prefixes[-1]
+            large = self.single(large_topics, large_prefix, "large")
+            profile_to = RESULTS / "recovery-profile.txt" if want_profile else None
+            recoveries = [
+                self.recovery(
+                    large_prefix, "large", f"recover-large{n}", profile_to if not n else None
+                )
+                for n in range(runs)
+            ]
+            self.keep(large=large, large_recoveries=recoveries)
 
-        profile = None if self.args.no_profile else self.profile(topics, main_prefix)
+        if "timers" not in done:
+            self.log(f"timer passes over {sizes.timer_contacts:,} records")
+            self.keep(timers=timer_cost.measure(PLANS, sizes.timer_contacts))
+
         return summarize(
             sizes=sizes,
-            loaded={"main": loaded, "large": large_loaded},
+            load_seconds=done["load_seconds"],
             per_run=per_run,
             latencies=latencies,
-            large=large,
-            large_recoveries=large_recoveries,
-            timers=timers,
-            profile=profile,
+            large=done["large"],
+            large_recoveries=done["large_recoveries"],
+            timers=done["timers"],
+            profile=done.get("profile"),
         )
+
+    def keep(self, **measured: Any) -> None:
+        """Save what is measured so far (bench/.data/worker.partial.json): on a shared machine
+        a run can be killed an hour in; `--resume` then redoes only what is missing."""
+        self.measured.update(measured)
+        self.session["minutes"] = round((time.time() - self.session_started) / 60, 1)
+        PARTIAL.write_text(json.dumps(self.measured, indent=2) + "\n")
 
     def cleanup(self) -> None:
         for prefix in self.prefixes:
@@ -531,7 +570,7 @@ def median(values: Sequence[float]) -> float:
 def summarize(
     *,
     sizes: Sizes,
-    loaded: dict[str, Loaded],
+    load_seconds: dict[str, float],
     per_run: list[dict[str, Any]],
     latencies: dict[str, list[dict[str, Any]]],
     large: dict[str, Any],
@@ -554,7 +593,7 @@ def summarize(
             "timer_contacts": sizes.timer_contacts,
             "latency_seconds": sizes.latency_seconds,
         },
-        "load_seconds": {name: value.seconds for name, value in loaded.items()},
+        "load_seconds": load_seconds,
         "baseline_events_per_second": median(baseline),
         "worker_events_per_second": median(single),
         "worker_to_baseline": median([s / b for s, b in zip(single, baseline, strict=True)]),
@@ -660,26 +699,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         bootstrap, topic, expected = args.baseline_child
         print(json.dumps(consume_baseline(bootstrap, topic, int(expected))))
         return 0
+    config = {
+        "sizes": asdict(resolve_sizes(args)),
+        "runs": args.runs,
+        "partitions": args.partitions,
+        "rates": args.rates,
+        "profile": not args.no_profile,
+    }
+    measured: dict[str, Any] = {"config": config}
+    if args.resume and PARTIAL.exists():
+        measured = json.loads(PARTIAL.read_text())
+        if measured.get("config") != config:
+            print(f"{PARTIAL} holds results of other settings: run without --resume")
+            return 2
     LOGS.mkdir(parents=True, exist_ok=True)
     for old in LOGS.glob("*.log"):
         old.unlink()
     RESULTS.mkdir(exist_ok=True)
-    started = time.time()
-    load_before = os.getloadavg()
     with (
         tempfile.TemporaryDirectory(prefix="leadscore-bench-") as work,
         broker_from_env() as bootstrap,
     ):
-        bench = Bench(bootstrap, Path(work), args)
+        bench = Bench(bootstrap, Path(work), args, measured)
         try:
             results = bench.run()
         finally:
             bench.cleanup()
+    sessions = measured["sessions"]
     results = {
         "machine": machine(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "minutes": round((time.time() - started) / 60, 1),
-        "load_average_before": load_before,
+        "started": sessions[0]["started"],
+        "minutes": round(
+            (time.time() - bench.session_started) / 60
+            + sum(session["minutes"] for session in sessions[:-1]),
+            1,
+        ),
+        "sessions": sessions,
+        "load_average_before": sessions[-1]["load_average_before"],
         "load_average_after": os.getloadavg(),
         "settings": {
             "runs": args.runs,

@@ -100,7 +100,7 @@ def test_summary_takes_medians_and_the_report_renders_them(tmp_path: Path) -> No
     latency = {"p50_ms": 10.0, "p99_ms": 50.0, "max_ms": 80.0, "with_output": 8, "sent": 10}
     summary = summarize_runs(
         sizes=FULL,
-        loaded={},
+        load_seconds={},
         per_run=[_run(1000, 900), _run(3000, 300), _run(2000, 400)],
         latencies={"1000": [latency, {**latency, "max_ms": 300.0}]},
         large=_run(1500, 500)["single"],
