@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.kafka.admin import TopicSpec, ensure_topics
+from streams.kafka.broker import free_ports
 from streams.kafka.client import PRODUCER_DEFAULTS, binary_message
 from streams.models.events import TrackingEvent
 from streams.worker.settings import TopicNames
@@ -45,23 +45,32 @@ class BenchError(RuntimeError):
     """A measurement could not be taken (a worker died, a deadline passed); says why."""
 
 
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str, step: float) -> T:
-    """Poll `condition` every `step` seconds until it returns something truthy."""
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    step: float,
+    *,
+    error: type[Exception] = BenchError,
+) -> T:
+    """Poll `condition` every `step` seconds until it returns something truthy.
+
+    Also the tests' wait (tests/worker/harness.py), hence `error`: a missed deadline is a
+    `BenchError` here, where it means no measurement, and an `AssertionError` in a test.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise error(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(step)
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 nothing listens on now, for a worker's web server (tests too)."""
+    return free_ports(1)[0]
 
 
 def dying_with_parent(command: list[str]) -> list[str]:
@@ -273,9 +282,10 @@ def disk_usage(path: Path) -> int:
 
 
 def create_input_topics(bootstrap: str, prefix: str, partitions: int) -> TopicNames:
-    """The topics every worker of a prefix shares, so events can be loaded before any starts."""
+    """The topics every worker of a prefix shares, so events can be loaded before any starts
+    (each app creates its own ticks topic)."""
     topics = TopicNames.with_prefix(prefix)
-    specs = [TopicSpec(topics.events, partitions), TopicSpec(topics.ticks, partitions)]
+    specs = [TopicSpec(topics.events, partitions)]
     specs += [
         TopicSpec(name, partitions, copartitioned=False)
         for name in (topics.alerts, topics.updates, topics.dead_letters)

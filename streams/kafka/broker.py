@@ -130,20 +130,29 @@ def _run_maven(libs: Path) -> None:
         "dependency:copy-dependencies",
         f"-Dkafka.libs.dir={libs}",
     ]
+    done = _run_tool(command, MAVEN_TIMEOUT_S, "Maven")
+    if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
+        output = _tail_text(done.stdout + done.stderr)
+        raise BrokerError(f"Maven could not fetch Kafka (exit {done.returncode}):\n{output}")
+
+
+def _run_tool(command: list[str], timeout: float, name: str) -> subprocess.CompletedProcess[str]:
+    """Run a setup tool (Maven, the StorageTool) to its end, its output kept for the error.
+
+    No stdin (CI has none) and a deadline, so a tool that hangs fails the start with a
+    `BrokerError` naming it instead of hanging it.
+    """
     try:
-        done = subprocess.run(
+        return subprocess.run(
             command,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=MAVEN_TIMEOUT_S,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise BrokerError(f"Maven did not finish within {MAVEN_TIMEOUT_S:.0f} s") from exc
-    if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-        output = _tail_text(done.stdout + done.stderr)
-        raise BrokerError(f"Maven could not fetch Kafka (exit {done.returncode}):\n{output}")
+        raise BrokerError(f"{name} did not finish within {timeout:.0f} s") from exc
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -500,19 +509,7 @@ def _format_storage(java: list[str], config: Path) -> None:
         "-c",
         str(config),
     ]
-    try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=FORMAT_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BrokerError(
-            f"Kafka's StorageTool did not finish in {FORMAT_TIMEOUT_S:.0f} s"
-        ) from exc
+    done = _run_tool(command, FORMAT_TIMEOUT_S, "Kafka's StorageTool")
     if done.returncode != 0:
         output = _tail_text(done.stdout + done.stderr)
         raise BrokerError(

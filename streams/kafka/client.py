@@ -11,9 +11,11 @@ aiokafka's partitioner on a real broker.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from functools import partial
 from types import TracebackType
-from typing import Literal
+from typing import Literal, cast
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
@@ -29,6 +31,9 @@ PRODUCER_DEFAULTS: Mapping[str, str | int | float | bool] = {
     "linger.ms": 5,
 }
 """Settings every leadscore producer uses; `partitioner` is the one that must not change."""
+
+UNASSIGNED = -1
+"""librdkafka's RD_KAFKA_PARTITION_UA: let the partitioner choose."""
 
 STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
 
@@ -57,6 +62,107 @@ def structured_message(event: TrackingEvent) -> tuple[bytes, bytes, Headers]:
     return event.contact_id.encode(), orjson.dumps(event.to_cloudevent()), headers
 
 
+class KeyedProducer:
+    """A confluent-kafka producer with leadscore's settings, for messages to any topic.
+
+    Deliveries are tracked by sequence number, so `wait_delivered()` can tell that every
+    message queued before it is acknowledged while more are being queued (the worker's commit
+    barrier), which `flush()` cannot: it waits for an empty queue. Refused messages are
+    collected and raised by `check()` and `flush()`. The async methods are for the worker's
+    event loop; the others block.
+    """
+
+    POLL_INTERVAL = 0.002
+    """Seconds between two looks at the deliveries in `wait_delivered`."""
+
+    def __init__(
+        self, bootstrap: str, config: Mapping[str, str | int | float | bool] | None = None
+    ) -> None:
+        self._producer = Producer(
+            {**PRODUCER_DEFAULTS, **(config or {}), "bootstrap.servers": bootstrap}
+        )
+        self._errors: list[KafkaError] = []
+        self._queued = 0
+        self._pending: dict[int, None] = {}
+        """Sequence numbers not yet acknowledged, oldest first (dicts keep insertion order)."""
+        self.acknowledged: dict[tuple[str, int], int] = {}
+        """The highest acknowledged offset per (topic, partition)."""
+
+    def try_produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> bool:
+        """Queue one message (partitioned by key unless `partition` is given); False, with
+        nothing queued, when librdkafka's local queue is full."""
+        sequence = self._queued
+        try:
+            self._producer.produce(
+                topic,
+                value=value,
+                key=key,
+                headers=cast(list[tuple[str, str | bytes | None]], headers),
+                partition=UNASSIGNED if partition is None else partition,
+                on_delivery=partial(self._delivered, sequence),
+            )
+        except BufferError:
+            return False
+        self._queued += 1
+        self._pending[sequence] = None
+        self._producer.poll(0)
+        return True
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        """Queue one message, waiting for room in the local queue if need be."""
+        while not self.try_produce(topic, key, value, headers):
+            self._producer.poll(0.1)  # the local queue is full: let deliveries drain it
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one message; while the local queue is full, let the event loop run."""
+        while not self.try_produce(topic, key, value, headers, partition):
+            await asyncio.to_thread(self._producer.poll, 0.1)
+
+    async def wait_delivered(self) -> None:
+        """Return once every message queued so far is acknowledged (or refused: `check()`)."""
+        sequence = self._queued
+        while (oldest := next(iter(self._pending), None)) is not None and oldest < sequence:
+            self._producer.poll(0)
+            await asyncio.sleep(self.POLL_INTERVAL)
+
+    def check(self) -> None:
+        """Raise `PublishError` for the messages refused since the last check."""
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise PublishError(errors)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every queued message is acknowledged, or raise."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise TimeoutError(f"{remaining} message(s) still queued after {timeout}s")
+        self.check()
+
+    def _delivered(self, sequence: int, error: KafkaError | None, message: Message) -> None:
+        self._pending.pop(sequence, None)
+        if error is not None:
+            self._errors.append(error)
+            return
+        where = (cast(str, message.topic()), cast(int, message.partition()))
+        offset = cast(int, message.offset())
+        if offset > self.acknowledged.get(where, -1):
+            self.acknowledged[where] = offset
+
+
 class EventPublisher:
     """A producer of tracking events keyed by contact id, partitioned as the worker expects.
 
@@ -74,10 +180,7 @@ class EventPublisher:
     ) -> None:
         self.topic = topic
         self._encode = binary_message if mode == "binary" else structured_message
-        self._errors: list[KafkaError] = []
-        self._producer = Producer(
-            {**PRODUCER_DEFAULTS, **(config or {}), "bootstrap.servers": bootstrap}
-        )
+        self._producer = KeyedProducer(bootstrap, config)
 
     def publish(self, event: TrackingEvent) -> None:
         """Queue one event; delivery is confirmed by `flush()`."""
@@ -85,26 +188,11 @@ class EventPublisher:
 
     def publish_raw(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         """Queue a message as given (tests use it for input the worker must dead-letter)."""
-        wire: list[tuple[str, str | bytes | None]] = list(headers)
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic, value=value, key=key, headers=wire, on_delivery=self._delivered
-                )
-            except BufferError:
-                self._producer.poll(0.1)  # the local queue is full: let deliveries drain it
-            else:
-                self._producer.poll(0)
-                return
+        self._producer.produce(self.topic, key, value, headers)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every queued message is acknowledged, or raise `PublishError`."""
-        remaining = self._producer.flush(timeout)
-        if remaining:
-            raise TimeoutError(f"{remaining} message(s) still queued after {timeout}s")
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise PublishError(errors)
+        self._producer.flush(timeout)
 
     def close(self) -> None:
         self.flush()
@@ -120,7 +208,3 @@ class EventPublisher:
     ) -> None:
         if exc_type is None:
             self.close()
-
-    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            self._errors.append(error)

@@ -1,1 +1,1 @@
-"""The stream worker: Faust agents on Kafka driving the scoring core (issue 3)."""
+"""The stream worker: a Faust app on Kafka driving the scoring core (issue 3)."""

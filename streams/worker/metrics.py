@@ -87,7 +87,7 @@ class Metrics:
         )
         self.agent_time = Histogram(
             "leadscore_agent_processing_seconds",
-            "Time spent in the agent per consumed message (event or timer tick).",
+            "Time spent processing one consumed message (event or timer tick).",
             buckets=_AGENT_BUCKETS,
             registry=r,
         )
@@ -96,9 +96,7 @@ class Metrics:
             "Timer ticks sent for contacts with a due deadline.",
             registry=r,
         )
-        self.ticks = Counter(
-            "leadscore_timer_ticks_processed", "Timer ticks consumed by the agent.", registry=r
-        )
+        self.ticks = Counter("leadscore_timer_ticks_processed", "Timer ticks consumed.", registry=r)
         self.timer_changes = Counter(
             "leadscore_timer_score_changes",
             "Score changes made by timers (inactivity penalties and resets, award expiries).",

@@ -49,6 +49,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -107,6 +114,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("timer_interval", "seconds between timer passes (also 10s, 1m)", _seconds, 10.0),
     Option(
+        "state_cache",
+        "contact states kept decoded in memory after they are persisted (bounds the RSS)",
+        _count,
+        20_000,
+    ),
+    Option(
         "session_timeout",
         "seconds before a dead worker's partitions move to another worker (also 30s)",
         _seconds,
@@ -130,13 +143,15 @@ class TopicNames:
     ticks: str
 
     @classmethod
-    def with_prefix(cls, prefix: str) -> TopicNames:
+    def with_prefix(cls, prefix: str, app_id: str = "leadscore") -> TopicNames:
+        """Ticks are internal to one application, like its changelog: two apps with other
+        ids on the same prefix must not consume each other's ticks."""
         return cls(
             events=f"{prefix}tracking-events",
             alerts=f"{prefix}sales-alerts",
             updates=f"{prefix}score-updates",
             dead_letters=f"{prefix}tracking-events-dlq",
-            ticks=f"{prefix}leadscore-timer-ticks",
+            ticks=f"{prefix}{app_id}-timer-ticks",
         )
 
 
@@ -153,6 +168,7 @@ class WorkerSettings:
     advertised_url: str = ""
     clock: Clock = "wall"
     timer_interval: float = 10.0
+    state_cache: int = 20_000
     session_timeout: float = 30.0
     topic_prefix: str = ""
     app_id: str = "leadscore"
@@ -161,7 +177,7 @@ class WorkerSettings:
 
     @property
     def topics(self) -> TopicNames:
-        return TopicNames.with_prefix(self.topic_prefix)
+        return TopicNames.with_prefix(self.topic_prefix, self.app_id)
 
     @property
     def faust_id(self) -> str:

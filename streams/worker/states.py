@@ -1,4 +1,4 @@
-"""Contact states between the agent and the disk: a write-back cache persisted at commit.
+"""Contact states between the processor and the disk: a write-back cache persisted at commit.
 
 Why not `table[key] = state` per event: Faust writes RocksDB at once and sends the changelog
 later, so after a kill -9 the local state can already contain an event whose offset was never
@@ -6,9 +6,9 @@ committed and whose alert was never acknowledged. The event is then consumed aga
 sees a duplicate, and the alert is lost for good. Here a state becomes durable only in
 `persist()`, which runs just before every offset commit, in this order:
 
-1. take a snapshot of the states written since the last persist (the agent keeps running
+1. take a snapshot of the states written since the last persist (the processor keeps running
    and writes into a fresh dict);
-2. wait until every output sent so far is acknowledged (`outputs_barrier`); the agent sends
+2. wait until every output sent so far is acknowledged (`outputs_barrier`); the processor sends
    an event's outputs before it writes its state, so this covers every state in the snapshot;
 3. send each snapshot state once to the changelog and wait for the acknowledgements;
 4. write the states, their deadline index entries, the stream times and the changelog offset
@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from faust.types import ProducerT
-from faust.types.tuples import RecordMetadata
-
+from streams.kafka.client import KeyedProducer
 from streams.scoring import ContactState, PlanSet, decode_state, encode_state, next_deadline
 from streams.worker.store import (
     ContactStore,
     contact_key,
     meta_key,
     pack_record,
+    record_applied_offset,
     record_state,
 )
 
@@ -47,10 +46,26 @@ STREAM_TIME = "stream-time"
 """Metadata key of a partition's stream time (the largest event time consumed)."""
 
 
+NOTHING_APPLIED = -1
+"""`Held.applied_offset` of a contact no event has been applied to (only ticks, or none)."""
+
+
+@dataclass(slots=True)
+class Held:
+    """A contact's state and the source offset of the last event applied to it.
+
+    The offset lets the processor skip an event consumed again after a crash without asking
+    the core, whose duplicate check remembers only a bounded number of event ids.
+    """
+
+    state: ContactState
+    applied_offset: int
+
+
 @dataclass(slots=True)
 class _Dirty:
     partition: int
-    state: ContactState
+    held: Held
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +85,11 @@ class ContactStates:
     def __init__(
         self,
         store: Callable[[], ContactStore],
-        producer: Callable[[], ProducerT],
+        producer: Callable[[], KeyedProducer],
         changelog_topic: str,
         plans: PlanSet,
         outputs_barrier: Callable[[], Awaitable[None]],
+        cache_size: int = 0,
     ) -> None:
         self._store = store
         self._producer = producer
@@ -81,20 +97,29 @@ class ContactStates:
         self._plans = plans
         self._outputs_barrier = outputs_barrier
         self._dirty: dict[str, _Dirty] = {}
+        self._clean: OrderedDict[str, _Dirty] = OrderedDict()
+        """Decoded states already durable, least recently persisted first, at most
+        `cache_size`: a hot contact's next event or tick skips the RocksDB read and the decode.
+        A state is in at most one of `_dirty` and `_clean`, and `get` takes it out of the
+        latter, so the object the core changes in place is never one the cache still holds."""
+        self._cache_size = cache_size
         self._persisting: dict[str, tuple[int, bytes]] = {}
         self._stream_times: dict[int, float] = {}
         self._times_changed: set[int] = set()
         self._lock = asyncio.Lock()
         self._poisoned: BaseException | None = None
 
-    def get(self, partition: int | None, contact_id: str) -> ContactState | None:
+    def get(self, partition: int | None, contact_id: str) -> Held | None:
         """The latest state; the caller owns it (the core may change it in place).
 
         `partition` None looks in every partition this worker holds (HTTP look-ups).
         """
         dirty = self._dirty.get(contact_id)
         if dirty is not None:
-            return dirty.state
+            return dirty.held
+        clean = self._clean.pop(contact_id, None)
+        if clean is not None:
+            return clean.held
         pending = self._persisting.get(contact_id)
         if pending is not None:
             record: bytes | None = pending[1]
@@ -102,10 +127,12 @@ class ContactStates:
             record = self._store().find(contact_id)
         else:
             record = self._store().read(partition, contact_id)
-        return None if record is None else decode_state(record_state(record))
+        if record is None:
+            return None
+        return Held(decode_state(record_state(record)), record_applied_offset(record))
 
-    def put(self, partition: int, contact_id: str, state: ContactState) -> None:
-        self._dirty[contact_id] = _Dirty(partition, state)
+    def put(self, partition: int, contact_id: str, held: Held) -> None:
+        self._dirty[contact_id] = _Dirty(partition, held)
 
     def observe_time(self, partition: int, event_time: float) -> None:
         """Move the partition's stream time forward (never back)."""
@@ -127,10 +154,14 @@ class ContactStates:
         return float(stored)
 
     def forget(self, partitions: set[int]) -> None:
-        """Drop what is cached for partitions this worker no longer owns (after a persist)."""
+        """Drop what is cached for partitions this worker no longer owns (after a persist):
+        if one comes back, its states are those of the changelog, not ours."""
         for partition in partitions:
             self._stream_times.pop(partition, None)
             self._times_changed.discard(partition)
+        gone = [key for key, clean in self._clean.items() if clean.partition in partitions]
+        for contact_id in gone:
+            del self._clean[contact_id]
 
     def poison(self, error: BaseException) -> None:
         """Never persist again: the core failed mid-event, so a cached state may be half
@@ -149,7 +180,11 @@ class ContactStates:
             self._persisting = {
                 contact_id: (
                     dirty.partition,
-                    pack_record(next_deadline(dirty.state, self._plans), encode_state(dirty.state)),
+                    pack_record(
+                        next_deadline(dirty.held.state, self._plans),
+                        dirty.held.applied_offset,
+                        encode_state(dirty.held.state),
+                    ),
                 )
                 for contact_id, dirty in snapshot.items()
             }
@@ -159,10 +194,20 @@ class ContactStates:
                 self._write(offsets, times)
             finally:
                 self._persisting = {}
+            self._keep_clean(snapshot)
         persisted: dict[int, list[str]] = defaultdict(list)
         for contact_id, dirty in snapshot.items():
             persisted[dirty.partition].append(contact_id)
         return Persisted(dict(persisted))
+
+    def _keep_clean(self, snapshot: dict[str, _Dirty]) -> None:
+        """Cache the states just made durable, unless written again meanwhile."""
+        clean, dirty = self._clean, self._dirty
+        for contact_id, state in snapshot.items():
+            if contact_id not in dirty:
+                clean[contact_id] = state
+        while len(clean) > self._cache_size:
+            clean.popitem(last=False)
 
     async def _send_changelog(self, times: dict[int, float]) -> dict[int, int]:
         """Send the snapshot and the changed stream times to the changelog, so that whoever
@@ -173,24 +218,15 @@ class ContactStates:
             for contact_id, (partition, record) in self._persisting.items()
         ]
         records += [(p, meta_key(STREAM_TIME), _TIME.pack(t)) for p, t in times.items()]
-        sent: list[Awaitable[RecordMetadata]] = []
         for partition, key, value in records:
-            sent.append(
-                await producer.send(
-                    self._changelog_topic,
-                    key,
-                    value,
-                    partition=partition,
-                    timestamp=None,
-                    headers=None,
-                )
-            )
-        await producer.flush()
-        offsets: dict[int, int] = {}
-        for future in sent:
-            metadata = await future
-            offsets[metadata.partition] = max(metadata.offset, offsets.get(metadata.partition, -1))
-        return offsets
+            await producer.send(self._changelog_topic, key, value, [], partition)
+        await producer.wait_delivered()
+        producer.check()
+        topic = self._changelog_topic
+        return {
+            partition: producer.acknowledged[(topic, partition)]
+            for partition in {partition for partition, _, _ in records}
+        }
 
     def _write(self, offsets: dict[int, int], times: dict[int, float]) -> None:
         by_partition: dict[int, dict[str, bytes]] = defaultdict(dict)

@@ -2,8 +2,9 @@
 
 Each partition's database holds three kinds of keys, told apart by their first byte:
 
-- `c<contact id>`: the contact's record, `>d` next deadline (+inf for none) then the core's
-  encoded state. The same key and value go to the changelog, so recovery restores both.
+- `c<contact id>`: the contact's record, `>d` next deadline (+inf for none), `>q` offset of
+  the last event applied to it (-1 for none), then the core's encoded state. The same key and
+  value go to the changelog, so recovery restores all three.
 - `d<>d deadline><contact id>`: the deadline index, empty values, ordered by time, so the
   timer pass reads only the entries that are due: its cost grows with the due count, not with
   the number of contacts. It is derived data and never sent to the changelog; every write
@@ -34,6 +35,7 @@ CONTACT = b"c"
 INDEX = b"d"
 META = b"m"
 _DEADLINE = struct.Struct(">d")
+_HEADER = struct.Struct(">dq")
 _COUNT = META + b"contacts"
 
 
@@ -45,9 +47,11 @@ def meta_key(name: str) -> bytes:
     return META + name.encode()
 
 
-def pack_record(deadline: float | None, state: bytes) -> bytes:
-    """Deadline first, so the index can be maintained without decoding the state."""
-    return _DEADLINE.pack(math.inf if deadline is None else deadline) + state
+def pack_record(deadline: float | None, applied_offset: int, state: bytes) -> bytes:
+    """Deadline first, so the index can be maintained without decoding the state; then the
+    offset of the last event applied, which makes a replay after a crash exact however many
+    events it holds (the core's own duplicate check remembers only the latest event ids)."""
+    return _HEADER.pack(math.inf if deadline is None else deadline, applied_offset) + state
 
 
 def record_deadline(record: bytes) -> float | None:
@@ -55,8 +59,13 @@ def record_deadline(record: bytes) -> float | None:
     return None if math.isinf(deadline) else float(deadline)
 
 
+def record_applied_offset(record: bytes) -> int:
+    offset: int = _HEADER.unpack_from(record)[1]
+    return offset
+
+
 def record_state(record: bytes) -> bytes:
-    return record[_DEADLINE.size :]
+    return record[_HEADER.size :]
 
 
 def _index_key(deadline: float, key: bytes) -> bytes:

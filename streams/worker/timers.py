@@ -3,13 +3,13 @@
 Faust timers run per worker, not per key, and cannot write tables. So a periodic pass reads
 the deadline index of each partition this worker owns (`ContactStore.due`: only the due
 entries, oldest first) and sends a tick message, keyed by contact, to the internal ticks
-topic, on the same partition number. The agent consumes ticks with the events, so a penalty
+topic, on the same partition number. The worker consumes ticks with the events, so a penalty
 goes through the same code path, the same state and the same changelog as an event, and
 is exactly as durable.
 
 `now` is the wall clock (`--clock wall`) or the partition's stream time, the largest event
 time consumed on it (`--clock event`): a replay of historical events then fires deadlines
-exactly as the backtest does. A tick carries the `now` of its pass; the agent advances its
+exactly as the backtest does. A tick carries the `now` of its pass; the processor advances its
 contact to that time, but never beyond the partition's clock when it processes the tick
 (`Processor._tick_time` says why).
 

@@ -29,8 +29,8 @@ def register_views(worker: Worker) -> None:
     async def contact(view: web.View, request: web.Request, contact_id: str) -> web.Response:
         if not worker.ready():
             return view.json({"error": "not ready"}, status=NOT_READY)
-        state = states.get(None, contact_id)
-        body = None if state is None else contact_view(state, plans)
+        held = states.get(None, contact_id)
+        body = None if held is None else contact_view(held.state, plans)
         if body is None:
             return view.json({"error": "unknown contact", "contact_id": contact_id}, status=404)
         return view.json(body)

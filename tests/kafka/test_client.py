@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -9,7 +10,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streams.kafka.admin import TopicSpec, ensure_topics
-from streams.kafka.client import EventPublisher, binary_message, structured_message
+from streams.kafka.client import (
+    EventPublisher,
+    KeyedProducer,
+    PublishError,
+    binary_message,
+    structured_message,
+)
 from streams.models.events import TrackingEvent, decode_kafka_message
 
 EVENT = TrackingEvent(
@@ -65,3 +72,30 @@ def test_partitions_agree_with_faust_and_aiokafka(kafka_bootstrap: str) -> None:
     faust_choice = {key.encode(): DefaultPartitioner()(key.encode(), every, every) for key in keys}
     assert landed == faust_choice
     assert len(set(landed.values())) == partitions
+
+
+@pytest.mark.integration
+def test_keyed_producer_waits_for_every_earlier_message_and_knows_their_offsets(
+    kafka_bootstrap: str,
+) -> None:
+    topic = f"keyed-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 2)])
+    producer = KeyedProducer(kafka_bootstrap)
+
+    async def send_then_wait() -> None:
+        for number in range(30):
+            await producer.send(topic, None, str(number).encode(), [], partition=number % 2)
+        await producer.wait_delivered()
+
+    asyncio.run(send_then_wait())
+    producer.check()
+    assert producer.acknowledged == {(topic, 0): 14, (topic, 1): 14}
+
+
+@pytest.mark.integration
+def test_keyed_producer_reports_refused_messages(kafka_bootstrap: str) -> None:
+    producer = KeyedProducer(kafka_bootstrap, {"message.timeout.ms": 2000})
+    producer.produce(f"missing-{uuid.uuid4().hex[:8]}", b"k", b"v", [])
+    asyncio.run(producer.wait_delivered())
+    with pytest.raises(PublishError, match="1 message"):
+        producer.check()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from bench.harness import free_port, wait_for
 from streams.kafka.client import EventPublisher, Mode
 from streams.models.events import TrackingEvent
 from streams.worker.settings import TopicNames
@@ -39,22 +39,12 @@ T = TypeVar("T")
 def wait_until(
     condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25
 ) -> T:
-    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline.
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    The benchmark's wait, failing as a test does (`AssertionError`, which `wait_ready` adds
+    the worker's log to), with the short interval tests want.
+    """
+    return wait_for(condition, timeout, what, interval, error=AssertionError)
 
 
 def new_prefix() -> str:

@@ -68,6 +68,34 @@ def _of(
     return [m for m in messages if m["subject"] == contact and (kind is None or m["type"] == kind)]
 
 
+def _publish_fit_contact_a_month_behind(
+    bootstrap: str, worker: WorkerProcess, contact: str
+) -> None:
+    """Publish `contact`'s ICP-fit attributes, then move its partition's stream time 31 days on.
+
+    Another contact on the same partition sends the later event; the fit contact itself does
+    nothing more, so only a timer tick can apply its no-offer-visit penalty (26 -> 16).
+    """
+    clock_contact = key_on_partition(
+        partition_of(contact, worker.partitions), worker.partitions, "clock"
+    )
+    publish(
+        bootstrap,
+        worker.topics.events,
+        [
+            attributes(0, contact, **ICP_ATTRIBUTES),
+            event("email.opened", 31 * DAY, contact=clock_contact),
+        ],
+    )
+
+
+def _icp_penalised(worker: WorkerProcess, contact: str) -> bool:
+    """Whether `worker` serves `contact` with the penalised icp-fit score (26 - 10 = 16): the
+    sign, in each timer test, that the contact's due deadline fired."""
+    status, body = worker.contact(contact)
+    return status == 200 and body["plans"]["icp-fit"]["score"] == 16
+
+
 def test_lead_score_example_alerts_warm_once_at_110(
     shared_worker: WorkerProcess, kafka_bootstrap: str
 ) -> None:
@@ -101,26 +129,8 @@ def test_icp_fit_example_reaches_16_through_the_timer_with_event_clock(
 ) -> None:
     worker = start_worker(clock="event")
     contact = _contact("icp")
-    # Another contact on the same partition moves that partition's stream time 31 days on;
-    # the fit contact itself does nothing more, so only a timer tick can apply the penalty.
-    clock_contact = key_on_partition(
-        partition_of(contact, worker.partitions), worker.partitions, "clock"
-    )
-    publish(
-        kafka_bootstrap,
-        worker.topics.events,
-        [
-            attributes(0, contact, **ICP_ATTRIBUTES),
-            event("email.opened", 31 * DAY, contact=clock_contact),
-        ],
-    )
-
-    def icp_score() -> int | None:
-        status, body = worker.contact(contact)
-        score: int | None = body["plans"]["icp-fit"]["score"] if status == 200 else None
-        return score if score == 16 else None
-
-    wait_until(icp_score, 60, "icp-fit to reach 16")
+    _publish_fit_contact_a_month_behind(kafka_bootstrap, worker, contact)
+    wait_until(lambda: _icp_penalised(worker, contact), 60, "icp-fit to reach 16")
     reader = TopicReader(kafka_bootstrap, worker.topics.updates)
     # The look-up can see the new state a moment before the update is readable on the topic.
     last = wait_until(
@@ -146,26 +156,13 @@ def test_a_fresh_worker_recovers_the_stream_time_and_fires_due_deadlines(
     # recovered from the changelog can make the penalty fire.
     first = start_worker(name="first", clock="event", timer_interval=3600.0)
     contact = _contact("moved")
-    clock_contact = key_on_partition(
-        partition_of(contact, first.partitions), first.partitions, "clock"
-    )
-    publish(
-        kafka_bootstrap,
-        first.topics.events,
-        [
-            attributes(0, contact, **ICP_ATTRIBUTES),
-            event("email.opened", 31 * DAY, contact=clock_contact),
-        ],
-    )
+    _publish_fit_contact_a_month_behind(kafka_bootstrap, first, contact)
     wait_until(lambda: first.metrics()["leadscore_contacts"] == 2, 60, "both states persisted")
     first.stop(signal.SIGKILL)
     second = start_worker(name="second", prefix=first.prefix, clock="event")
-
-    def penalised() -> bool:
-        status, body = second.contact(contact)
-        return status == 200 and body["plans"]["icp-fit"]["score"] == 16
-
-    wait_until(penalised, 60, "the penalty from the recovered stream time")
+    wait_until(
+        lambda: _icp_penalised(second, contact), 60, "the penalty from the recovered stream time"
+    )
 
 
 def test_wall_clock_fires_a_passed_deadline_within_the_interval(
@@ -177,12 +174,9 @@ def test_wall_clock_fires_a_passed_deadline_within_the_interval(
     publish(
         kafka_bootstrap, worker.topics.events, [attributes(month_ago, contact, **ICP_ATTRIBUTES)]
     )
-
-    def penalised() -> bool:
-        status, body = worker.contact(contact)
-        return status == 200 and body["plans"]["icp-fit"]["score"] == 16
-
-    wait_until(penalised, 30, "the wall-clock timer to apply the penalty")
+    wait_until(
+        lambda: _icp_penalised(worker, contact), 30, "the wall-clock timer to apply the penalty"
+    )
 
 
 def test_duplicates_change_no_score_and_send_no_new_alert(

@@ -90,24 +90,12 @@ def test_simulated_stream_equals_backtest(start_worker: StartWorker, kafka_boots
     assert_matches_replay(worker, kafka_bootstrap, events, load_plans(EXAMPLE_PLANS))
 
 
-KNOWN_CRASH_WINDOW_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue 3 stays open): a SIGKILL after a persist but before the first "
-    "offset commit replays the partition from the start, and a contact with more than "
-    "SEEN_LIMIT (128) events in that replay has its older events applied twice (seen once: "
-    "4990 for an expected 2500). Fix: keep the last applied source offset in each contact "
-    "record and skip events at or below it; then remove this mark.",
-)
-
-
 @pytest.mark.parametrize(
     ("signum", "fresh_data_dir"),
     [
         pytest.param(signal.SIGTERM, False, id="sigterm"),
-        pytest.param(signal.SIGKILL, False, id="sigkill", marks=KNOWN_CRASH_WINDOW_BUG),
-        pytest.param(
-            signal.SIGKILL, True, id="sigkill-recover-from-changelog", marks=KNOWN_CRASH_WINDOW_BUG
-        ),
+        pytest.param(signal.SIGKILL, False, id="sigkill"),
+        pytest.param(signal.SIGKILL, True, id="sigkill-recover-from-changelog"),
     ],
 )
 def test_restart_mid_stream_loses_and_doubles_nothing(

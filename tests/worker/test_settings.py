@@ -23,6 +23,17 @@ def test_defaults_need_only_plans_and_bootstrap() -> None:
     assert (settings.clock, settings.timer_interval, settings.partitions) == ("wall", 10.0, 6)
     assert settings.topics.events == "tracking-events"
     assert settings.topics.dead_letters == "tracking-events-dlq"
+    assert settings.topics.ticks == "leadscore-timer-ticks"
+    assert settings.state_cache == 20_000
+
+
+def test_ticks_belong_to_one_app_while_the_shared_topics_do_not() -> None:
+    settings = _settings(
+        ["--plans", "p", "--bootstrap", "k", "--topic-prefix", "t.", "--app-id", "b"]
+    )
+    assert settings.topics.ticks == "t.b-timer-ticks"
+    assert settings.topics.events == "t.tracking-events"
+    assert settings.faust_id == "t.b"
 
 
 def test_environment_fills_in_and_flags_win() -> None:
