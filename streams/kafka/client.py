@@ -115,9 +115,16 @@ class KeyedProducer:
         self._producer.poll(0)
         return True
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
         """Queue one message, waiting for room in the local queue if need be."""
-        while not self.try_produce(topic, key, value, headers):
+        while not self.try_produce(topic, key, value, headers, partition):
             self._producer.poll(0.1)  # the local queue is full: let deliveries drain it
 
     async def send(

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -64,8 +64,8 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         after. What the route gave is kept: a message is tracked as unacknowledged while it is
         handled and acknowledged after, so commits cover only finished messages and a
         rebalance (`wait_empty`) waits for the one in hand; `getmany` still stops yielding
-        when the flow is suspended or the generation changes. Other topics (changelogs of
-        standby partitions) take Faust's own route.
+        when the flow is suspended or the generation changes. Other topics (changelogs, read
+        during recovery and for standbys) take Faust's own route, through `_deliver`.
         """
         app = cast(WorkerApp, self.app)
         direct_topics, handle = app.direct_topics, app.handle
@@ -103,7 +103,7 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
                         await handle(message)
                         self.ack(message)
                     else:
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        await self._deliver(callback(message))
                     set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -114,6 +114,24 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
                 raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, delivery: Awaitable[Any]) -> None:
+        """Run Faust's delivery of one message, cancelled if the flow is suspended meanwhile.
+
+        Faust wraps every delivery in `wait_first(delivery, suspend_flow.wait())`: four tasks
+        and an `asyncio.wait` per message, which made changelog recovery crawl (bench/README.md).
+        Almost every delivery finishes without waiting (the buffer it puts into has room), so
+        it is run one step inline first: if that finishes it, nothing could interleave with
+        it. Only a delivery that has to wait takes Faust's route, and stays cancellable.
+        """
+        if not isinstance(delivery, Coroutine):  # Faust's conductor gives one; anything else
+            await self.wait_first(delivery, self.suspend_flow.wait())
+            return
+        try:
+            first = delivery.send(None)
+        except StopIteration:
+            return
+        await self.wait_first(_Rest(delivery, first), self.suspend_flow.wait())
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         """Make contact states durable before each commit.
@@ -147,6 +165,36 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         if fresh:
             await self._thread.seek_to_beginning(*map(aiokafka_driver.ensure_aiokafka_TP, fresh))
         return committed
+
+
+class _Rest:
+    """The rest of a coroutine whose first step already yielded `first` (a future it waits
+    for): awaiting this does what `await coroutine` would have done from there on."""
+
+    __slots__ = ("_coroutine", "_first")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], first: Any) -> None:
+        self._coroutine = coroutine
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, value = self._coroutine, self._first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as error:  # cancellation included: the coroutine handles it
+                try:
+                    value = coroutine.throw(error)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coroutine.send(sent)
+                except StopIteration:
+                    return
 
 
 class _Transport(aiokafka_driver.Transport):

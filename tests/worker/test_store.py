@@ -1,11 +1,13 @@
 """The contact table's on-disk layout: records, the deadline index, counts, changelog offsets.
 
-No broker: Faust's RocksDB store only needs an app configuration to open its databases.
+No broker, except for the changelog catch-up: Faust's RocksDB store only needs an app
+configuration to open its databases.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,10 +15,13 @@ from typing import cast
 
 import faust
 import pytest
-from faust.types import ProducerT
+from faust.types import TP, ProducerT
 
+from streams.kafka.admin import TopicSpec, ensure_topics
+from streams.kafka.client import KeyedProducer
 from streams.worker.states import ContactStates
 from streams.worker.store import (
+    CATCH_UP_MIN_BEHIND,
     ContactStore,
     ContactTable,
     contact_key,
@@ -138,3 +143,37 @@ def test_a_due_contact_is_ticked_once_until_its_state_is_persisted(store: Contac
     timers.done(0, "due")
     timers.forget([0])
     assert asyncio.run(timers.run_pass([0])) == 1
+
+
+@pytest.mark.integration
+def test_catch_up_reads_the_changelog_to_its_end_with_the_offset(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    topic = f"catch-up-{uuid.uuid4().hex[:8]}-changelog"
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 2)])
+    publisher = KeyedProducer(kafka_bootstrap)
+    behind = CATCH_UP_MIN_BEHIND + 5
+    for number in range(behind):
+        publisher.produce(
+            topic, contact_key(f"c{number % 500}"), pack_record(number, 0, b"s"), [], 0
+        )
+    publisher.produce(topic, meta_key("stream-time"), b"t", [], 0)
+    publisher.produce(topic, contact_key("few"), pack_record(1.0, 0, b"s"), [], 1)
+    publisher.flush()
+
+    app = faust.App("catch-up-test", broker=f"kafka://{kafka_bootstrap}", datadir=str(tmp_path))
+    table = ContactTable(app, name="contacts", partitions=2, key_type=bytes, value_type=bytes)
+    try:
+        table.store._catch_up(topic, [0, 1], app.consumer_generation_id)
+        store = table.store
+        # Partition 0 was far enough behind: read to its end, offset and all.
+        assert store.persisted_offset(TP(topic, 0)) == behind  # the metadata record's offset
+        assert store.contact_count(0) == 500
+        assert store.meta(0, "stream-time") == b"t"
+        last = store.read(0, "c499")
+        latest = max(number for number in range(behind) if number % 500 == 499)
+        assert last is not None and record_deadline(last) == latest
+        # Partition 1 holds one record: left to Faust's own recovery.
+        assert store.persisted_offset(TP(topic, 1)) is None and store.read(1, "few") is None
+    finally:
+        table.store.close()
