@@ -27,6 +27,7 @@ from streams.kafka.client import KeyedProducer
 from streams.scoring import PlanSet
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor, plan_event_types
+from streams.worker.recovery import CatchUpTableManager
 from streams.worker.settings import WorkerSettings
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactTable
@@ -310,6 +311,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         stream_wait_empty=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout,
+        TableManager=CatchUpTableManager,
     )
     table = ContactTable(
         app,

@@ -14,7 +14,7 @@ Each partition's database holds three kinds of keys, told apart by their first b
   goes to the changelog, so a worker taking the partition over knows it) and the contact
   count (derived, kept locally).
 
-A newly assigned partition far behind its changelog is first caught up by `_catch_up`, which
+A newly assigned partition far behind its changelog is first caught up by `catch_up`, which
 reads the changelog with librdkafka and writes large batches; Faust's recovery then reads
 only what is left. Faust's own changelog offset key (`__faust\\0offset__`) shares the
 database; it is written in the same batch as the records it covers, so a crash cannot leave
@@ -23,24 +23,21 @@ the offset ahead of them.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import faust
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from faust.stores import rocksdb
-from faust.types import TP, CollectionT, EventT, StoreT
+from faust.types import TP, EventT, StoreT
 from rocksdict import Rdict, WriteBatch
 from yarl import URL
 
-logger = logging.getLogger(__name__)
-
 CATCH_UP_MIN_BEHIND = 1_000
-"""Changelog messages a partition must be behind by before `_catch_up` reads it itself."""
+"""Changelog messages a partition must be behind by before `catch_up` reads it itself."""
 CATCH_UP_BATCH = 10_000
 CATCH_UP_FETCH_BYTES = 64 * 1024**2
 
@@ -176,31 +173,18 @@ class ContactStore(rocksdb.Store):
         for partition, staged in batches.items():
             staged.commit(offsets[partition], self.offset_key)
 
-    async def assign_partitions(
-        self, table: CollectionT, tps: set[TP], generation_id: int = 0
+    def catch_up(
+        self, topic: str, partitions: list[int], stop: Callable[[], bool], deadline: float
     ) -> None:
-        """Open the databases (Faust), then catch up the active ones from the changelog.
+        """Read `topic`'s partitions from the local offset to their end, or until `stop()`
+        or the `time.monotonic()` deadline; Faust's recovery reads what is left.
 
         Faust's own recovery delivers each changelog message through its consumer, conductor
-        and queues: about 7,000 messages/s here, minutes for a million contacts. Reading the
-        same records with librdkafka in a thread and writing them in large batches is several
-        times faster (bench/README.md); Faust's recovery, which starts after this returns,
-        then finds the local offset at (or near) the end and does the rest as usual.
+        and queues: a few thousand messages/s, minutes for a million contacts. Reading with
+        librdkafka and writing large batches is more than ten times faster (bench/README.md).
+        Stopping early is safe: each batch writes its records and their offset together. For
+        a thread (`streams.worker.recovery`), so the event loop keeps running meanwhile.
         """
-        await super().assign_partitions(table, tps, generation_id)
-        standbys = self.app.assignor.assigned_standbys()
-        changelog = table.changelog_topic.get_topic_name()
-        active = sorted(tp.partition for tp in tps if tp.topic == changelog and tp not in standbys)
-        if active:
-            try:
-                await asyncio.to_thread(self._catch_up, changelog, active, generation_id)
-            except KafkaException as error:  # Faust's recovery reads what is left, only slower
-                logger.warning("changelog catch-up stopped, Faust recovers the rest: %s", error)
-
-    def _catch_up(self, topic: str, partitions: list[int], generation_id: int) -> None:
-        """Read `topic`'s partitions from the local offset to their end, unless another
-        rebalance starts meanwhile (what was written stays valid: records and offset move
-        together). Runs in a thread: the event loop keeps serving HTTP and Faust meanwhile."""
         bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
         consumer = Consumer(
             {
@@ -226,7 +210,7 @@ class ContactStore(rocksdb.Store):
             if not starts:
                 return
             consumer.assign(starts)
-            while behind and self.app.consumer_generation_id == generation_id:
+            while behind and not stop() and time.monotonic() < deadline:
                 records = []
                 for message in consumer.consume(CATCH_UP_BATCH, timeout=1.0):
                     error = message.error()

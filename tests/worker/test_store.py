@@ -7,6 +7,7 @@ configuration to open its databases.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,8 +165,10 @@ def test_catch_up_reads_the_changelog_to_its_end_with_the_offset(
     app = faust.App("catch-up-test", broker=f"kafka://{kafka_bootstrap}", datadir=str(tmp_path))
     table = ContactTable(app, name="contacts", partitions=2, key_type=bytes, value_type=bytes)
     try:
-        table.store._catch_up(topic, [0, 1], app.consumer_generation_id)
         store = table.store
+        store.catch_up(topic, [0, 1], lambda: True, time.monotonic() + 60)  # a rebalance
+        assert store.persisted_offset(TP(topic, 0)) is None
+        store.catch_up(topic, [0, 1], lambda: False, time.monotonic() + 60)
         # Partition 0 was far enough behind: read to its end, offset and all.
         assert store.persisted_offset(TP(topic, 0)) == behind  # the metadata record's offset
         assert store.contact_count(0) == 500
