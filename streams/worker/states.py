@@ -46,10 +46,6 @@ STREAM_TIME = "stream-time"
 """Metadata key of a partition's stream time (the largest event time consumed)."""
 
 
-NOTHING_APPLIED = -1
-"""`Held.applied_offset` of a contact no event has been applied to (only ticks, or none)."""
-
-
 @dataclass(slots=True)
 class Held:
     """A contact's state and the source offset of the last event applied to it.
