@@ -61,6 +61,8 @@ class _OutputReader(threading.Thread):
         self._sent_at = sent_at
         self.arrived: dict[str, float] = {}
         self._stop_reading = threading.Event()
+        self.reading = threading.Event()
+        """Set once the first fetch has returned: outputs are being read from then on."""
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -81,7 +83,9 @@ class _OutputReader(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stop_reading.is_set():
-                for message in self._consumer.consume(1000, 0.05):
+                batch = self._consumer.consume(1000, 0.05)
+                self.reading.set()
+                for message in batch:
                     arrived = time.perf_counter()
                     value = message.value()
                     if message.error() or not value:
@@ -115,6 +119,11 @@ def measure(
     reader.start()
     producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap})
     try:
+        # Connected and fetching before the clock starts: the first events must not carry
+        # the clients' own start-up (connections, metadata), which no running system pays.
+        producer.list_topics(events_topic, timeout=30)
+        if not reader.reading.wait(30):
+            raise RuntimeError("the latency reader did not start fetching within 30 s")
         started = time.perf_counter()
         for number, (event_id, key, value, headers) in enumerate(messages):
             delay = started + number / rate - time.perf_counter()

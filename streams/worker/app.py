@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
@@ -358,7 +359,6 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         table.changelog_topic.get_topic_name(),
         plans,
         outbox.barrier,
-        settings.state_cache,
     )
     timers = Timers(settings.clock, states, lambda: table.store, lambda: app.producer, topics.ticks)
     processor = Processor(plans, topics, states, outbox, timers, metrics)
@@ -441,3 +441,14 @@ def _wire(worker: Worker) -> None:
         logging.getLogger().setLevel(worker.settings.log_level.upper())
 
     app.task(quiet_root_logger)
+
+    async def freeze_start_up_objects() -> None:
+        """Move what exists once the app has started (modules, Faust's services, the plans)
+        out of the garbage collector's sight: a full collection rescans every container object
+        it tracks, and these 100,000 live for the whole run. At 1,000 events/s full passes
+        went from 50-80 ms to under 25 ms of stalled event loop (bench/README.md). Should one
+        of them become cyclic garbage later (a rebalance dropping a service), it is kept."""
+        gc.collect()
+        gc.freeze()
+
+    app.task(freeze_start_up_objects)

@@ -49,13 +49,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"expected 0 or a positive integer, got {text!r}")
-    return value
-
-
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -114,12 +107,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("timer_interval", "seconds between timer passes (also 10s, 1m)", _seconds, 10.0),
     Option(
-        "state_cache",
-        "contact states kept decoded in memory after they are persisted (bounds the RSS)",
-        _count,
-        20_000,
-    ),
-    Option(
         "session_timeout",
         "seconds before a dead worker's partitions move to another worker (also 30s)",
         _seconds,
@@ -168,7 +155,6 @@ class WorkerSettings:
     advertised_url: str = ""
     clock: Clock = "wall"
     timer_interval: float = 10.0
-    state_cache: int = 20_000
     session_timeout: float = 30.0
     topic_prefix: str = ""
     app_id: str = "leadscore"

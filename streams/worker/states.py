@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -85,7 +85,6 @@ class ContactStates:
         changelog_topic: str,
         plans: PlanSet,
         outputs_barrier: Callable[[], Awaitable[None]],
-        cache_size: int = 0,
     ) -> None:
         self._store = store
         self._producer = producer
@@ -93,12 +92,11 @@ class ContactStates:
         self._plans = plans
         self._outputs_barrier = outputs_barrier
         self._dirty: dict[str, _Dirty] = {}
-        self._clean: OrderedDict[str, _Dirty] = OrderedDict()
-        """Decoded states already durable, least recently persisted first, at most
-        `cache_size`: a hot contact's next event or tick skips the RocksDB read and the decode.
-        A state is in at most one of `_dirty` and `_clean`, and `get` takes it out of the
-        latter, so the object the core changes in place is never one the cache still holds."""
-        self._cache_size = cache_size
+        """Decoded states written since the last persist. Durable states are not kept decoded:
+        the cyclic garbage collector rescans every live container object in its full passes,
+        and 20,000 cached states made those passes 300-450 ms event-loop stalls that held
+        the p99 latency above 250 ms (bench/README.md). RocksDB's block cache keeps the hot
+        records as bytes, which the collector does not scan."""
         self._persisting: dict[str, tuple[int, bytes]] = {}
         self._stream_times: dict[int, float] = {}
         self._times_changed: set[int] = set()
@@ -113,9 +111,6 @@ class ContactStates:
         dirty = self._dirty.get(contact_id)
         if dirty is not None:
             return dirty.held
-        clean = self._clean.pop(contact_id, None)
-        if clean is not None:
-            return clean.held
         pending = self._persisting.get(contact_id)
         if pending is not None:
             record: bytes | None = pending[1]
@@ -150,14 +145,11 @@ class ContactStates:
         return float(stored)
 
     def forget(self, partitions: set[int]) -> None:
-        """Drop what is cached for partitions this worker no longer owns (after a persist):
-        if one comes back, its states are those of the changelog, not ours."""
+        """Drop the stream times of partitions this worker no longer owns (after a persist):
+        if one comes back, its time is that of the changelog, not ours."""
         for partition in partitions:
             self._stream_times.pop(partition, None)
             self._times_changed.discard(partition)
-        gone = [key for key, clean in self._clean.items() if clean.partition in partitions]
-        for contact_id in gone:
-            del self._clean[contact_id]
 
     def poison(self, error: BaseException) -> None:
         """Never persist again: the core failed mid-event, so a cached state may be half
@@ -190,20 +182,10 @@ class ContactStates:
                 self._write(offsets, times)
             finally:
                 self._persisting = {}
-            self._keep_clean(snapshot)
         persisted: dict[int, list[str]] = defaultdict(list)
         for contact_id, dirty in snapshot.items():
             persisted[dirty.partition].append(contact_id)
         return Persisted(dict(persisted))
-
-    def _keep_clean(self, snapshot: dict[str, _Dirty]) -> None:
-        """Cache the states just made durable, unless written again meanwhile."""
-        clean, dirty = self._clean, self._dirty
-        for contact_id, state in snapshot.items():
-            if contact_id not in dirty:
-                clean[contact_id] = state
-        while len(clean) > self._cache_size:
-            clean.popitem(last=False)
 
     async def _send_changelog(self, times: dict[int, float]) -> dict[int, int]:
         """Send the snapshot and the changed stream times to the changelog, so that whoever

@@ -24,7 +24,6 @@ def test_defaults_need_only_plans_and_bootstrap() -> None:
     assert settings.topics.events == "tracking-events"
     assert settings.topics.dead_letters == "tracking-events-dlq"
     assert settings.topics.ticks == "leadscore-timer-ticks"
-    assert settings.state_cache == 20_000
 
 
 def test_ticks_belong_to_one_app_while_the_shared_topics_do_not() -> None:

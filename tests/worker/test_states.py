@@ -1,5 +1,5 @@
-"""The write-back cache between the processor and RocksDB, without Kafka: what `persist` writes,
-and the decoded states it keeps for the next event."""
+"""The write-back cache between the processor and RocksDB, without Kafka: what `persist` writes
+and what `get` reads back."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from streams.kafka.client import Headers, KeyedProducer
 from streams.scoring import ContactState, load_plans, score_event
 from streams.worker.states import ContactStates, Held
-from streams.worker.store import ContactStore, ContactTable, record_applied_offset
+from streams.worker.store import ContactTable, record_applied_offset
 from tests.support import event
 from tests.worker.harness import EXAMPLE_PLANS
 
@@ -51,37 +51,21 @@ def table(tmp_path: Path) -> Iterator[ContactTable]:
     table.store.close()
 
 
-def _states(table: ContactTable, changelog: _Changelog, cache_size: int) -> ContactStates:
+def _states(table: ContactTable, changelog: _Changelog) -> ContactStates:
     async def no_outputs() -> None:
         """The tests send no outputs."""
 
     producer = cast(KeyedProducer, changelog)
-    return ContactStates(
-        lambda: table.store, lambda: producer, "changelog", PLANS, no_outputs, cache_size
-    )
+    return ContactStates(lambda: table.store, lambda: producer, "changelog", PLANS, no_outputs)
 
 
 def _opened(contact: str, minute: int) -> ContactState:
     return score_event(None, event("email.opened", minute * 60, contact=contact), PLANS).state
 
 
-class _CountingReads:
-    """Counts the store's record reads, to tell a cache hit from a miss."""
-
-    def __init__(self, store: ContactStore) -> None:
-        self.reads = 0
-        original = store.read
-
-        def read(partition: int, contact_id: str) -> bytes | None:
-            self.reads += 1
-            return original(partition, contact_id)
-
-        store.read = read  # type: ignore[method-assign]
-
-
 def test_persist_writes_each_state_once_with_its_applied_offset(table: ContactTable) -> None:
     changelog = _Changelog()
-    states = _states(table, changelog, cache_size=0)
+    states = _states(table, changelog)
     states.put(0, "a", Held(_opened("a", 0), 5))
     states.put(0, "a", Held(_opened("a", 1), 6))  # the same contact again: one write
     states.put(1, "b", Held(_opened("b", 0), 3))
@@ -93,39 +77,15 @@ def test_persist_writes_each_state_once_with_its_applied_offset(table: ContactTa
     assert record is not None and record_applied_offset(record) == 6
 
 
-def test_a_persisted_state_is_served_from_the_cache_until_taken(table: ContactTable) -> None:
-    states = _states(table, _Changelog(), cache_size=10)
-    reads = _CountingReads(table.store)
-    states.put(0, "a", Held(_opened("a", 0), 5))
+def test_a_persisted_state_is_read_back_from_the_store_as_a_new_object(
+    table: ContactTable,
+) -> None:
+    states = _states(table, _Changelog())
+    written = _opened("a", 0)
+    states.put(0, "a", Held(written, 5))
     asyncio.run(states.persist())
 
     held = states.get(0, "a")
-    assert held is not None and held.applied_offset == 5 and reads.reads == 0
-    # Taken out: the caller may change it in place, so the next look-up reads the store.
-    again = states.get(0, "a")
-    assert again is not None and again is not held and reads.reads == 1
-    assert again.state == held.state
-
-
-def test_the_cache_keeps_the_most_recently_persisted_states(table: ContactTable) -> None:
-    states = _states(table, _Changelog(), cache_size=2)
-    reads = _CountingReads(table.store)
-    for number, contact in enumerate(["a", "b", "c"]):
-        states.put(0, contact, Held(_opened(contact, number), number))
-        asyncio.run(states.persist())
-
-    assert states.get(0, "b") is not None and states.get(0, "c") is not None
-    assert reads.reads == 0
-    assert states.get(0, "a") is not None and reads.reads == 1
-
-
-def test_forgotten_partitions_leave_the_cache(table: ContactTable) -> None:
-    states = _states(table, _Changelog(), cache_size=10)
-    reads = _CountingReads(table.store)
-    states.put(0, "kept", Held(_opened("kept", 0), 1))
-    states.put(1, "moved", Held(_opened("moved", 0), 1))
-    asyncio.run(states.persist())
-    states.forget({1})
-
-    assert states.get(0, "kept") is not None and reads.reads == 0
-    assert states.get(1, "moved") is not None and reads.reads == 1
+    # Not the object written: the caller may change it in place without touching the store.
+    assert held is not None and held.state is not written and held.applied_offset == 5
+    assert held.state == written
