@@ -68,6 +68,9 @@ class _OutputReader(threading.Thread):
                 "bootstrap.servers": bootstrap,
                 "group.id": f"bench-latency-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
+                # librdkafka's 500 ms default held the first outputs of a phase back that
+                # long: partitions join the fetch one by one, after a long poll returns.
+                "fetch.wait.max.ms": 10,
             }
         )
         assignment = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
@@ -26,6 +25,7 @@ from mode import Service, ServiceT
 from streams.kafka.admin import TopicSpec
 from streams.kafka.client import KeyedProducer
 from streams.scoring import PlanSet
+from streams.worker import collector
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
@@ -386,6 +386,7 @@ def _wire(worker: Worker) -> None:
         timers.settled(persisted)
         metrics.persisted.inc(persisted.count)
         metrics.persist.observe(time.perf_counter() - started)
+        collector.collect_after_persist()
 
     app.before_commit = persist
 
@@ -442,13 +443,7 @@ def _wire(worker: Worker) -> None:
 
     app.task(quiet_root_logger)
 
-    async def freeze_start_up_objects() -> None:
-        """Move what exists once the app has started (modules, Faust's services, the plans)
-        out of the garbage collector's sight: a full collection rescans every container object
-        it tracks, and these 100,000 live for the whole run. At 1,000 events/s full passes
-        went from 50-80 ms to under 25 ms of stalled event loop (bench/README.md). Should one
-        of them become cyclic garbage later (a rebalance dropping a service), it is kept."""
-        gc.collect()
-        gc.freeze()
+    async def settle_collector() -> None:
+        collector.settle_after_start()
 
-    app.task(freeze_start_up_objects)
+    app.task(settle_collector)
