@@ -120,7 +120,12 @@ def measure(
     sent_at: dict[str, float] = {}
     reader = _OutputReader(bootstrap, output_topics, sent_at)
     reader.start()
-    producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap})
+    # Not idempotent: such a producer queues everything until the broker has given it a
+    # producer id, which took up to 500 ms after the producer was created, and that wait
+    # belongs to this load generator, not to the system measured.
+    producer = Producer(
+        {**PRODUCER_DEFAULTS, "enable.idempotence": False, "bootstrap.servers": bootstrap}
+    )
     try:
         # Connected and fetching before the clock starts: the first events must not carry
         # the clients' own start-up (connections, metadata), which no running system pays.

@@ -73,6 +73,10 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         """
         app = cast(WorkerApp, self.app)
         direct_topics, handle = app.direct_topics, app.handle
+        # Faust's stall check (`verify_event_path`) reads when a stream last took a message
+        # from each partition; no stream does here, so without this it logged "Stream has not
+        # started processing" errors for every busy partition five minutes after the start.
+        inbound_times, monotonic = app.monitor.stream_inbound_time, time.monotonic
         callback = self.callback
         commit_every = self._commit_every
         unacked = self._unacked_messages
@@ -103,6 +107,7 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
                         self._n_acked = 0
                         await self.commit()
                     if message.topic in direct_topics:
+                        inbound_times[tp] = monotonic()
                         unacked.add(message)
                         await handle(message)
                         self.ack(message)
