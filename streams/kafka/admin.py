@@ -10,13 +10,21 @@ the wrong partition.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import (  # admin does not re-export them to mypy
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
 from confluent_kafka.cimpl import NewTopic  # admin does not re-export it to mypy
+
+logger = logging.getLogger(__name__)
 
 USE_BROKER_DEFAULT = -1
 """Replication factor that lets the broker apply `default.replication.factor`."""
@@ -30,6 +38,9 @@ class TopicSpec:
     partitions: int
     copartitioned: bool = True
     config: Mapping[str, str] = field(default_factory=dict)
+    enforce_config: bool = False
+    """Also set `config` on the topic when it exists already (only where that cannot delete
+    live data: the changelog's compaction settings, say, not another team's retention)."""
 
 
 class TopicMismatchError(RuntimeError):
@@ -53,6 +64,7 @@ def ensure_topics(
     missing = [spec for spec in specs if spec.name not in existing]
     created: list[str] = []
     if missing:
+        replication_factor = _capped(admin, replication_factor, timeout)
         requests = [
             NewTopic(
                 spec.name,
@@ -72,7 +84,79 @@ def ensure_topics(
                 created.append(name)
         existing = _listed(admin, [spec.name for spec in specs], timeout)
     _check_partitions(specs, existing)
+    _enforce_configs(admin, [s for s in specs if s.enforce_config and s.name not in created])
     return created
+
+
+def _capped(admin: AdminClient, replication_factor: int, timeout: float) -> int:
+    """At most one replica per broker: a one-broker development cluster would refuse a
+    replication factor of 3, and a production cluster with 3 brokers must not get 1."""
+    if replication_factor == USE_BROKER_DEFAULT:
+        return replication_factor
+    brokers = len(admin.list_topics(timeout=timeout).brokers)
+    if 0 < brokers < replication_factor:
+        logger.warning(
+            "replication factor %d capped at %d: the cluster has only %d broker(s)",
+            replication_factor,
+            brokers,
+            brokers,
+        )
+        return brokers
+    return replication_factor
+
+
+def _enforce_configs(admin: AdminClient, specs: Sequence[TopicSpec]) -> None:
+    """Set on existing topics the config values that differ from their spec (incremental
+    alter, so the topic's other settings stay as they are)."""
+    if not specs:
+        return
+    described = admin.describe_configs([ConfigResource("TOPIC", spec.name) for spec in specs])
+    current = {resource.name: future.result() for resource, future in described.items()}
+    changes: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        differ = {
+            key: value
+            for key, value in spec.config.items()
+            if key not in current[spec.name] or current[spec.name][key].value != value
+        }
+        if differ:
+            changes[spec.name] = differ
+    if not changes:
+        return
+    requests = [
+        ConfigResource(
+            "TOPIC",
+            name,
+            incremental_configs=[
+                ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+                for key, value in differ.items()
+            ],
+        )
+        for name, differ in changes.items()
+    ]
+    for resource, future in admin.incremental_alter_configs(requests).items():
+        differ = changes[resource.name]
+        try:
+            future.result()
+        except KafkaException as error:
+            settings = ",".join(f"{key}={value}" for key, value in differ.items())
+            raise TopicMismatchError(
+                f"cannot set {settings} on topic {resource.name}: {error.args[0].str()}. "
+                "Allow the worker to alter the topic's configs (ACL operation AlterConfigs), "
+                f"or set them yourself: kafka-configs.sh --alter --entity-type topics "
+                f"--entity-name {resource.name} --add-config {settings}"
+            ) from None
+        logger.info("topic %s: set %s", resource.name, differ)
+
+
+def topic_ids(
+    config: Mapping[str, str], names: Sequence[str], timeout: float = 30.0
+) -> dict[str, str]:
+    """Each topic's id: a topic deleted and created again under the same name gets a new
+    one, and its offsets start again at 0."""
+    admin = AdminClient(dict(config))
+    futures = admin.describe_topics(TopicCollection(list(names)), request_timeout=timeout)
+    return {name: str(future.result().topic_id) for name, future in futures.items()}
 
 
 def _partition_counts(admin: AdminClient, timeout: float) -> dict[str, int]:

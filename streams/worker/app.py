@@ -33,6 +33,7 @@ from streams.worker.settings import WorkerSettings
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactTable
 from streams.worker.timers import Timers
+from streams.worker.topic_settings import changelog_config, retention_config
 from streams.worker.web import register_views
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ ROCKSDB_OPTIONS = {
 reserve gigabytes for a handful of partitions; contact records are small and hot ones live in
 the write-back cache anyway."""
 
-CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
 FETCH_MAX_WAIT_MS = 100
 """How long the broker may hold a fetch that finds no data (Faust's default: 1,500)."""
 YIELD_EVERY = 100
@@ -256,14 +256,27 @@ class Worker:
 
     def topic_specs(self) -> list[TopicSpec]:
         """Topics to create before starting; the first three are co-partitioned."""
-        topics, n = self.settings.topics, self.settings.partitions
+        settings = self.settings
+        topics, n = settings.topics, settings.partitions
+        changelog = changelog_config(settings.erasure_bound)
+        outputs = retention_config(settings.output_retention)
         return [
             TopicSpec(topics.events, n),
             TopicSpec(topics.ticks, n),
-            TopicSpec(self.table.changelog_topic.get_topic_name(), n, config=CHANGELOG_CONFIG),
-            TopicSpec(topics.alerts, n, copartitioned=False),
-            TopicSpec(topics.updates, n, copartitioned=False),
-            TopicSpec(topics.dead_letters, n, copartitioned=False),
+            TopicSpec(
+                self.table.changelog_topic.get_topic_name(),
+                n,
+                config=changelog,
+                enforce_config=True,
+            ),
+            TopicSpec(topics.alerts, n, copartitioned=False, config=outputs),
+            TopicSpec(topics.updates, n, copartitioned=False, config=outputs),
+            TopicSpec(
+                topics.dead_letters,
+                n,
+                copartitioned=False,
+                config=retention_config(settings.dlq_retention),
+            ),
         ]
 
     def ready(self) -> bool:

@@ -21,10 +21,12 @@ from streams.scoring import PlanError, load_plans
 from streams.worker import demo
 from streams.worker.app import build_worker
 from streams.worker.settings import SettingsError, WorkerSettings, add_arguments, resolve
+from streams.worker.state_guard import StateMismatchError, StateTopics, check_state, reset_state
 
 EXIT_USAGE = 2
 EXIT_TOPICS = 3
 EXIT_KAFKA = 4
+EXIT_STATE = 5
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +38,12 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "set with the environment variable shown; a flag wins over the variable.",
     )
     add_arguments(worker)
+    worker.add_argument(
+        "--reset-state",
+        action="store_true",
+        help="delete the local state in the data dir first; it is rebuilt from the changelog "
+        "(no environment variable: a one-off repair, never a standing setting)",
+    )
     worker.set_defaults(handler=run_worker)
     demo.add_parser(subparsers)
 
@@ -52,11 +60,28 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"leadscore: invalid plans: {error}", file=sys.stderr)
         return EXIT_USAGE
     worker = build_worker(settings, plans)
+    state = StateTopics(
+        settings.topics.events,
+        worker.table.changelog_topic.get_topic_name(),
+        settings.partitions,
+        worker.app.conf.tabledir,
+        worker.table.name,
+    )
+    if getattr(args, "reset_state", False):
+        reset_state(state)
     try:
-        ensure_topics(settings.bootstrap, worker.topic_specs())
+        ensure_topics(
+            settings.bootstrap,
+            worker.topic_specs(),
+            replication_factor=settings.replication_factor,
+        )
+        check_state({"bootstrap.servers": settings.bootstrap}, state)
     except TopicMismatchError as error:
         print(f"leadscore worker: {error}", file=sys.stderr)
         return EXIT_TOPICS
+    except StateMismatchError as error:
+        print(f"leadscore worker: {error}", file=sys.stderr)
+        return EXIT_STATE
     except KafkaException as error:
         print(
             f"leadscore worker: cannot reach Kafka at {settings.bootstrap}: {error}",

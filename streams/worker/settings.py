@@ -116,6 +116,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("app_id", "Faust application id: consumer group and internal topics", str, "leadscore"),
     Option("log_level", "log level", str, "info", choices=("debug", "info", "warning", "error")),
     Option("log_json", "log one JSON object per line", _flag, False, switch=True),
+    Option(
+        "replication_factor",
+        "replicas of the topics the worker creates (capped at the number of brokers)",
+        _positive_int,
+        3,
+    ),
+    Option(
+        "output_retention",
+        "retention of sales-alerts and score-updates when the worker creates them (also 7d)",
+        _seconds,
+        7 * 86400.0,
+    ),
+    Option(
+        "dlq_retention",
+        "retention of the dead-letter topic when the worker creates it (also 7d)",
+        _seconds,
+        7 * 86400.0,
+    ),
+    Option(
+        "erasure_bound",
+        "time within which the changelog compacts away an erased contact's data (also 1d)",
+        _seconds,
+        86400.0,
+    ),
 )
 
 
@@ -160,6 +184,10 @@ class WorkerSettings:
     app_id: str = "leadscore"
     log_level: str = "info"
     log_json: bool = False
+    replication_factor: int = 3
+    output_retention: float = 7 * 86400.0
+    dlq_retention: float = 7 * 86400.0
+    erasure_bound: float = 86400.0
 
     @property
     def topics(self) -> TopicNames:
