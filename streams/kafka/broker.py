@@ -193,6 +193,8 @@ def server_properties(*, port: int, controller_port: int, log_dirs: Path) -> str
         "log.segment.bytes": str(16 * _MIB),
         # The compaction dedupe buffer comes out of the 512 MiB heap (default 128 MiB).
         "log.cleaner.dedupe.buffer.size": str(16 * _MIB),
+        # The cleaner looks for work every 0.5 s, not 15: erasure tests wait for compaction.
+        "log.cleaner.backoff.ms": "500",
     }
     lines = ["# Written by streams/kafka/broker.py for one embedded broker; edits are lost."]
     # Backslash is the properties format's escape character.

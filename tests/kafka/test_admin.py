@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
@@ -43,3 +44,43 @@ def test_refuses_a_copartitioned_topic_with_another_partition_count(kafka_bootst
     assert f"{events}: 2 partitions, expected 4" in message
     assert alerts not in message.split("\n")[1]  # not co-partitioned: any count will do
     assert "--partitions" in message
+
+
+def test_caps_the_replication_factor_at_the_broker_count(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = _name("alerts")
+    with caplog.at_level(logging.WARNING, logger="streams.kafka.admin"):
+        ensure_topics(kafka_bootstrap, [TopicSpec(name, 2)], replication_factor=3)
+    assert "replication factor 3 capped at 1: the cluster has only 1 broker(s)" in caplog.text
+    topic = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert [len(p.replicas) for p in topic[name].partitions.values()] == [1, 1]
+
+
+def test_enforced_configs_are_set_on_existing_topics_and_others_left_alone(
+    kafka_bootstrap: str,
+) -> None:
+    changelog, alerts = _name("changelog"), _name("alerts")
+    ensure_topics(
+        kafka_bootstrap,
+        [
+            TopicSpec(changelog, 1, config={"segment.ms": "60000"}, enforce_config=True),
+            TopicSpec(alerts, 1, config={"retention.ms": "60000"}),
+        ],
+    )
+    ensure_topics(
+        kafka_bootstrap,
+        [
+            TopicSpec(changelog, 1, config={"segment.ms": "30000"}, enforce_config=True),
+            TopicSpec(alerts, 1, config={"retention.ms": "30000"}),
+        ],
+    )
+    assert _config(kafka_bootstrap, changelog, "segment.ms") == "30000"
+    assert _config(kafka_bootstrap, alerts, "retention.ms") == "60000"
+
+
+def _config(bootstrap: str, topic: str, key: str) -> str:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    value: str = admin.describe_configs([resource])[resource].result()[key].value
+    return value
