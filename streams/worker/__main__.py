@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streams.worker.cli import run_worker
-from streams.worker.settings import add_arguments
+from streams.worker.cli import add_worker_arguments, run_worker
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m streams.worker")
-    add_arguments(parser)
+    add_worker_arguments(parser)
     return run_worker(parser.parse_args())
 
 

@@ -37,15 +37,20 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Score tracking events from Kafka in real time. Every option can also be "
         "set with the environment variable shown; a flag wins over the variable.",
     )
-    add_arguments(worker)
-    worker.add_argument(
-        "--reset-state",
-        action="store_true",
-        help="delete the local state in the data dir first; it is rebuilt from the changelog "
-        "(no environment variable: a one-off repair, never a standing setting)",
-    )
+    add_worker_arguments(worker)
     worker.set_defaults(handler=run_worker)
     demo.add_parser(subparsers)
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings, and `--reset-state`, which has no environment variable: it is a one-off
+    repair, and a variable left set would wipe the local state at every start."""
+    add_arguments(parser)
+    parser.add_argument(
+        "--reset-state",
+        action="store_true",
+        help="delete the local state in the data dir first; it is rebuilt from the changelog",
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -67,7 +72,7 @@ def run_worker(args: argparse.Namespace) -> int:
         worker.app.conf.tabledir,
         worker.table.name,
     )
-    if getattr(args, "reset_state", False):
+    if args.reset_state:
         reset_state(state)
     try:
         ensure_topics(

@@ -49,6 +49,14 @@ logger = logging.getLogger(__name__)
 INPUT_TOPIC = meta_key("input-topic")
 """Changelog key of the input topic's name and id."""
 READ_TIMEOUT = 60.0
+_NEW_TOPIC_ERRORS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
 
 
 class StateMismatchError(RuntimeError):
@@ -172,12 +180,25 @@ def _high_watermarks(
 ) -> dict[int, int]:
     consumer = _consumer(config)
     try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=READ_TIMEOUT)[1]
-            for p in partitions
-        }
+        return {p: _high_watermark(consumer, TopicPartition(topic, p)) for p in partitions}
     finally:
         consumer.close()
+
+
+def _high_watermark(consumer: Consumer, partition: TopicPartition) -> int:
+    """Retrying what a topic created a moment ago answers until every broker knows its
+    leader (`NOT_LEADER_FOR_PARTITION`, say)."""
+    deadline = time.monotonic() + READ_TIMEOUT
+    while True:
+        try:
+            high: int = consumer.get_watermark_offsets(partition, timeout=READ_TIMEOUT)[1]
+            return high
+        except KafkaException as error:
+            failure: KafkaError = error.args[0]
+            transient = failure.retriable() or failure.code() in _NEW_TOPIC_ERRORS
+            if not transient or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def _recorded_ids(config: Mapping[str, str], changelog: str, partitions: int) -> dict[int, str]:
