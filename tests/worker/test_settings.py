@@ -72,3 +72,28 @@ def test_bad_options_name_the_flag_or_variable(
     with pytest.raises(SettingsError) as raised:
         _settings(argv, env)
     assert message in str(raised.value)
+
+
+def test_topic_settings_from_flags_and_environment() -> None:
+    defaults = _settings(["--plans", "p", "--bootstrap", "k"])
+    assert (defaults.replication_factor, defaults.erasure_bound) == (3, 86400.0)
+    assert (defaults.output_retention, defaults.dlq_retention) == (7 * 86400.0, 7 * 86400.0)
+    env = {"LEADSCORE_DLQ_RETENTION": "30d", "LEADSCORE_ERASURE_BOUND": "6h"}
+    settings = _settings(
+        [
+            "--plans",
+            "p",
+            "--bootstrap",
+            "k",
+            "--replication-factor",
+            "2",
+            "--output-retention",
+            "2w",
+        ],
+        env,
+    )
+    assert settings.replication_factor == 2
+    assert settings.output_retention == 14 * 86400.0
+    assert (settings.dlq_retention, settings.erasure_bound) == (30 * 86400.0, 6 * 3600.0)
+    with pytest.raises(SettingsError, match="LEADSCORE_ERASURE_BOUND"):
+        _settings(["--plans", "p", "--bootstrap", "k"], {"LEADSCORE_ERASURE_BOUND": "0"})
