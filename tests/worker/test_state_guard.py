@@ -103,14 +103,20 @@ def test_check_records_the_input_topic_id_and_refuses_it_recreated(
     assert "--app-id" in message
 
 
+def _scored_and_stopped(start_worker: StartWorker, bootstrap: str) -> tuple[WorkerProcess, str]:
+    """A worker that scored one contact (110 points) and stopped cleanly; and the contact."""
+    worker = start_worker("first", partitions=2)
+    contact = f"c-{uuid.uuid4().hex[:8]}"
+    publish(bootstrap, worker.topics.events, _warm_events(contact))
+    wait_until(lambda: worker.score(contact) == 110, 60, "the contact to be scored")
+    assert worker.stop() == 0
+    return worker, contact
+
+
 def test_a_fresh_worker_refuses_a_changelog_built_from_a_recreated_input_topic(
     kafka_bootstrap: str, start_worker: StartWorker
 ) -> None:
-    first = start_worker("first", partitions=2)
-    contact = f"c-{uuid.uuid4().hex[:8]}"
-    publish(kafka_bootstrap, first.topics.events, _warm_events(contact))
-    wait_until(lambda: first.score(contact) == 110, 60, "the contact to be scored")
-    assert first.stop() == 0
+    first, _ = _scored_and_stopped(start_worker, kafka_bootstrap)
 
     _delete_topics(kafka_bootstrap, [first.topics.events])  # the worker creates it again
     second = start_worker("second", prefix=first.prefix, partitions=2, wait_ready=False)
@@ -123,11 +129,7 @@ def test_a_fresh_worker_refuses_a_changelog_built_from_a_recreated_input_topic(
 def test_a_broker_reset_under_a_persisted_data_dir_is_explained_then_reset_state_recovers(
     kafka_bootstrap: str, start_worker: StartWorker
 ) -> None:
-    worker = start_worker("worker", partitions=2)
-    before = f"c-{uuid.uuid4().hex[:8]}"
-    publish(kafka_bootstrap, worker.topics.events, _warm_events(before))
-    wait_until(lambda: worker.score(before) == 110, 60, "the contact to be scored")
-    assert worker.stop() == 0
+    worker, before = _scored_and_stopped(start_worker, kafka_bootstrap)
 
     # What a new, empty broker looks like to the worker: none of its topics exist.
     topics = worker.topics
@@ -135,16 +137,16 @@ def test_a_broker_reset_under_a_persisted_data_dir_is_explained_then_reset_state
     every = [topics.events, topics.ticks, changelog, topics.alerts, topics.updates]
     _delete_topics(kafka_bootstrap, [*every, topics.dead_letters])
 
-    refused = start_worker("worker", prefix=worker.prefix, partitions=2, wait_ready=False)
+    refused = start_worker("first", prefix=worker.prefix, partitions=2, wait_ready=False)
     assert _exit_code(refused) == EXIT_STATE, refused.log()
     log = refused.log()
     assert f"is ahead of changelog {changelog}" in log
     assert "start once with --reset-state" in log
     assert "ConsistencyError" not in log
-    again = start_worker("worker", prefix=worker.prefix, partitions=2, wait_ready=False)
+    again = start_worker("first", prefix=worker.prefix, partitions=2, wait_ready=False)
     assert _exit_code(again) == EXIT_STATE  # every start, until someone decides
 
-    reset = start_worker("worker", prefix=worker.prefix, partitions=2, extra_args=["--reset-state"])
+    reset = start_worker("first", prefix=worker.prefix, partitions=2, extra_args=["--reset-state"])
     after = f"c-{uuid.uuid4().hex[:8]}"
     publish(kafka_bootstrap, topics.events, _warm_events(after))
     wait_until(lambda: reset.score(after) == 110, 60, "a new contact to be scored")
