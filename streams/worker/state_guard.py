@@ -215,7 +215,7 @@ def _recorded_ids(config: Mapping[str, str], changelog: str, partitions: int) ->
                 raise KafkaException(
                     KafkaError(KafkaError._TIMED_OUT, f"reading {changelog} for its input topic")
                 )
-            for message in consumer.consume(1000, timeout=1.0):
+            for message in consumer.consume(1000, timeout=0.1):
                 partition = cast(int, message.partition())
                 error = message.error()
                 if error is not None and error.code() == KafkaError._PARTITION_EOF:
