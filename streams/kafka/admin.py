@@ -6,6 +6,9 @@ co-partitioned topic (input, ticks, changelog) has the same partition count, and
 partition count cannot be changed without moving keys. So a mismatch stops the worker before
 it consumes anything, with a message that says what to do, instead of scoring contacts on
 the wrong partition.
+
+The replication factor asked for is capped at the number of brokers (with a warning), and a
+spec may ask for its config to be kept set on an existing topic too (`enforce_config`).
 """
 
 from __future__ import annotations

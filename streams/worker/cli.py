@@ -1,8 +1,9 @@
 """`leadscore worker` and `leadscore demo`.
 
 The worker checks everything it can before it consumes: options, the plans file (an invalid
-one stops it with the backtest's error message), and the topics (created when missing,
-refused when an existing one has the wrong partition count). Only then does Faust start.
+one stops it with the backtest's error message), the topics (created when missing,
+refused when an existing one has the wrong partition count), and the state (refused when it
+no longer belongs to its topics: `state_guard`). Only then does Faust start.
 """
 
 from __future__ import annotations
