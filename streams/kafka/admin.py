@@ -18,6 +18,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # admin does not re-export it to mypy
 
+from streams.kafka.security import KafkaConnection, as_connection
+
 USE_BROKER_DEFAULT = -1
 """Replication factor that lets the broker apply `default.replication.factor`."""
 
@@ -37,7 +39,7 @@ class TopicMismatchError(RuntimeError):
 
 
 def ensure_topics(
-    bootstrap: str,
+    kafka: str | KafkaConnection,
     specs: Sequence[TopicSpec],
     *,
     replication_factor: int = USE_BROKER_DEFAULT,
@@ -48,7 +50,7 @@ def ensure_topics(
     Idempotent: several workers may start at once, so a topic created by someone else between
     our look-up and our request counts as existing, and its partition count is checked too.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(as_connection(kafka).librdkafka())
     existing = _partition_counts(admin, timeout)
     missing = [spec for spec in specs if spec.name not in existing]
     created: list[str] = []
