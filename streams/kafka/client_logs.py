@@ -27,7 +27,9 @@ REPEAT_INTERVAL = 10.0
 MAX_KINDS = 512
 """Kinds remembered before expired ones are dropped (bounds memory on odd messages)."""
 
-_BROKER = re.compile(r"[\w.\-\[\]]+:\d+")
+_BROKER = re.compile(r"[\w.\-\[\]]+:\d+|\('[^']*', \d+\)|node (?:with )?id \d+")
+"""How the two libraries name a broker: `host:port` (librdkafka, aiokafka's connections),
+`('host', port)` (aiokafka's refused connects), `node id N` (aiokafka's requests)."""
 _NUMBER = re.compile(r"\d+")
 
 LIBRDKAFKA = logging.getLogger("streams.kafka.librdkafka")
@@ -86,7 +88,7 @@ class RepeatFilter(logging.Filter):
                 f"{record.getMessage()} ({window.held_back} more like this in the last "
                 f"{now - window.started:.0f} s)"
             )
-            record.args = None
+            record.args = ()
         return True
 
     def _forget_expired(self, now: float) -> None:

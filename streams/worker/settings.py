@@ -238,6 +238,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare every option as a flag; defaults stay None so the environment can fill in."""
     for option in OPTIONS:
         if option.env_only:
+            parser.add_argument(
+                option.flag, nargs="?", action=_Refused, help=argparse.SUPPRESS, env=option.env_name
+            )
             continue
         default = f", default {option.default}" if option.default not in (None, "") else ""
         help_text = f"{option.help} [env {option.env_name}{default}]"
@@ -251,11 +254,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
+class _Refused(argparse.Action):
+    """A flag refused with a pointer to its variable: without it, argparse would take
+    `--sasl-password` as an abbreviation of `--sasl-password-file`."""
+
+    def __init__(self, *args: Any, env: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env = env
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{option_string} is not accepted (the command line shows in ps): "
+            f"set {self.env}, or --sasl-password-file"
+        )
+
+
 def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> WorkerSettings:
     """Flag, else environment variable, else default; parsed and checked."""
     env = os.environ if environ is None else environ
     values = _values(OPTIONS, args, env)
-    return WorkerSettings(**values, security=_security(values))
+    security = _security(values)  # takes its options out of `values`
+    return WorkerSettings(**values, security=security)
 
 
 def resolve_security(environ: Mapping[str, str] | None = None) -> KafkaSecurity:
