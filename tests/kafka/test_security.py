@@ -6,7 +6,10 @@ SCRAM-SHA-512 users created when its storage is formatted), started once for thi
 
 from __future__ import annotations
 
+import os
 import ssl
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -30,7 +33,15 @@ from streams.kafka.security import (
 )
 from tests.kafka.certificates import Authority
 from tests.support import event
-from tests.worker.harness import TopicReader, WorkerProcess, new_prefix, wait_until
+from tests.worker.harness import (
+    REPO,
+    TopicReader,
+    WorkerProcess,
+    free_port,
+    new_prefix,
+    wait_until,
+)
+from tests.worker.test_demo import ALERT, DEMO
 
 USER, PASSWORD = "leadscore", "s3cret-pa55"
 
@@ -256,3 +267,25 @@ def _security_flags(secured: SecuredCluster, *more: str, ca: bool = True) -> lis
 def test_topics_are_created_over_sasl_ssl(secured: SecuredCluster) -> None:
     topic = f"secured-{uuid.uuid4().hex[:8]}"
     assert ensure_topics(secured.connection(), [TopicSpec(topic, 2)]) == [topic]
+
+
+@pytest.mark.integration
+def test_the_demo_reaches_a_secured_broker_from_its_environment(secured: SecuredCluster) -> None:
+    """`leadscore demo` with `LEADSCORE_KAFKA_BOOTSTRAP` and the security variables: its own
+    publisher and alert reader, and the worker it starts, all log in over SASL_SSL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
+    env |= {
+        "LEADSCORE_KAFKA_BOOTSTRAP": secured.broker.sasl_ssl_bootstrap,
+        "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL",
+        "LEADSCORE_SASL_MECHANISM": "SCRAM-SHA-512",
+        "LEADSCORE_SASL_USERNAME": USER,
+        "LEADSCORE_SASL_PASSWORD": PASSWORD,
+        "LEADSCORE_SSL_CAFILE": str(secured.ca.cafile),
+    }
+    command = [sys.executable, "-c", DEMO, "demo", "--contacts", "100", "--events", "3000"]
+    command += ["--rate", "0", "--alerts", "1", "--web-port", str(free_port())]
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert ALERT.match(done.stdout.splitlines()[0]), done.stdout
