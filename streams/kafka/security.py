@@ -226,12 +226,15 @@ def verify_access(
     """
     hints = _access_hints(name)
     refused: list[KafkaError] = []
+    others: list[KafkaError] = []
 
     def on_error(error: KafkaError) -> None:
         if error.code() in hints:
-            refused.append(error)
-        else:
-            log_client_error(error)
+            refused.append(error)  # raised below, with the fix
+            return
+        if error.code() != KafkaError._ALL_BROKERS_DOWN:  # says less than the cause before it
+            others.append(error)
+        log_client_error(error)
 
     admin = AdminClient(connection.librdkafka({"error_cb": on_error}))
     deadline = time.monotonic() + timeout
@@ -249,7 +252,10 @@ def verify_access(
                 f"({connection.security.describe()}): {error.str()}\n{fix}"
             )
         if time.monotonic() > deadline:
+            last = f": {others[-1].str()}" if others else ""
             raise KafkaAccessError(
                 f"no broker at {connection.bootstrap} answered within {timeout:.0f} s "
-                f"({connection.security.describe()})"
+                f"({connection.security.describe()}){last}\nCheck {name('bootstrap')} and "
+                f"{name('security_protocol')}: a client without TLS on a TLS listener, or the "
+                "reverse, is disconnected like this too."
             )

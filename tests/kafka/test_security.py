@@ -289,3 +289,14 @@ def test_the_demo_reaches_a_secured_broker_from_its_environment(secured: Secured
     )
     assert done.returncode == 0, done.stderr
     assert ALERT.match(done.stdout.splitlines()[0]), done.stdout
+
+
+@pytest.mark.integration
+def test_no_answer_fails_at_the_timeout_naming_bootstrap_and_protocol() -> None:
+    closed = KafkaConnection(f"127.0.0.1:{free_port()}")
+    with pytest.raises(KafkaAccessError) as raised:
+        verify_access(closed, timeout=1.0)
+    message = str(raised.value)
+    assert "answered within 1 s (PLAINTEXT): " in message
+    assert "Connection refused" in message
+    assert "Check bootstrap and security_protocol" in message

@@ -60,6 +60,7 @@ def test_environment_fills_in_and_flags_win() -> None:
 
 
 REQUIRED = {"LEADSCORE_PLANS": "p.yaml", "LEADSCORE_KAFKA_BOOTSTRAP": "k:1"}
+SASL = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL"}
 
 
 @pytest.mark.parametrize(
@@ -71,6 +72,33 @@ REQUIRED = {"LEADSCORE_PLANS": "p.yaml", "LEADSCORE_KAFKA_BOOTSTRAP": "k:1"}
         ([], {**REQUIRED, "LEADSCORE_WEB_PORT": "99999"}, "LEADSCORE_WEB_PORT: expected a TCP"),
         (["--partitions", "0"], REQUIRED, "--partitions: expected a positive integer"),
         (["--timer-interval", "soon"], REQUIRED, "--timer-interval: expected a duration"),
+        (
+            [],
+            SASL,
+            "--sasl-username (LEADSCORE_SASL_USERNAME) is required with "
+            "--security-protocol (LEADSCORE_SECURITY_PROTOCOL) SASL_SSL",
+        ),
+        (
+            ["--sasl-username", "u"],
+            SASL,
+            "LEADSCORE_SASL_PASSWORD (or --sasl-password-file) is required with",
+        ),
+        (
+            ["--sasl-username", "u", "--sasl-password-file", "/nonexistent/password"],
+            SASL,
+            "--sasl-password-file (LEADSCORE_SASL_PASSWORD_FILE): cannot read "
+            "/nonexistent/password: No such file or directory",
+        ),
+        (
+            ["--ssl-cafile", "/nonexistent/ca.pem"],
+            {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SSL"},
+            "--ssl-cafile (LEADSCORE_SSL_CAFILE): /nonexistent/ca.pem is not a file",
+        ),
+        (
+            ["--ssl-cafile", "/nonexistent/ca.pem"],
+            REQUIRED,
+            "is set, but --security-protocol (LEADSCORE_SECURITY_PROTOCOL) is PLAINTEXT",
+        ),
     ],
 )
 def test_bad_options_name_the_flag_or_variable(
@@ -117,46 +145,3 @@ def test_the_password_file_is_read_without_its_trailing_newline(tmp_path: Path) 
     assert settings.security.sasl_password == "mounted secret"
     with pytest.raises(SettingsError, match="LEADSCORE_SASL_PASSWORD are both set"):
         _settings(["--sasl-password-file", str(secret)], {**env, "LEADSCORE_SASL_PASSWORD": "x"})
-
-
-SASL = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL"}
-
-
-@pytest.mark.parametrize(
-    ("argv", "env", "message"),
-    [
-        (
-            [],
-            SASL,
-            "--sasl-username (LEADSCORE_SASL_USERNAME) is required with "
-            "--security-protocol (LEADSCORE_SECURITY_PROTOCOL) SASL_SSL",
-        ),
-        (
-            ["--sasl-username", "u"],
-            SASL,
-            "LEADSCORE_SASL_PASSWORD (or --sasl-password-file) is required with",
-        ),
-        (
-            ["--sasl-username", "u", "--sasl-password-file", "/nonexistent/password"],
-            SASL,
-            "--sasl-password-file (LEADSCORE_SASL_PASSWORD_FILE): cannot read "
-            "/nonexistent/password: No such file or directory",
-        ),
-        (
-            ["--ssl-cafile", "/nonexistent/ca.pem"],
-            {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SSL"},
-            "--ssl-cafile (LEADSCORE_SSL_CAFILE): /nonexistent/ca.pem is not a file",
-        ),
-        (
-            ["--ssl-cafile", "/nonexistent/ca.pem"],
-            REQUIRED,
-            "is set, but --security-protocol (LEADSCORE_SECURITY_PROTOCOL) is PLAINTEXT",
-        ),
-    ],
-)
-def test_inconsistent_security_settings_name_the_flag_and_variable(
-    argv: list[str], env: dict[str, str], message: str
-) -> None:
-    with pytest.raises(SettingsError) as raised:
-        _settings(argv, env)
-    assert message in str(raised.value)
