@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+import uuid
 
 import aiokafka.conn
 import pytest
+from aiokafka import AIOKafkaConsumer
 from confluent_kafka import KafkaError, Producer
 
+from streams.kafka.admin import TopicSpec, ensure_topics
+from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.client_logs import (
     LIBRDKAFKA,
     MAX_KINDS,
@@ -20,6 +26,13 @@ from streams.kafka.client_logs import (
 from streams.kafka.security import KafkaConnection
 from tests.worker.harness import free_port
 
+AIOKAFKA_LOGGERS = (
+    "aiokafka",
+    "aiokafka.client",
+    "aiokafka.conn",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+)
 REFUSED = "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after %dms in state CONNECT)"
 
 
@@ -135,3 +148,65 @@ def test_a_client_pointed_at_a_closed_port_logs_each_kind_once(
     assert refused, "our client's refusals go through logging"
     assert len(refused) <= 2, refused  # librdkafka's FAIL line and the _TRANSPORT error, once
     assert len({repeat_kind(r) for r in caplog.records}) == len(caplog.records)
+
+
+class _Counting(logging.Filter):
+    """Counts every record offered, before the repeat filter decides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.count += 1
+        return True
+
+
+@pytest.mark.integration
+def test_aiokafka_logs_each_kind_once_while_its_broker_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A consumer in a group, as Faust's is, then the broker stops: aiokafka's fetcher,
+    coordinator and client retry many times a second, and each kind is written once."""
+    offered, repeats = _Counting(), RepeatFilter()
+    loggers = [logging.getLogger(name) for name in AIOKAFKA_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(offered)  # before the repeat filter, so it sees every record
+    quiet_aiokafka(repeats)
+    broker = EmbeddedBroker()
+    try:
+        broker.start()
+        topic = f"outage-{uuid.uuid4().hex[:8]}"
+        ensure_topics(broker.bootstrap, [TopicSpec(topic, 2)])
+        with caplog.at_level(logging.WARNING, "aiokafka"):
+            asyncio.run(_consume_through_an_outage(broker, topic, offered))
+    finally:
+        broker.stop()
+        for logger in loggers:
+            logger.removeFilter(offered)
+            logger.removeFilter(repeats)
+    written = [r for r in caplog.records if r.name.startswith("aiokafka")]
+    assert offered.count >= 30, "aiokafka should have retried many times"
+    assert written
+    kinds = [repeat_kind(r) for r in written]
+    assert len(set(kinds)) == len(kinds), [r.getMessage() for r in written]
+
+
+async def _consume_through_an_outage(
+    broker: EmbeddedBroker, topic: str, offered: _Counting
+) -> None:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker.bootstrap, group_id=topic, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.getmany(timeout_ms=2000)  # joined the group, fetching
+        await asyncio.to_thread(broker.stop)
+        before = offered.count
+        deadline = time.monotonic() + 30
+        while offered.count - before < 30 and time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=200)
+    finally:
+        # With the broker gone, aiokafka's fetcher lets its own task's cancellation out.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(consumer.stop(), 10)
