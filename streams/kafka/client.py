@@ -176,6 +176,8 @@ class EventPublisher:
 
     Use as a context manager, or call `close()`: both flush and raise `PublishError` when the
     broker refused a message, so a caller never believes undelivered events were sent.
+    `kafka` is a bootstrap string (an unsecured cluster) or a `KafkaConnection` with TLS/SASL
+    settings (`streams.kafka.security`).
     """
 
     def __init__(

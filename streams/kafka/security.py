@@ -175,10 +175,12 @@ class KafkaConnection:
     security: KafkaSecurity = PLAINTEXT
 
     def librdkafka(self, config: Mapping[str, Any] | None = None) -> Config:
-        """A librdkafka client config: `config`, then bootstrap, security and log hooks.
+        """A librdkafka client config: the log hooks, `config`, then bootstrap and security,
+        which `config` cannot override (a client cannot end up less secured than the rest).
 
         The hooks route librdkafka's log lines and errors through Python logging and its
-        repeat filter (`streams.kafka.client_logs`) instead of raw stderr."""
+        repeat filter (`streams.kafka.client_logs`) instead of raw stderr; `config` may
+        replace them (`verify_access` does)."""
         return {
             "logger": LIBRDKAFKA,
             "error_cb": log_client_error,

@@ -108,8 +108,12 @@ def test_every_aiokafka_logger_gets_the_filter() -> None:
     repeats = RepeatFilter()
     quiet_aiokafka(repeats)
     quiet_aiokafka(repeats)
-    assert logging.getLogger(aiokafka.conn.__name__).filters.count(repeats) == 1
-    assert repeats in logging.getLogger("aiokafka.consumer.fetcher").filters
+    try:
+        assert logging.getLogger(aiokafka.conn.__name__).filters.count(repeats) == 1
+        assert repeats in logging.getLogger("aiokafka.consumer.fetcher").filters
+    finally:
+        for name in AIOKAFKA_LOGGERS:
+            logging.getLogger(name).removeFilter(repeats)
 
 
 def test_librdkafka_errors_are_warnings_unless_fatal(caplog: pytest.LogCaptureFixture) -> None:
@@ -170,6 +174,7 @@ def test_aiokafka_logs_each_kind_once_while_its_broker_is_down(
     coordinator and client retry many times a second, and each kind is written once."""
     offered, repeats = _Counting(), RepeatFilter()
     loggers = [logging.getLogger(name) for name in AIOKAFKA_LOGGERS]
+    assert not any(logger.filters for logger in loggers), "another test left a filter"
     for logger in loggers:
         logger.addFilter(offered)  # before the repeat filter, so it sees every record
     quiet_aiokafka(repeats)
@@ -186,8 +191,8 @@ def test_aiokafka_logs_each_kind_once_while_its_broker_is_down(
             logger.removeFilter(offered)
             logger.removeFilter(repeats)
     written = [r for r in caplog.records if r.name.startswith("aiokafka")]
-    assert offered.count >= 30, "aiokafka should have retried many times"
     assert written
+    assert offered.count >= 2 * len(written), "aiokafka should have retried many times"
     kinds = [repeat_kind(r) for r in written]
     assert len(set(kinds)) == len(kinds), [r.getMessage() for r in written]
 
@@ -200,7 +205,10 @@ async def _consume_through_an_outage(
     )
     await consumer.start()
     try:
-        await consumer.getmany(timeout_ms=2000)  # joined the group, fetching
+        deadline = time.monotonic() + 60
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=200)  # joining the group
+        assert consumer.assignment(), "the consumer never joined its group"
         await asyncio.to_thread(broker.stop)
         before = offered.count
         deadline = time.monotonic() + 30
