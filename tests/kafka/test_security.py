@@ -10,6 +10,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -18,10 +19,11 @@ from pathlib import Path
 import faust
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from faust.types import TP
 
 from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.broker import EmbeddedBroker, SaslSslListener
-from streams.kafka.client import EventPublisher
+from streams.kafka.client import EventPublisher, KeyedProducer
 from streams.kafka.client_logs import LIBRDKAFKA, log_client_error
 from streams.kafka.security import (
     PLAINTEXT,
@@ -31,6 +33,7 @@ from streams.kafka.security import (
     SecurityError,
     verify_access,
 )
+from streams.worker.store import CATCH_UP_MIN_BEHIND, ContactTable, contact_key, pack_record
 from tests.kafka.certificates import Authority
 from tests.support import event
 from tests.worker.harness import (
@@ -300,3 +303,25 @@ def test_no_answer_fails_at_the_timeout_naming_bootstrap_and_protocol() -> None:
     assert "answered within 1 s (PLAINTEXT): " in message
     assert "Connection refused" in message
     assert "Check bootstrap and security_protocol" in message
+
+
+@pytest.mark.integration
+def test_the_changelog_catch_up_reads_over_sasl_ssl(
+    secured: SecuredCluster, tmp_path: Path
+) -> None:
+    """The catch-up reader connects as `app.kafka` says (build_worker sets the worker's)."""
+    connection = secured.connection()
+    topic = f"secured-{uuid.uuid4().hex[:8]}-changelog"
+    ensure_topics(connection, [TopicSpec(topic, 1)])
+    producer = KeyedProducer(connection)
+    for number in range(CATCH_UP_MIN_BEHIND):
+        producer.produce(topic, contact_key(f"c{number}"), pack_record(None, 0, b"s"), [], 0)
+    producer.flush()
+    app = faust.App("secured-catch-up", datadir=str(tmp_path))
+    app.kafka = connection
+    table = ContactTable(app, name="contacts", partitions=1, key_type=bytes, value_type=bytes)
+    try:
+        table.store.catch_up(topic, [0], lambda: False, time.monotonic() + 60)
+        assert table.store.persisted_offset(TP(topic, 0)) == CATCH_UP_MIN_BEHIND - 1
+    finally:
+        table.store.close()
