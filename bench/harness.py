@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.broker import free_ports
 from streams.kafka.client import PRODUCER_DEFAULTS, binary_message
+from streams.kafka.security import KafkaConnection
 from streams.models.events import TrackingEvent
 from streams.worker.settings import TopicNames
 
@@ -296,7 +297,7 @@ def create_input_topics(bootstrap: str, prefix: str, partitions: int) -> TopicNa
 
 def delete_topics(bootstrap: str, prefix: str) -> None:
     """Remove every topic under `prefix` (matters on an external broker, which stays up)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(KafkaConnection(bootstrap).librdkafka())
     names = [name for name in admin.list_topics(timeout=30).topics if name.startswith(prefix)]
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():
@@ -327,13 +328,8 @@ def encode(event: TrackingEvent) -> tuple[bytes, bytes, WireHeaders]:
 def load_events(bootstrap: str, topic: str, events: Iterable[TrackingEvent]) -> Loaded:
     """Produce binary-mode CloudEvents as `EventPublisher` does (murmur2), only batched harder:
     loading speed is not under test, and a bigger linger lets the load finish sooner."""
-    config = {
-        **PRODUCER_DEFAULTS,
-        "bootstrap.servers": bootstrap,
-        "linger.ms": 50,
-        "queue.buffering.max.messages": 500_000,
-    }
-    producer = Producer(config)
+    config = {**PRODUCER_DEFAULTS, "linger.ms": 50, "queue.buffering.max.messages": 500_000}
+    producer = Producer(KafkaConnection(bootstrap).librdkafka(config))
     started = time.perf_counter()
     count, last_time = 0, 0.0
     for event in events:
@@ -356,7 +352,7 @@ def load_events(bootstrap: str, topic: str, events: Iterable[TrackingEvent]) -> 
 def topic_span(bootstrap: str, topic: str) -> int:
     """Sum over partitions of high minus low watermark: the messages a reader from the start
     goes through (an upper bound on a compacted topic, whose gaps it skips)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+    consumer = Consumer(KafkaConnection(bootstrap).librdkafka({"group.id": "bench-watermarks"}))
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         span = 0
@@ -374,7 +370,7 @@ class GroupProgress:
     def __init__(self, bootstrap: str, group: str, topic: str) -> None:
         self.topic = topic
         self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+            KafkaConnection(bootstrap).librdkafka({"group.id": group, "enable.auto.commit": False})
         )
         metadata = self._consumer.list_topics(topic, timeout=30)
         self.partitions = sorted(metadata.topics[topic].partitions)

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.harness import encode
 from streams.kafka.client import PRODUCER_DEFAULTS
+from streams.kafka.security import KafkaConnection
 from streams.models.events import TrackingEvent
 
 
@@ -64,14 +65,15 @@ class _OutputReader(threading.Thread):
         self.reading = threading.Event()
         """Set once the first fetch has returned: outputs are being read from then on."""
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-latency-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                # librdkafka's 500 ms default held the first outputs of a phase back that
-                # long: partitions join the fetch one by one, after a long poll returns.
-                "fetch.wait.max.ms": 10,
-            }
+            KafkaConnection(bootstrap).librdkafka(
+                {
+                    "group.id": f"bench-latency-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    # librdkafka's 500 ms default held the first outputs of a phase back that
+                    # long: partitions join the fetch one by one, after a long poll returns.
+                    "fetch.wait.max.ms": 10,
+                }
+            )
         )
         assignment = []
         for topic in topics:
@@ -124,7 +126,7 @@ def measure(
     # producer id, which took up to 500 ms after the producer was created, and that wait
     # belongs to this load generator, not to the system measured.
     producer = Producer(
-        {**PRODUCER_DEFAULTS, "enable.idempotence": False, "bootstrap.servers": bootstrap}
+        KafkaConnection(bootstrap).librdkafka({**PRODUCER_DEFAULTS, "enable.idempotence": False})
     )
     try:
         # Connected and fetching before the clock starts: the first events must not carry

@@ -70,6 +70,7 @@ from bench.harness import (
 from bench.report import render_markdown
 from streams.backtest.simulate import DAY, generate
 from streams.kafka.broker import broker_from_env, kafka_version
+from streams.kafka.security import KafkaConnection
 from streams.worker.settings import TopicNames
 
 HERE = Path(__file__).resolve().parent
@@ -146,11 +147,9 @@ def consume_baseline(bootstrap: str, topic: str, expected: int) -> dict[str, flo
     message, as the worker's does.
     """
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-baseline-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
+        KafkaConnection(bootstrap).librdkafka(
+            {"group.id": f"bench-baseline-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
     )
     partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

@@ -27,6 +27,8 @@ from confluent_kafka.admin._config import (  # admin does not re-export them to 
 )
 from confluent_kafka.cimpl import NewTopic  # admin does not re-export it to mypy
 
+from streams.kafka.security import KafkaConnection, as_connection
+
 logger = logging.getLogger(__name__)
 
 USE_BROKER_DEFAULT = -1
@@ -51,7 +53,7 @@ class TopicMismatchError(RuntimeError):
 
 
 def ensure_topics(
-    bootstrap: str,
+    kafka: str | KafkaConnection,
     specs: Sequence[TopicSpec],
     *,
     replication_factor: int = USE_BROKER_DEFAULT,
@@ -62,7 +64,7 @@ def ensure_topics(
     Idempotent: several workers may start at once, so a topic created by someone else between
     our look-up and our request counts as existing, and its partition count is checked too.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(as_connection(kafka).librdkafka())
     existing = _partition_counts(admin, timeout)
     missing = [spec for spec in specs if spec.name not in existing]
     created: list[str] = []
@@ -153,11 +155,11 @@ def _enforce_configs(admin: AdminClient, specs: Sequence[TopicSpec]) -> None:
 
 
 def topic_ids(
-    config: Mapping[str, str], names: Sequence[str], timeout: float = 30.0
+    kafka: str | KafkaConnection, names: Sequence[str], timeout: float = 30.0
 ) -> dict[str, str]:
     """Each topic's id: a topic deleted and created again under the same name gets a new
     one, and its offsets start again at 0."""
-    admin = AdminClient(dict(config))
+    admin = AdminClient(as_connection(kafka).librdkafka())
     futures = admin.describe_topics(TopicCollection(list(names)), request_timeout=timeout)
     return {name: str(future.result().topic_id) for name, future in futures.items()}
 

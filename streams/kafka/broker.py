@@ -31,7 +31,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
@@ -158,17 +159,62 @@ def _run_tool(command: list[str], timeout: float, name: str) -> subprocess.Compl
 # --- configuration -----------------------------------------------------------------------------
 
 
-def server_properties(*, port: int, controller_port: int, log_dirs: Path) -> str:
+@dataclass(frozen=True, slots=True)
+class SaslSslListener:
+    """An extra listener that wants TLS and a SCRAM login, as managed clusters do.
+
+    `keystore` is one PEM file with the broker's private key (PKCS#8, unencrypted) and its
+    certificate chain; the certificate must name 127.0.0.1. `users` (name -> password) get
+    SCRAM credentials when the storage is formatted, so they exist before the first client
+    connects; a persisted data dir keeps those of its first start.
+    """
+
+    keystore: Path
+    users: Mapping[str, str]
+    mechanism: str = "SCRAM-SHA-512"
+
+    def properties(self) -> dict[str, str]:
+        """What `server_properties` adds for this listener (besides the listener lists)."""
+        return {
+            "sasl.enabled.mechanisms": self.mechanism,
+            f"listener.name.sasl_ssl.{self.mechanism.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore),
+        }
+
+    def scram_arguments(self) -> list[str]:
+        """`kafka-storage format` arguments that create the users' credentials."""
+        arguments: list[str] = []
+        for name, password in self.users.items():
+            arguments += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return arguments
+
+
+def server_properties(
+    *,
+    port: int,
+    controller_port: int,
+    log_dirs: Path,
+    sasl_ssl: SaslSslListener | None = None,
+    sasl_ssl_port: int = 0,
+) -> str:
     """The `server.properties` of a one-node KRaft cluster listening on 127.0.0.1 only."""
+    listeners = f"PLAINTEXT://{HOST}:{port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if sasl_ssl is not None:
+        listeners += f",SASL_SSL://{HOST}:{sasl_ssl_port}"
+        protocols += ",SASL_SSL:SASL_SSL"
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": f"{listeners},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": listeners,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": str(log_dirs),
         # One node: every internal topic must accept a single replica.
         "default.replication.factor": "1",
@@ -196,6 +242,8 @@ def server_properties(*, port: int, controller_port: int, log_dirs: Path) -> str
         # The cleaner looks for work every 0.5 s, not 15: erasure tests wait for compaction.
         "log.cleaner.backoff.ms": "500",
     }
+    if sasl_ssl is not None:
+        settings |= sasl_ssl.properties()
     lines = ["# Written by streams/kafka/broker.py for one embedded broker; edits are lost."]
     # Backslash is the properties format's escape character.
     lines += [key + "=" + value.replace("\\", "\\\\") for key, value in settings.items()]
@@ -324,7 +372,8 @@ class EmbeddedBroker:
     """One KRaft broker+controller JVM on 127.0.0.1, owned and stopped by this process.
 
     Without `data_dir` it lives in a temporary directory deleted by `stop()`; with one, its
-    topics survive restarts (the directory is formatted only once).
+    topics survive restarts (the directory is formatted only once). With `sasl_ssl` it also
+    listens for TLS + SCRAM clients on `sasl_ssl_bootstrap`.
     """
 
     def __init__(
@@ -334,7 +383,10 @@ class EmbeddedBroker:
         port: int = 0,
         start_timeout: float = START_TIMEOUT_S,
         cache_dir: Path | None = None,
+        sasl_ssl: SaslSslListener | None = None,
     ) -> None:
+        self._sasl_ssl = sasl_ssl
+        self._sasl_ssl_bootstrap: str | None = None
         self._requested_data_dir = data_dir
         self._requested_port = port
         self._start_timeout = start_timeout
@@ -350,6 +402,13 @@ class EmbeddedBroker:
         if self._bootstrap is None:
             raise BrokerError("the broker is not running")
         return self._bootstrap
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """`127.0.0.1:PORT` of the SASL_SSL listener (only with `sasl_ssl`)."""
+        if self._sasl_ssl_bootstrap is None:
+            raise BrokerError("the broker is not running with a SASL_SSL listener")
+        return self._sasl_ssl_bootstrap
 
     @property
     def pid(self) -> int | None:
@@ -390,12 +449,18 @@ class EmbeddedBroker:
         storage = data_dir / "kraft"
         if self._requested_port:
             port = self._requested_port
-            controller_port = next(p for p in free_ports(2) if p != port)
+            controller_port, sasl_ssl_port = [p for p in free_ports(3) if p != port][:2]
         else:
-            port, controller_port = free_ports(2)
+            port, controller_port, sasl_ssl_port = free_ports(3)
         config = data_dir / "server.properties"
         config.write_text(
-            server_properties(port=port, controller_port=controller_port, log_dirs=storage)
+            server_properties(
+                port=port,
+                controller_port=controller_port,
+                log_dirs=storage,
+                sasl_ssl=self._sasl_ssl,
+                sasl_ssl_port=sasl_ssl_port,
+            )
         )
         java = [
             _java(),
@@ -406,8 +471,11 @@ class EmbeddedBroker:
             str(libs / "*"),
         ]
         if not (storage / "meta.properties").is_file():
-            _format_storage(java, config)
+            scram = self._sasl_ssl.scram_arguments() if self._sasl_ssl else []
+            _format_storage(java, config, scram)
         self._bootstrap = f"{HOST}:{port}"
+        if self._sasl_ssl is not None:
+            self._sasl_ssl_bootstrap = f"{HOST}:{sasl_ssl_port}"
         with (log_dir / "stderr.log").open("ab") as console:
             return subprocess.Popen(
                 [*java, "kafka.Kafka", str(config)],
@@ -480,6 +548,7 @@ class EmbeddedBroker:
                 process.wait()
         self._process = None
         self._bootstrap = None
+        self._sasl_ssl_bootstrap = None
         _live.discard(self)
         if self._temporary and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
@@ -499,8 +568,9 @@ class EmbeddedBroker:
         self.stop()
 
 
-def _format_storage(java: list[str], config: Path) -> None:
-    """Write meta.properties and the single-voter quorum (`--standalone`) into the log dirs."""
+def _format_storage(java: list[str], config: Path, scram: list[str]) -> None:
+    """Write meta.properties and the single-voter quorum (`--standalone`) into the log dirs,
+    with the SCRAM credentials `scram` (`--add-scram ...` arguments) in the metadata."""
     command = [
         *java,
         "kafka.tools.StorageTool",
@@ -510,6 +580,7 @@ def _format_storage(java: list[str], config: Path) -> None:
         new_cluster_id(),
         "-c",
         str(config),
+        *scram,
     ]
     done = _run_tool(command, FORMAT_TIMEOUT_S, "Kafka's StorageTool")
     if done.returncode != 0:

@@ -20,6 +20,7 @@ from typing import Literal, cast
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.kafka.security import KafkaConnection, as_connection
 from streams.models.events import TrackingEvent
 
 Mode = Literal["binary", "structured"]
@@ -76,11 +77,11 @@ class KeyedProducer:
     """Seconds between two looks at the deliveries in `wait_delivered`."""
 
     def __init__(
-        self, bootstrap: str, config: Mapping[str, str | int | float | bool] | None = None
+        self,
+        connection: KafkaConnection,
+        config: Mapping[str, str | int | float | bool] | None = None,
     ) -> None:
-        self._producer = Producer(
-            {**PRODUCER_DEFAULTS, **(config or {}), "bootstrap.servers": bootstrap}
-        )
+        self._producer = Producer(connection.librdkafka({**PRODUCER_DEFAULTS, **(config or {})}))
         self._errors: list[KafkaError] = []
         self._queued = 0
         self._pending: dict[int, None] = {}
@@ -175,11 +176,13 @@ class EventPublisher:
 
     Use as a context manager, or call `close()`: both flush and raise `PublishError` when the
     broker refused a message, so a caller never believes undelivered events were sent.
+    `kafka` is a bootstrap string (an unsecured cluster) or a `KafkaConnection` with TLS/SASL
+    settings (`streams.kafka.security`).
     """
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: str | KafkaConnection,
         topic: str,
         *,
         mode: Mode = "binary",
@@ -187,7 +190,7 @@ class EventPublisher:
     ) -> None:
         self.topic = topic
         self._encode = binary_message if mode == "binary" else structured_message
-        self._producer = KeyedProducer(bootstrap, config)
+        self._producer = KeyedProducer(as_connection(kafka), config)
 
     def publish(self, event: TrackingEvent) -> None:
         """Queue one event; delivery is confirmed by `flush()`."""

@@ -24,6 +24,8 @@ from mode import Service, ServiceT
 
 from streams.kafka.admin import TopicSpec
 from streams.kafka.client import KeyedProducer
+from streams.kafka.client_logs import CLIENT_REPEATS, quiet_aiokafka
+from streams.kafka.security import KafkaConnection
 from streams.scoring import PlanSet
 from streams.worker import collector
 from streams.worker.metrics import Metrics
@@ -236,6 +238,8 @@ class WorkerApp(faust.App):
     handle: Callable[[Message], Awaitable[None]]
     before_commit: Callable[[], Awaitable[None]]
     after_final_commit: Callable[[], None]
+    kafka: KafkaConnection
+    """How the app's own librdkafka clients connect (the changelog catch-up reader)."""
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
@@ -331,7 +335,8 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     topics = settings.topics
     app = WorkerApp(
         settings.faust_id,
-        broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
+        broker=settings.kafka.faust_brokers(),
+        broker_credentials=settings.security.faust_credentials(),
         datadir=str(settings.data_dir),
         store="rocksdb://",
         topic_partitions=settings.partitions,
@@ -351,6 +356,8 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         broker_session_timeout=settings.session_timeout,
         TableManager=CatchUpTableManager,
     )
+    app.kafka = settings.kafka
+    quiet_aiokafka(CLIENT_REPEATS)
     table = ContactTable(
         app,
         name=TABLE,
@@ -368,7 +375,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     def producer() -> KeyedProducer:
         """Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`).
         Built on first use, so that nothing connects before the app starts."""
-        return KeyedProducer(settings.bootstrap, {"client.id": settings.faust_id})
+        return KeyedProducer(settings.kafka, {"client.id": settings.faust_id})
 
     outbox = Outbox(producer, topics)
     states = ContactStates(

@@ -18,16 +18,25 @@ import faust
 from confluent_kafka import KafkaException
 
 from streams.kafka.admin import TopicMismatchError, ensure_topics
+from streams.kafka.security import KafkaAccessError, verify_access
 from streams.scoring import PlanError, load_plans
 from streams.worker import demo
 from streams.worker.app import build_worker
-from streams.worker.settings import SettingsError, WorkerSettings, add_arguments, resolve
+from streams.worker.settings import (
+    SettingsError,
+    WorkerSettings,
+    add_arguments,
+    resolve,
+    setting_name,
+)
 from streams.worker.state_guard import StateMismatchError, StateTopics, check_state, reset_state
 
 EXIT_USAGE = 2
 EXIT_TOPICS = 3
 EXIT_KAFKA = 4
 EXIT_STATE = 5
+ACCESS_TIMEOUT = 30.0
+"""Seconds the start waits for a broker to answer before giving up (exit 4)."""
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,12 +85,16 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.reset_state:
         reset_state(state)
     try:
+        verify_access(settings.kafka, ACCESS_TIMEOUT, setting_name)
         ensure_topics(
-            settings.bootstrap,
+            settings.kafka,
             worker.topic_specs(),
             replication_factor=settings.replication_factor,
         )
-        check_state({"bootstrap.servers": settings.bootstrap}, state)
+        check_state(settings.kafka, state)
+    except KafkaAccessError as error:
+        print(f"leadscore worker: {error}", file=sys.stderr)
+        return EXIT_KAFKA
     except TopicMismatchError as error:
         print(f"leadscore worker: {error}", file=sys.stderr)
         return EXIT_TOPICS

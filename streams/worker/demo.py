@@ -1,6 +1,8 @@
 """`leadscore demo`: the whole pipeline on one machine, with sales alerts printed as they arrive.
 
-A broker (the embedded one unless `LEADSCORE_KAFKA_BOOTSTRAP` is set), a worker process on
+A broker (the embedded one unless `LEADSCORE_KAFKA_BOOTSTRAP` is set, with the security
+settings of `LEADSCORE_SECURITY_PROTOCOL` and the other `LEADSCORE_SASL_*`/`LEADSCORE_SSL_*`
+variables, which the worker process inherits), a worker process on
 fresh topics with the example plans, a thread feeding it the simulated population at a
 steady rate, and this process reading `sales-alerts`. The worker runs with `--clock event`:
 the simulated months pass in seconds, and inactivity rules fire as the stream's time passes
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,10 +31,17 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streams.backtest.simulate import generate
-from streams.kafka.broker import broker_from_env
+from streams.kafka.broker import BOOTSTRAP_ENV, broker_from_env
 from streams.kafka.client import EventPublisher
+from streams.kafka.security import PLAINTEXT, KafkaConnection
 from streams.models.outputs import THRESHOLD_CROSSED
-from streams.worker.settings import TopicNames
+from streams.worker.settings import (
+    OPTIONS,
+    SECURITY_OPTIONS,
+    SettingsError,
+    TopicNames,
+    resolve_security,
+)
 
 EXAMPLE_PLANS = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
 READY_TIMEOUT = 120.0
@@ -59,11 +69,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        security = resolve_security() if os.environ.get(BOOTSTRAP_ENV) else PLAINTEXT
+    except SettingsError as error:
+        print(f"leadscore demo: {error}", file=sys.stderr)
+        return 2
+    try:
         with (
             broker_from_env() as bootstrap,
             tempfile.TemporaryDirectory(prefix="leadscore-") as tmp,
         ):
-            return _run(args, bootstrap, Path(tmp))
+            return _run(args, KafkaConnection(bootstrap, security), Path(tmp))
     except KeyboardInterrupt:
         return 0
 
@@ -72,7 +87,16 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> int:
+def _worker_env(connection: KafkaConnection) -> dict[str, str]:
+    """The worker inherits the security variables, except on the embedded (plain) broker."""
+    if connection.security != PLAINTEXT:
+        return dict(os.environ)
+    names = {option.env_name for option in OPTIONS if option.name in SECURITY_OPTIONS}
+    return {name: value for name, value in os.environ.items() if name not in names}
+
+
+def _run(args: argparse.Namespace, connection: KafkaConnection, tmp: Path) -> int:
+    bootstrap = connection.bootstrap
     prefix = f"demo-{uuid.uuid4().hex[:6]}."
     topics = TopicNames.with_prefix(prefix)
     log = tmp / "worker.log"
@@ -88,7 +112,9 @@ def _run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> int:
         "--timer-interval", "2",
     ]  # fmt: skip
     with log.open("wb") as output:
-        worker = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=_worker_env(connection)
+        )
     print(f"broker {bootstrap}; worker pid {worker.pid}, log {log}", file=sys.stderr)
     feeder: threading.Thread | None = None
     stop = threading.Event()
@@ -100,10 +126,10 @@ def _run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> int:
             file=sys.stderr,
         )
         feeder = threading.Thread(
-            target=_feed, args=(args, bootstrap, topics.events, stop), daemon=True
+            target=_feed, args=(args, connection, topics.events, stop), daemon=True
         )
         feeder.start()
-        for shown, alert in enumerate(_alerts(bootstrap, topics.alerts), start=1):
+        for shown, alert in enumerate(_alerts(connection, topics.alerts), start=1):
             print(describe(alert), flush=True)
             if shown == args.alerts:
                 break
@@ -136,11 +162,13 @@ def _wait_ready(worker: subprocess.Popen[bytes], url: str, log: Path) -> None:
     raise SystemExit(f"the worker was not ready within {READY_TIMEOUT}s; see {log}")
 
 
-def _feed(args: argparse.Namespace, bootstrap: str, topic: str, stop: threading.Event) -> None:
+def _feed(
+    args: argparse.Namespace, connection: KafkaConnection, topic: str, stop: threading.Event
+) -> None:
     """Send the simulated population at `args.rate` events/s until done or stopped."""
     started = time.monotonic()
     sent = 0
-    with EventPublisher(bootstrap, topic) as publisher:
+    with EventPublisher(connection, topic) as publisher:
         for event in generate(args.contacts, args.events, seed=args.seed):
             if stop.is_set():
                 return
@@ -153,9 +181,9 @@ def _feed(args: argparse.Namespace, bootstrap: str, topic: str, stop: threading.
     print(f"all {sent} simulated events sent; alerts from timers may follow", file=sys.stderr)
 
 
-def _alerts(bootstrap: str, topic: str) -> Iterator[dict[str, Any]]:
+def _alerts(connection: KafkaConnection, topic: str) -> Iterator[dict[str, Any]]:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-demo", "enable.auto.commit": False}
+        connection.librdkafka({"group.id": f"{topic}-demo", "enable.auto.commit": False})
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions

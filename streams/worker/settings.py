@@ -8,12 +8,21 @@ its environment variable, its default and its help text cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from streams.kafka.security import (
+    MECHANISMS,
+    PLAINTEXT,
+    PROTOCOLS,
+    KafkaConnection,
+    KafkaSecurity,
+    SecurityError,
+)
 from streams.models.durations import parse_duration
 
 Clock = Literal["wall", "event"]
@@ -32,6 +41,8 @@ class Option:
     choices: tuple[str, ...] | None = None
     switch: bool = False
     """A flag without a value (`--log-json`); its variable takes true/false."""
+    env_only: bool = False
+    """No flag, only the variable: a flag's value (a password) shows in `ps`."""
 
     @property
     def flag(self) -> str:
@@ -65,6 +76,10 @@ def _seconds(text: str) -> float:
     if value <= 0:
         raise ValueError(f"expected a positive duration, got {text!r}")
     return value
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
 
 
 def _flag(text: str) -> bool:
@@ -140,7 +155,40 @@ OPTIONS: tuple[Option, ...] = (
         _seconds,
         86400.0,
     ),
+    # Security (streams/kafka/security.py): librdkafka's and Faust's names for the same things.
+    Option(
+        "security_protocol",
+        "how every Kafka client connects",
+        str,
+        "PLAINTEXT",
+        choices=PROTOCOLS,
+    ),
+    Option("sasl_mechanism", "SASL mechanism", str, "PLAIN", choices=MECHANISMS),
+    Option("sasl_username", "SASL user name (with SASL_SSL or SASL_PLAINTEXT)", str, ""),
+    Option("sasl_password", "SASL password", str, "", env_only=True),
+    Option(
+        "sasl_password_file",
+        "file holding the SASL password (a mounted secret), instead of LEADSCORE_SASL_PASSWORD",
+        _optional_path,
+        "",
+    ),
+    Option(
+        "ssl_cafile",
+        "CA certificates (PEM) that signed the brokers' certificates (default: the system's)",
+        _optional_path,
+        "",
+    ),
+    Option(
+        "ssl_certfile",
+        "client certificate (PEM), for clusters that authenticate clients by TLS",
+        _optional_path,
+        "",
+    ),
+    Option("ssl_keyfile", "private key (PEM) of --ssl-certfile", _optional_path, ""),
 )
+SECURITY_OPTIONS = frozenset(field.name for field in dataclasses.fields(KafkaSecurity)) | {
+    "sasl_password_file"
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +236,12 @@ class WorkerSettings:
     output_retention: float = 7 * 86400.0
     dlq_retention: float = 7 * 86400.0
     erasure_bound: float = 86400.0
+    security: KafkaSecurity = PLAINTEXT
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """What every Kafka client of the worker is built from."""
+        return KafkaConnection(self.bootstrap, self.security)
 
     @property
     def topics(self) -> TopicNames:
@@ -211,6 +265,11 @@ class SettingsError(ValueError):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare every option as a flag; defaults stay None so the environment can fill in."""
     for option in OPTIONS:
+        if option.env_only:
+            parser.add_argument(
+                option.flag, nargs="?", action=_Refused, help=argparse.SUPPRESS, env=option.env_name
+            )
+            continue
         default = f", default {option.default}" if option.default not in (None, "") else ""
         help_text = f"{option.help} [env {option.env_name}{default}]"
         if option.switch:
@@ -223,11 +282,80 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
+class _Refused(argparse.Action):
+    """A flag refused with a pointer to its variable: without it, argparse would take
+    `--sasl-password` as an abbreviation of `--sasl-password-file`."""
+
+    def __init__(self, *args: Any, env: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env = env
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{option_string} is not accepted (the command line shows in ps): "
+            f"set {self.env}, or --sasl-password-file"
+        )
+
+
 def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> WorkerSettings:
     """Flag, else environment variable, else default; parsed and checked."""
     env = os.environ if environ is None else environ
+    values = _values(OPTIONS, args, env)
+    security = _security(values)  # takes its options out of `values`
+    return WorkerSettings(**values, security=security)
+
+
+def resolve_security(environ: Mapping[str, str] | None = None) -> KafkaSecurity:
+    """The security settings alone, from the environment (`leadscore demo`, the benchmark)."""
+    env = os.environ if environ is None else environ
+    options = [option for option in OPTIONS if option.name in SECURITY_OPTIONS]
+    return _security(_values(options, argparse.Namespace(), env))
+
+
+def setting_name(name: str) -> str:
+    """How an operator sets option `name`, for messages: `--flag (LEADSCORE_NAME)`."""
+    option = next(option for option in OPTIONS if option.name == name)
+    if option.env_only:
+        return f"{option.env_name} (or --sasl-password-file)"
+    return f"{option.flag} ({option.env_name})"
+
+
+def _security(values: dict[str, Any]) -> KafkaSecurity:
+    """Take the security options out of `values`, read the password file, check them."""
+    fields = {name: values.pop(name) for name in SECURITY_OPTIONS if name in values}
+    password_file: Path | None = fields.pop("sasl_password_file", None)
+    if password_file is not None:
+        if fields.get("sasl_password"):
+            raise SettingsError(
+                f"{setting_name('sasl_password_file')} and LEADSCORE_SASL_PASSWORD are both "
+                "set: keep one"
+            )
+        try:
+            fields["sasl_password"] = password_file.read_text().rstrip("\r\n")
+        except OSError as error:
+            raise SettingsError(
+                f"{setting_name('sasl_password_file')}: cannot read {password_file}: "
+                f"{error.strerror}"
+            ) from None
+    security = KafkaSecurity(**fields)
+    try:
+        security.check(setting_name)
+    except SecurityError as error:
+        raise SettingsError(str(error)) from None
+    return security
+
+
+def _values(
+    options: Iterable[Option], args: argparse.Namespace, env: Mapping[str, str]
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for option in OPTIONS:
+    for option in options:
         text = getattr(args, option.name, None)
         source = option.flag
         if text is None and option.env_name in env:
@@ -242,4 +370,4 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             values[option.name] = option.parse(text)
         except ValueError as error:
             raise SettingsError(f"{source}: {error}") from None
-    return WorkerSettings(**values)
+    return values

@@ -25,7 +25,6 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -42,6 +41,7 @@ from faust.stores.rocksdb import Store
 from rocksdict import AccessType, Options, Rdict
 
 from streams.kafka.admin import topic_ids
+from streams.kafka.security import KafkaConnection, as_connection
 from streams.worker.store import meta_key
 
 logger = logging.getLogger(__name__)
@@ -84,15 +84,15 @@ class StateTopics:
         return found
 
 
-def check_state(config: Mapping[str, str], topics: StateTopics) -> None:
+def check_state(kafka: str | KafkaConnection, topics: StateTopics) -> None:
     """Raise `StateMismatchError` when the local state is ahead of the changelog, or the
     changelog was built from another input topic; record the input topic's id where the
-    changelog has none yet. `config` is the librdkafka client config (bootstrap, security)."""
-    check_local_offsets(config, topics)
-    check_input_topic(config, topics)
+    changelog has none yet. `kafka` says where the cluster is and how to get in."""
+    check_local_offsets(kafka, topics)
+    check_input_topic(kafka, topics)
 
 
-def check_local_offsets(config: Mapping[str, str], topics: StateTopics) -> None:
+def check_local_offsets(kafka: str | KafkaConnection, topics: StateTopics) -> None:
     """The local databases must not be ahead of the changelog's end (Faust's consistency
     check, made before Faust starts and explained)."""
     local = {
@@ -102,7 +102,7 @@ def check_local_offsets(config: Mapping[str, str], topics: StateTopics) -> None:
     }
     if not local:
         return
-    ends = _high_watermarks(config, topics.changelog, sorted(local))
+    ends = _high_watermarks(kafka, topics.changelog, sorted(local))
     ahead = {p: (offset, ends[p]) for p, offset in local.items() if offset >= ends[p]}
     if not ahead:
         return
@@ -122,11 +122,11 @@ def check_local_offsets(config: Mapping[str, str], topics: StateTopics) -> None:
     )
 
 
-def check_input_topic(config: Mapping[str, str], topics: StateTopics) -> None:
+def check_input_topic(kafka: str | KafkaConnection, topics: StateTopics) -> None:
     """Every changelog partition must name the input topic's current id; partitions that
     name none get it now (a new changelog: as their first record)."""
-    current = topic_ids(config, [topics.input_topic])[topics.input_topic]
-    recorded = _recorded_ids(config, topics.changelog, topics.partitions)
+    current = topic_ids(kafka, [topics.input_topic])[topics.input_topic]
+    recorded = _recorded_ids(kafka, topics.changelog, topics.partitions)
     other = {p: value for p, value in recorded.items() if value != current}
     if other:
         partitions = ", ".join(str(p) for p in sorted(other))
@@ -141,7 +141,7 @@ def check_input_topic(config: Mapping[str, str], topics: StateTopics) -> None:
         )
     missing = [p for p in range(topics.partitions) if p not in recorded]
     if missing:
-        _record_id(config, topics, current, missing)
+        _record_id(kafka, topics, current, missing)
 
 
 def reset_state(topics: StateTopics) -> list[Path]:
@@ -164,21 +164,22 @@ def _persisted_offset(path: Path) -> int | None:
     return None if raw is None else int(raw)
 
 
-def _consumer(config: Mapping[str, str]) -> Consumer:
+def _consumer(kafka: str | KafkaConnection) -> Consumer:
     return Consumer(
-        {
-            **config,
-            "group.id": f"leadscore-state-guard-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        as_connection(kafka).librdkafka(
+            {
+                "group.id": f"leadscore-state-guard-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
     )
 
 
 def _high_watermarks(
-    config: Mapping[str, str], topic: str, partitions: list[int]
+    kafka: str | KafkaConnection, topic: str, partitions: list[int]
 ) -> dict[int, int]:
-    consumer = _consumer(config)
+    consumer = _consumer(kafka)
     try:
         return {p: _high_watermark(consumer, TopicPartition(topic, p)) for p in partitions}
     finally:
@@ -201,10 +202,10 @@ def _high_watermark(consumer: Consumer, partition: TopicPartition) -> int:
         time.sleep(0.1)
 
 
-def _recorded_ids(config: Mapping[str, str], changelog: str, partitions: int) -> dict[int, str]:
+def _recorded_ids(kafka: str | KafkaConnection, changelog: str, partitions: int) -> dict[int, str]:
     """The input topic id recorded in each changelog partition, reading each from its start
     until the record is found (it is the first record of a changelog this version began)."""
-    consumer = _consumer(config)
+    consumer = _consumer(kafka)
     found: dict[int, str] = {}
     try:
         pending = set(range(partitions))
@@ -232,10 +233,10 @@ def _recorded_ids(config: Mapping[str, str], changelog: str, partitions: int) ->
 
 
 def _record_id(
-    config: Mapping[str, str], topics: StateTopics, topic_id: str, partitions: list[int]
+    kafka: str | KafkaConnection, topics: StateTopics, topic_id: str, partitions: list[int]
 ) -> None:
     value = json.dumps({"topic": topics.input_topic, "id": topic_id}).encode()
-    producer = Producer(dict(config))
+    producer = Producer(as_connection(kafka).librdkafka())
     errors: list[KafkaError] = []
 
     def delivered(error: KafkaError | None, _: object) -> None:

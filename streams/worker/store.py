@@ -36,6 +36,8 @@ from faust.types import TP, EventT, StoreT
 from rocksdict import Rdict, WriteBatch
 from yarl import URL
 
+from streams.kafka.security import KafkaConnection
+
 CATCH_UP_MIN_BEHIND = 1_000
 """Changelog messages a partition must be behind by before `catch_up` reads it itself."""
 CATCH_UP_BATCH = 10_000
@@ -185,15 +187,16 @@ class ContactStore(rocksdb.Store):
         Stopping early is safe: each batch writes its records and their offset together. For
         a thread (`streams.worker.recovery`), so the event loop keeps running meanwhile.
         """
-        bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+        connection: KafkaConnection = cast(Any, self.app).kafka  # WorkerApp.kafka
         consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{self.app.conf.id}-catch-up",
-                "enable.auto.commit": False,
-                "fetch.max.bytes": CATCH_UP_FETCH_BYTES,
-                "enable.partition.eof": True,
-            }
+            connection.librdkafka(
+                {
+                    "group.id": f"{self.app.conf.id}-catch-up",
+                    "enable.auto.commit": False,
+                    "fetch.max.bytes": CATCH_UP_FETCH_BYTES,
+                    "enable.partition.eof": True,
+                }
+            )
         )
         try:
             behind: set[int] = set()

@@ -32,6 +32,7 @@ from streams.kafka.broker import (
     REPO_ROOT,
     BrokerError,
     EmbeddedBroker,
+    SaslSslListener,
     broker_from_env,
     cache_root,
     fetch_kafka,
@@ -109,6 +110,34 @@ def test_server_properties_describe_a_single_node_kraft_cluster(tmp_path: Path) 
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["auto.create.topics.enable"] == "false"
     assert props["log.retention.ms"] == "-1"
+
+
+def test_a_sasl_ssl_listener_is_added_beside_plaintext(tmp_path: Path) -> None:
+    listener = SaslSslListener(tmp_path / "broker.pem", {"alice": "pw1", "bob": "pw2"})
+    plain = parse_properties(server_properties(port=1, controller_port=2, log_dirs=tmp_path))
+    props = parse_properties(
+        server_properties(
+            port=1, controller_port=2, log_dirs=tmp_path, sasl_ssl=listener, sasl_ssl_port=3
+        )
+    )
+
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:1,SASL_SSL://127.0.0.1:3,CONTROLLER://127.0.0.1:2"
+    )
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:1,SASL_SSL://127.0.0.1:3"
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.security.protocol.map"].split(",")[-1] == "SASL_SSL:SASL_SSL"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["ssl.keystore.type"] == "PEM"
+    assert props["ssl.keystore.location"] == str(tmp_path / "broker.pem")
+    assert "ScramLoginModule" in props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    assert {k: v for k, v in props.items() if k not in plain} == listener.properties()
+    assert listener.scram_arguments() == [
+        "--add-scram",
+        "SCRAM-SHA-512=[name=alice,password=pw1]",
+        "--add-scram",
+        "SCRAM-SHA-512=[name=bob,password=pw2]",
+    ]
 
 
 def test_server_properties_escape_backslashes_in_paths() -> None:

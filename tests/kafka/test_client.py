@@ -17,6 +17,7 @@ from streams.kafka.client import (
     binary_message,
     structured_message,
 )
+from streams.kafka.security import KafkaConnection
 from streams.models.events import TrackingEvent, decode_kafka_message
 
 EVENT = TrackingEvent(
@@ -80,7 +81,7 @@ def test_keyed_producer_waits_for_every_earlier_message_and_knows_their_offsets(
 ) -> None:
     topic = f"keyed-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_bootstrap, [TopicSpec(topic, 2)])
-    producer = KeyedProducer(kafka_bootstrap)
+    producer = KeyedProducer(KafkaConnection(kafka_bootstrap))
 
     async def send_then_wait() -> None:
         for number in range(30):
@@ -94,7 +95,7 @@ def test_keyed_producer_waits_for_every_earlier_message_and_knows_their_offsets(
 
 @pytest.mark.integration
 def test_keyed_producer_reports_refused_messages(kafka_bootstrap: str) -> None:
-    producer = KeyedProducer(kafka_bootstrap, {"message.timeout.ms": 2000})
+    producer = KeyedProducer(KafkaConnection(kafka_bootstrap), {"message.timeout.ms": 2000})
     producer.produce(f"missing-{uuid.uuid4().hex[:8]}", b"k", b"v", [])
     asyncio.run(producer.wait_delivered())
     with pytest.raises(PublishError, match="1 message"):

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,6 +115,8 @@ class WorkerProcess:
     plans: Path = EXAMPLE_PLANS
     web_port: int = field(default_factory=free_port)
     extra_args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    """`LEADSCORE_*` variables the worker gets (all others are removed): a password, say."""
     module: str = "streams.worker"
     process: subprocess.Popen[bytes] | None = None
 
@@ -145,6 +147,7 @@ class WorkerProcess:
 
     def start(self, *, wait_ready: bool = True) -> WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
+        env.update(self.env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from streams.worker.settings import SettingsError, WorkerSettings, add_arguments, resolve
+from streams.kafka.security import PLAINTEXT, KafkaConnection, KafkaSecurity
+from streams.worker.settings import (
+    SettingsError,
+    WorkerSettings,
+    add_arguments,
+    resolve,
+    resolve_security,
+)
 
 
 def _settings(argv: list[str], env: dict[str, str] | None = None) -> WorkerSettings:
@@ -53,6 +60,7 @@ def test_environment_fills_in_and_flags_win() -> None:
 
 
 REQUIRED = {"LEADSCORE_PLANS": "p.yaml", "LEADSCORE_KAFKA_BOOTSTRAP": "k:1"}
+SASL = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL"}
 
 
 @pytest.mark.parametrize(
@@ -64,6 +72,33 @@ REQUIRED = {"LEADSCORE_PLANS": "p.yaml", "LEADSCORE_KAFKA_BOOTSTRAP": "k:1"}
         ([], {**REQUIRED, "LEADSCORE_WEB_PORT": "99999"}, "LEADSCORE_WEB_PORT: expected a TCP"),
         (["--partitions", "0"], REQUIRED, "--partitions: expected a positive integer"),
         (["--timer-interval", "soon"], REQUIRED, "--timer-interval: expected a duration"),
+        (
+            [],
+            SASL,
+            "--sasl-username (LEADSCORE_SASL_USERNAME) is required with "
+            "--security-protocol (LEADSCORE_SECURITY_PROTOCOL) SASL_SSL",
+        ),
+        (
+            ["--sasl-username", "u"],
+            SASL,
+            "LEADSCORE_SASL_PASSWORD (or --sasl-password-file) is required with",
+        ),
+        (
+            ["--sasl-username", "u", "--sasl-password-file", "/nonexistent/password"],
+            SASL,
+            "--sasl-password-file (LEADSCORE_SASL_PASSWORD_FILE): cannot read "
+            "/nonexistent/password: No such file or directory",
+        ),
+        (
+            ["--ssl-cafile", "/nonexistent/ca.pem"],
+            {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SSL"},
+            "--ssl-cafile (LEADSCORE_SSL_CAFILE): /nonexistent/ca.pem is not a file",
+        ),
+        (
+            ["--ssl-cafile", "/nonexistent/ca.pem"],
+            REQUIRED,
+            "is set, but --security-protocol (LEADSCORE_SECURITY_PROTOCOL) is PLAINTEXT",
+        ),
     ],
 )
 def test_bad_options_name_the_flag_or_variable(
@@ -97,3 +132,41 @@ def test_topic_settings_from_flags_and_environment() -> None:
     assert (settings.dlq_retention, settings.erasure_bound) == (30 * 86400.0, 6 * 3600.0)
     with pytest.raises(SettingsError, match="LEADSCORE_ERASURE_BOUND"):
         _settings(["--plans", "p", "--bootstrap", "k"], {"LEADSCORE_ERASURE_BOUND": "0"})
+
+
+def test_security_defaults_to_plaintext_and_comes_from_flags_and_variables() -> None:
+    assert _settings([], REQUIRED).security == PLAINTEXT
+    env = {
+        **REQUIRED,
+        "LEADSCORE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "LEADSCORE_SASL_USERNAME": "env-user",
+        "LEADSCORE_SASL_PASSWORD": "from-env",
+    }
+    settings = _settings(["--sasl-username", "flag-user", "--sasl-mechanism", "SCRAM-SHA-512"], env)
+    assert settings.security == KafkaSecurity(
+        "SASL_PLAINTEXT", "SCRAM-SHA-512", "flag-user", "from-env"
+    )
+    assert settings.kafka == KafkaConnection("k:1", settings.security)
+    assert resolve_security(env).sasl_username == "env-user"
+
+
+def test_the_password_is_never_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for argv in (["--sasl-password", "visible-in-ps"], ["--sasl-password=visible-in-ps"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        error = capsys.readouterr().err
+        assert "set LEADSCORE_SASL_PASSWORD, or --sasl-password-file" in error
+        assert "visible-in-ps" not in error
+    assert "LEADSCORE_SASL_PASSWORD" in parser.format_help()
+
+
+def test_the_password_file_is_read_without_its_trailing_newline(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("mounted secret\n")
+    env = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL", "LEADSCORE_SASL_USERNAME": "u"}
+    settings = _settings(["--sasl-password-file", str(secret)], env)
+    assert settings.security.sasl_password == "mounted secret"
+    with pytest.raises(SettingsError, match="LEADSCORE_SASL_PASSWORD are both set"):
+        _settings(["--sasl-password-file", str(secret)], {**env, "LEADSCORE_SASL_PASSWORD": "x"})

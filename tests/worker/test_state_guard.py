@@ -80,7 +80,7 @@ def test_check_records_the_input_topic_id_and_refuses_it_recreated(
 ) -> None:
     prefix = new_prefix()
     topics = StateTopics(f"{prefix}events", f"{prefix}changelog", 2, tmp_path, "contacts")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config = kafka_bootstrap
     specs = [
         TopicSpec(topics.input_topic, 2),
         TopicSpec(topics.changelog, 2, config=changelog_config(86400)),

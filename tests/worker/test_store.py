@@ -20,6 +20,7 @@ from faust.types import TP, ProducerT
 
 from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.client import KeyedProducer
+from streams.kafka.security import KafkaConnection
 from streams.worker.states import ContactStates
 from streams.worker.store import (
     CATCH_UP_MIN_BEHIND,
@@ -152,7 +153,7 @@ def test_catch_up_reads_the_changelog_to_its_end_with_the_offset(
 ) -> None:
     topic = f"catch-up-{uuid.uuid4().hex[:8]}-changelog"
     ensure_topics(kafka_bootstrap, [TopicSpec(topic, 2)])
-    publisher = KeyedProducer(kafka_bootstrap)
+    publisher = KeyedProducer(KafkaConnection(kafka_bootstrap))
     behind = CATCH_UP_MIN_BEHIND + 5
     for number in range(behind):
         publisher.produce(
@@ -163,6 +164,7 @@ def test_catch_up_reads_the_changelog_to_its_end_with_the_offset(
     publisher.flush()
 
     app = faust.App("catch-up-test", broker=f"kafka://{kafka_bootstrap}", datadir=str(tmp_path))
+    app.kafka = KafkaConnection(kafka_bootstrap)  # as build_worker sets it
     table = ContactTable(app, name="contacts", partitions=2, key_type=bytes, value_type=bytes)
     try:
         store = table.store
