@@ -33,35 +33,48 @@ from dataclasses import dataclass
 from streams.kafka.client import KeyedProducer
 from streams.scoring import ContactState, PlanSet, decode_state, encode_state, next_deadline
 from streams.worker.store import (
+    Applied,
     ContactStore,
     contact_key,
     meta_key,
     pack_record,
-    record_applied_offset,
+    record_applied,
     record_state,
 )
 
 _TIME = struct.Struct(">d")
 STREAM_TIME = "stream-time"
 """Metadata key of a partition's stream time (the largest event time consumed)."""
+INPUT, REROUTED = 0, 1
+"""Positions in `Held.applied` of the two topics events come from."""
+NOTHING_APPLIED: Applied = (-1, -1)
 
 
 @dataclass(slots=True)
 class Held:
-    """A contact's state and the source offset of the last event applied to it.
+    """A contact's state and the offsets of the last events applied to it, per source topic.
 
-    The offset lets the processor skip an event consumed again after a crash without asking
-    the core, whose duplicate check remembers only a bounded number of event ids.
+    The offsets let the processor skip an event consumed again after a crash without asking
+    the core, whose duplicate check remembers only a bounded number of event ids. A contact's
+    events come from the input topic and, when a producer put them on another partition, from
+    the rerouted topic (`streams.worker.reroute`): two independent offset sequences, so each
+    is compared only with its own. Both topics are committed together, after the persist that
+    covers them, so a replay re-delivers exactly the events of either topic past the offsets.
     """
 
     state: ContactState
-    applied_offset: int
+    applied: Applied = NOTHING_APPLIED
 
+    def applied_at(self, source: int, offset: int) -> bool:
+        """Whether the event at `offset` of the `source` topic is already in this state."""
+        return offset <= self.applied[source]
 
-@dataclass(slots=True)
-class _Dirty:
-    partition: int
-    held: Held
+    def after(self, state: ContactState, source: int, offset: int) -> Held:
+        """`state`, with the event at `offset` of `source` as that topic's last applied."""
+        applied = (
+            (offset, self.applied[REROUTED]) if source == INPUT else (self.applied[INPUT], offset)
+        )
+        return Held(state, applied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,39 +104,36 @@ class ContactStates:
         self._changelog_topic = changelog_topic
         self._plans = plans
         self._outputs_barrier = outputs_barrier
-        self._dirty: dict[str, _Dirty] = {}
-        """Decoded states written since the last persist. Durable states are not kept decoded:
+        self._dirty: dict[tuple[int, str], Held] = {}
+        """Decoded states by (partition, contact id): a contact id is only ever looked up on
+        its own partition, never matched with a state of another. These are the states
+        written since the last persist. Durable states are not kept decoded:
         the cyclic garbage collector rescans every live container object in its full passes,
         and 20,000 cached states made those passes 300-450 ms event-loop stalls that held
         the p99 latency above 250 ms (bench/README.md). RocksDB's block cache keeps the hot
         records as bytes, which the collector does not scan."""
-        self._persisting: dict[str, tuple[int, bytes]] = {}
+        self._persisting: dict[tuple[int, str], bytes] = {}
         self._stream_times: dict[int, float] = {}
         self._times_changed: set[int] = set()
         self._lock = asyncio.Lock()
         self._poisoned: BaseException | None = None
 
-    def get(self, partition: int | None, contact_id: str) -> Held | None:
-        """The latest state; the caller owns it (the core may change it in place).
-
-        `partition` None looks in every partition this worker holds (HTTP look-ups).
-        """
-        dirty = self._dirty.get(contact_id)
+    def get(self, partition: int, contact_id: str) -> Held | None:
+        """The contact's latest state on `partition`; the caller owns it (the core may change
+        it in place)."""
+        key = (partition, contact_id)
+        dirty = self._dirty.get(key)
         if dirty is not None:
-            return dirty.held
-        pending = self._persisting.get(contact_id)
-        if pending is not None:
-            record: bytes | None = pending[1]
-        elif partition is None:
-            record = self._store().find(contact_id)
-        else:
+            return dirty
+        record = self._persisting.get(key)
+        if record is None:
             record = self._store().read(partition, contact_id)
         if record is None:
             return None
-        return Held(decode_state(record_state(record)), record_applied_offset(record))
+        return Held(decode_state(record_state(record)), record_applied(record))
 
     def put(self, partition: int, contact_id: str, held: Held) -> None:
-        self._dirty[contact_id] = _Dirty(partition, held)
+        self._dirty[(partition, contact_id)] = held
 
     def observe_time(self, partition: int, event_time: float) -> None:
         """Move the partition's stream time forward (never back)."""
@@ -166,15 +176,10 @@ class ContactStates:
             times = {p: self._stream_times[p] for p in self._times_changed}
             self._times_changed = set()
             self._persisting = {
-                contact_id: (
-                    dirty.partition,
-                    pack_record(
-                        next_deadline(dirty.held.state, self._plans),
-                        dirty.held.applied_offset,
-                        encode_state(dirty.held.state),
-                    ),
+                key: pack_record(
+                    next_deadline(held.state, self._plans), held.applied, encode_state(held.state)
                 )
-                for contact_id, dirty in snapshot.items()
+                for key, held in snapshot.items()
             }
             try:
                 await self._outputs_barrier()
@@ -183,8 +188,8 @@ class ContactStates:
             finally:
                 self._persisting = {}
         persisted: dict[int, list[str]] = defaultdict(list)
-        for contact_id, dirty in snapshot.items():
-            persisted[dirty.partition].append(contact_id)
+        for partition, contact_id in snapshot:
+            persisted[partition].append(contact_id)
         return Persisted(dict(persisted))
 
     async def _send_changelog(self, times: dict[int, float]) -> dict[int, int]:
@@ -193,7 +198,7 @@ class ContactStates:
         producer = self._producer()
         records = [
             (partition, contact_key(contact_id), record)
-            for contact_id, (partition, record) in self._persisting.items()
+            for (partition, contact_id), record in self._persisting.items()
         ]
         records += [(p, meta_key(STREAM_TIME), _TIME.pack(t)) for p, t in times.items()]
         for partition, key, value in records:
@@ -208,7 +213,7 @@ class ContactStates:
 
     def _write(self, offsets: dict[int, int], times: dict[int, float]) -> None:
         by_partition: dict[int, dict[str, bytes]] = defaultdict(dict)
-        for contact_id, (partition, record) in self._persisting.items():
+        for (partition, contact_id), record in self._persisting.items():
             by_partition[partition][contact_id] = record
         store = self._store()
         for partition in by_partition.keys() | times.keys():
