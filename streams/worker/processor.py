@@ -21,7 +21,7 @@ from streams.scoring import Outcome, Output, PlanSet, advance, score_event
 from streams.worker.metrics import INVALID_TYPE, Metrics
 from streams.worker.reroute import REROUTED_HEADER, Rerouter, origin_headers
 from streams.worker.settings import TopicNames
-from streams.worker.states import INPUT, REROUTED, ContactStates, Held
+from streams.worker.states import ContactStates, Held
 from streams.worker.timers import Timers, decode_tick
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,6 @@ class Processor:
     ) -> None:
         self._plans = plans
         self._ticks_topic = topics.ticks
-        self._rerouted_topic = topics.rerouted
         self._rerouter = rerouter
         self._states = states
         self._outbox = outbox
@@ -133,6 +132,7 @@ class Processor:
     async def _event(self, message: Message) -> None:
         try:
             event = decode_kafka_message(message.key, message.value, _header_list(message.headers))
+            origin = self._rerouter.origin(message)
         except EventError as error:
             await self._outbox.dead_letter(message, error)
             self._metrics.events.labels(INVALID_TYPE, "dead_lettered").inc()
@@ -143,10 +143,9 @@ class Processor:
             await self._rerouter.forward(message, owner)
             return
         partition = message.partition
-        source = REROUTED if message.topic == self._rerouted_topic else INPUT
         self._states.observe_time(partition, event.time)
         held = self._states.get(partition, event.contact_id)
-        if held is not None and held.applied_at(source, message.offset):
+        if held is not None and held.applied_at(origin):
             # Consumed again after a crash: its outputs were acknowledged before the state
             # that includes it became durable (see states.py), so there is nothing to redo.
             self._metrics.events.labels(
@@ -158,7 +157,7 @@ class Processor:
         await self._send(step.outputs, event)
         if step.outcome is Outcome.APPLIED:
             before = held or Held(step.state)
-            after = before.after(step.state, source, message.offset)
+            after = before.after(step.state, origin)
             self._states.put(partition, event.contact_id, after)
 
     async def _tick(self, message: Message) -> None:

@@ -11,20 +11,25 @@ consumes like the input, as Kafka Streams does with its repartition topics.
 
 The forward goes through the `Outbox`, so the commit barrier waits for it like for any
 output: the input offset is committed only once the copy is acknowledged. A crash before that
-commit forwards the event again; the copy has the same `(source, id)`, which the core
-recognises as a duplicate. Events from the rerouted topic are checked against that topic's own
-applied offset (`states.Held`), never against the input's.
+commit forwards the event again. Each event is known by its origin, the input partition and
+offset it was first consumed at (the forward's headers say it), and a contact's record keeps
+the last origin offset applied per input partition (`states.Held`), so the second copy is
+skipped exactly like an input event consumed again; the rerouted topic's own offsets are
+never compared with the input's.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from faust.types.tuples import Message
 
 from streams.kafka.partitioning import LIBRDKAFKA_PARTITIONER, partition_for
+from streams.models.events import EventError
 from streams.worker.metrics import Metrics
+from streams.worker.states import Origin
 
 if TYPE_CHECKING:
     from streams.worker.processor import Outbox
@@ -33,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 REROUTED_HEADER = "leadscore.rerouted."
 """Prefix of the headers a forwarded message carries besides the original ones."""
+_ORIGIN_PARTITION = REROUTED_HEADER + "partition"
+_ORIGIN_OFFSET = REROUTED_HEADER + "offset"
+_ORIGIN = (_ORIGIN_PARTITION, _ORIGIN_OFFSET)
+BAD_FORWARD = "bad-forward"
+"""Dead-letter reason of a message on the rerouted topic without a readable origin."""
 
 
 def origin_headers(prefix: str, message: Message) -> list[tuple[str, bytes]]:
@@ -53,6 +63,21 @@ class Rerouter:
         self._outbox = outbox
         self._metrics = metrics
         self._warned: set[str] = set()
+
+    def origin(self, message: Message) -> Origin:
+        """Where `message` was first consumed from the input topic; `EventError` for a message
+        on the rerouted topic that does not say (nothing but the worker should write there)."""
+        if message.topic == self._input_topic:
+            return message.partition, message.offset
+        headers = message.headers or ()
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        found = {name: value for name, value in pairs if name in _ORIGIN}
+        try:
+            return int(found[_ORIGIN_PARTITION] or b""), int(found[_ORIGIN_OFFSET] or b"")
+        except (KeyError, ValueError):
+            raise EventError(
+                BAD_FORWARD, f"no {REROUTED_HEADER}partition/offset headers: not a forward"
+            ) from None
 
     def owner(self, message: Message) -> int | None:
         """The partition `message` must be scored on, when that is not where it is.

@@ -28,7 +28,7 @@ import asyncio
 import struct
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streams.kafka.client import KeyedProducer
 from streams.scoring import ContactState, PlanSet, decode_state, encode_state, next_deadline
@@ -45,36 +45,37 @@ from streams.worker.store import (
 _TIME = struct.Struct(">d")
 STREAM_TIME = "stream-time"
 """Metadata key of a partition's stream time (the largest event time consumed)."""
-INPUT, REROUTED = 0, 1
-"""Positions in `Held.applied` of the two topics events come from."""
-NOTHING_APPLIED: Applied = (-1, -1)
+Origin = tuple[int, int]
+"""Where an event was first consumed: input partition and offset (also for a re-routed one)."""
 
 
 @dataclass(slots=True)
 class Held:
-    """A contact's state and the offsets of the last events applied to it, per source topic.
+    """A contact's state and, per input partition, the offset of the last event applied to it.
 
     The offsets let the processor skip an event consumed again after a crash without asking
-    the core, whose duplicate check remembers only a bounded number of event ids. A contact's
-    events come from the input topic and, when a producer put them on another partition, from
-    the rerouted topic (`streams.worker.reroute`): two independent offset sequences, so each
-    is compared only with its own. Both topics are committed together, after the persist that
-    covers them, so a replay re-delivers exactly the events of either topic past the offsets.
+    the core, whose duplicate check remembers only a bounded number of event ids. An event is
+    identified by its origin: where it was consumed from the input topic, also when a producer
+    put it on a partition that does not own its key and it reached its owner through the
+    rerouted topic (`streams.worker.reroute`, whose forwards carry their origin). Events of one
+    input partition reach a contact's owner in that partition's order, directly or forwarded,
+    so an origin at or below the partition's applied offset is already in the state. That
+    also recognises an event forwarded twice (a crash after the forward, before its input
+    offset was committed), however many events of the contact came in between.
     """
 
     state: ContactState
-    applied: Applied = NOTHING_APPLIED
+    applied: Applied = field(default_factory=dict)
 
-    def applied_at(self, source: int, offset: int) -> bool:
-        """Whether the event at `offset` of the `source` topic is already in this state."""
-        return offset <= self.applied[source]
+    def applied_at(self, origin: Origin) -> bool:
+        """Whether the event first consumed at `origin` is already in this state."""
+        partition, offset = origin
+        return offset <= self.applied.get(partition, -1)
 
-    def after(self, state: ContactState, source: int, offset: int) -> Held:
-        """`state`, with the event at `offset` of `source` as that topic's last applied."""
-        applied = (
-            (offset, self.applied[REROUTED]) if source == INPUT else (self.applied[INPUT], offset)
-        )
-        return Held(state, applied)
+    def after(self, state: ContactState, origin: Origin) -> Held:
+        """`state`, with the event from `origin` as its input partition's last applied."""
+        partition, offset = origin
+        return Held(state, {**self.applied, partition: offset})
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,10 @@
 
 Each partition's database holds three kinds of keys, told apart by their first byte:
 
-- `c<contact id>`: the contact's record, `>d` next deadline (+inf for none), two `>q` offsets
-  of the last event applied to it from each source topic, the input then the rerouted topic
-  (-1 for none), then the core's encoded state. The same key and value go to the changelog,
-  so recovery restores all of it.
+- `c<contact id>`: the contact's record, `>d` next deadline (+inf for none), `>H` a count
+  and that many `>Iq` pairs (input partition, offset of the last event applied to the contact
+  that was consumed there), then the core's encoded state. The same key and value go to the
+  changelog, so recovery restores all of it.
 - `d<>d deadline><contact id>`: the deadline index, empty values, ordered by time, so the
   timer pass reads only the entries that are due: its cost grows with the due count, not with
   the number of contacts. It is derived data and never sent to the changelog; every write
@@ -46,9 +46,10 @@ CONTACT = b"c"
 INDEX = b"d"
 META = b"m"
 _DEADLINE = struct.Struct(">d")
-_HEADER = struct.Struct(">dqq")
-Applied = tuple[int, int]
-"""Offsets of the last event applied from the input topic and from the rerouted topic."""
+_HEADER = struct.Struct(">dH")
+_APPLIED = struct.Struct(">Iq")
+Applied = dict[int, int]
+"""Input partition -> offset there of the last event applied to a contact."""
 _COUNT = META + b"contacts"
 
 
@@ -62,10 +63,12 @@ def meta_key(name: str) -> bytes:
 
 def pack_record(deadline: float | None, applied: Applied, state: bytes) -> bytes:
     """Deadline first, so the index can be maintained without decoding the state; then the
-    offsets of the last event applied, which make a replay after a crash exact however many
-    events it holds (the core's own duplicate check remembers only the latest event ids).
-    One per source topic: the input's and the rerouted topic's offsets are not comparable."""
-    return _HEADER.pack(math.inf if deadline is None else deadline, *applied) + state
+    input offsets of the last events applied, which make a replay after a crash exact however
+    many events it holds (the core's own duplicate check remembers only the latest event ids).
+    One per input partition: a re-routed event is identified by where it was first consumed
+    (`streams.worker.reroute`), and offsets of different partitions are not comparable."""
+    header = _HEADER.pack(math.inf if deadline is None else deadline, len(applied))
+    return b"".join([header, *(_APPLIED.pack(p, o) for p, o in applied.items()), state])
 
 
 def record_deadline(record: bytes) -> float | None:
@@ -74,12 +77,14 @@ def record_deadline(record: bytes) -> float | None:
 
 
 def record_applied(record: bytes) -> Applied:
-    _, from_input, from_rerouted = _HEADER.unpack_from(record)
-    return from_input, from_rerouted
+    _, count = _HEADER.unpack_from(record)
+    end = _HEADER.size + count * _APPLIED.size
+    return dict(_APPLIED.iter_unpack(record[_HEADER.size : end]))
 
 
 def record_state(record: bytes) -> bytes:
-    return record[_HEADER.size :]
+    _, count = _HEADER.unpack_from(record)
+    return record[_HEADER.size + count * _APPLIED.size :]
 
 
 def _index_key(deadline: float, key: bytes) -> bytes:

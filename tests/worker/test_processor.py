@@ -14,7 +14,7 @@ import pytest
 from faust.types import ProducerT
 from faust.types.tuples import Message
 
-from streams.kafka.client import binary_message
+from streams.kafka.client import KeyedProducer, binary_message
 from streams.kafka.partitioning import partition_for
 from streams.models.events import TrackingEvent
 from streams.scoring import Output, load_plans
@@ -151,7 +151,7 @@ def test_an_event_consumed_again_is_skipped_by_its_offset_beyond_the_id_window(
         for offset, item in enumerate(opens):
             await processor.handle(_event(item, offset))
         held = states.get(owner("c"), "c")
-        assert held is not None and held.applied == (len(opens) - 1, -1)
+        assert held is not None and held.applied == {owner("c"): len(opens) - 1}
         before = (held.state.plans["lead-score"].score, len(outbox.sent))
         await processor.handle(_event(opens[0], 0))  # its id has left the core's window
         after = states.get(owner("c"), "c")
@@ -159,6 +159,28 @@ def test_an_event_consumed_again_is_skipped_by_its_offset_beyond_the_id_window(
         assert (after.state.plans["lead-score"].score, len(outbox.sent)) == before
 
     asyncio.run(scenario())
+
+
+async def _forwarded(message: Message, owner: int, offset: int) -> Message:
+    """The copy `Outbox.reroute` sends, as the owner consumes it from the rerouted topic."""
+    sent: list[Message] = []
+
+    class _Producer:
+        async def send(
+            self,
+            topic: str,
+            key: bytes | None,
+            value: bytes,
+            headers: list[tuple[str, bytes]],
+            partition: int,
+        ) -> None:
+            sent.append(Message(topic, partition, offset, 0.0, 0, headers, key, value, None))
+
+    producer = cast(KeyedProducer, _Producer())
+    await Outbox(lambda: producer, TOPICS).reroute(message, owner)
+    (copy,) = sent
+    assert copy.topic == TOPICS.rerouted
+    return copy
 
 
 def test_an_event_on_a_partition_that_does_not_own_its_key_is_forwarded_not_scored(
@@ -180,10 +202,16 @@ def test_an_event_on_a_partition_that_does_not_own_its_key_is_forwarded_not_scor
         "leadscore_events_consumed_total", {"type": "email.opened", "outcome": "applied"}
     ) in (None, 0)
 
-    # Its copy, consumed from the rerouted topic on the right partition, is scored there.
-    asyncio.run(processor.handle(_event(opened, 0, right, TOPICS.rerouted)))
+    # Its copy, consumed from the rerouted topic on the right partition, is scored there and
+    # remembered by where it was first consumed.
+    copy = asyncio.run(_forwarded(misplaced, right, 0))
+    assert copy.key == misplaced.key and copy.value == misplaced.value
+    assert list(copy.headers)[: len(misplaced.headers)] == list(misplaced.headers)
+    asyncio.run(processor.handle(copy))
     assert outbox.rerouted == [(misplaced, right)]
-    assert _score(states, right, "c") == 10
+    held = states.get(right, "c")
+    assert held is not None and held.applied == {wrong: 7}
+    assert held.state.plans["lead-score"].score == 10
 
 
 def test_a_message_without_a_key_is_left_to_the_decoder(
@@ -195,33 +223,47 @@ def test_a_message_without_a_key_is_left_to_the_decoder(
     assert outbox.rerouted == []
 
 
-def test_input_and_rerouted_offsets_are_each_compared_only_with_their_own_topic(
+def test_a_message_on_the_rerouted_topic_without_its_origin_is_dead_lettered(
+    parts: tuple[Processor, ContactStates, _Outbox],
+) -> None:
+    processor, states, outbox = parts
+    stray = _event(event("email.opened", 0, contact="c"), 0, owner("c"), TOPICS.rerouted)
+    asyncio.run(processor.handle(stray))
+    assert outbox.dead_letters == [stray]
+    assert states.get(owner("c"), "c") is None
+
+
+def test_an_event_is_known_by_where_it_was_first_consumed_whichever_topic_brought_it(
     parts: tuple[Processor, ContactStates, _Outbox], metrics: Metrics
 ) -> None:
-    """The input topic's offsets and the rerouted topic's are two unrelated sequences on the
-    same partition: an event forwarded at offset 3 is new to a contact whose last event from
-    the input was at offset 100, and each topic's replay is still recognised by offset."""
+    """Forwarded events from input offsets below the contact's last direct one are new; a
+    forward sent twice (a crash before its input offset was committed) is skipped by its
+    origin, even with more of the contact's events in between than the core remembers ids of;
+    and the rerouted topic's own offsets are never compared with the input's."""
     processor, states, outbox = parts
     at = owner("c")
+    elsewhere = (at + 1) % PARTITIONS
     first = event("email.opened", 0, contact="c")
-    forwarded = event("email.clicked", 60, contact="c")
-    later = event("email.replied", 120, contact="c")
+    clicks = [event("email.clicked", 60 * (i + 1), contact="c") for i in range(SEEN_LIMIT + 2)]
+    misplaced = [_event(click, 3 + i, elsewhere) for i, click in enumerate(clicks)]
+    later = event("email.replied", DAY, contact="c")
 
     async def scenario() -> None:
         await processor.handle(_event(first, 100))
-        await processor.handle(_event(forwarded, 3, at, TOPICS.rerouted))
-        assert _score(states, at, "c") == 30
+        for offset, message in enumerate(misplaced):
+            await processor.handle(await _forwarded(message, at, offset))
+        assert _score(states, at, "c") == 10 + 20 * len(clicks)
         sent = len(outbox.sent)
-        # Consumed again after a crash, from both topics: nothing changes, nothing is re-sent.
-        await processor.handle(_event(forwarded, 3, at, TOPICS.rerouted))
+        # Forwarded again after a crash, and the input consumed again: nothing changes.
+        await processor.handle(await _forwarded(misplaced[0], at, len(misplaced)))
         await processor.handle(_event(first, 100))
-        assert (_score(states, at, "c"), len(outbox.sent)) == (30, sent)
+        assert (_score(states, at, "c"), len(outbox.sent)) == (10 + 20 * len(clicks), sent)
         await processor.handle(_event(later, 101))
 
     asyncio.run(scenario())
     held = states.get(at, "c")
-    assert held is not None and held.applied == (101, 3)
-    assert held.state.plans["lead-score"].score == 60
+    assert held is not None and held.applied == {at: 101, elsewhere: 3 + len(clicks) - 1}
+    assert held.state.plans["lead-score"].score == 10 + 20 * len(clicks) + 30
     duplicates = metrics.registry.get_sample_value(
         "leadscore_events_consumed_total", {"type": "email.clicked", "outcome": "duplicate"}
     )
