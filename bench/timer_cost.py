@@ -59,7 +59,7 @@ def _fill(store: ContactStore, contacts: int, partitions: int, states: Sequence[
     for start in range(0, contacts, WRITE_CHUNK):
         chunk: dict[int, dict[str, bytes]] = {p: {} for p in range(partitions)}
         for i in range(start, min(start + WRITE_CHUNK, contacts)):
-            chunk[i % partitions][f"c-{i:07d}"] = pack_record(BASE_TIME + i, i, next(pool))
+            chunk[i % partitions][f"c-{i:07d}"] = pack_record(BASE_TIME + i, {0: i}, next(pool))
         for partition, records in chunk.items():
             store.write(partition, records)
 

@@ -20,6 +20,7 @@ from typing import Literal, cast
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.kafka.partitioning import LIBRDKAFKA_PARTITIONER
 from streams.kafka.security import KafkaConnection, as_connection
 from streams.models.events import TrackingEvent
 
@@ -27,7 +28,7 @@ Mode = Literal["binary", "structured"]
 Headers = list[tuple[str, bytes]]
 
 PRODUCER_DEFAULTS: Mapping[str, str | int | float | bool] = {
-    "partitioner": "murmur2_random",
+    "partitioner": LIBRDKAFKA_PARTITIONER,
     "enable.idempotence": True,
     "linger.ms": 5,
 }

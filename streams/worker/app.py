@@ -31,12 +31,13 @@ from streams.worker import collector
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
+from streams.worker.reroute import Rerouter
 from streams.worker.settings import WorkerSettings
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactTable
 from streams.worker.timers import Timers
 from streams.worker.topic_settings import changelog_config, retention_config
-from streams.worker.web import register_views
+from streams.worker.web import ContactRouter, register_views
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ class Worker:
     metrics: Metrics
 
     def topic_specs(self) -> list[TopicSpec]:
-        """Topics to create before starting; the first three are co-partitioned."""
+        """Topics to create before starting; the first four are co-partitioned."""
         settings = self.settings
         topics, n = settings.topics, settings.partitions
         changelog = changelog_config(settings.erasure_bound)
@@ -267,6 +268,7 @@ class Worker:
         return [
             TopicSpec(topics.events, n),
             TopicSpec(topics.ticks, n),
+            TopicSpec(topics.rerouted, n),
             TopicSpec(
                 self.table.changelog_topic.get_topic_name(),
                 n,
@@ -314,8 +316,9 @@ class Worker:
         partitions = self.active_partitions()
         metrics.contacts.set(sum(self.table.store.contact_count(p) for p in partitions))
         lag: dict[tuple[str, int], int] = {}
+        topics = self.settings.topics
         assigned = app.consumer.assignment()
-        for topic in (self.settings.topics.events, self.settings.topics.ticks):
+        for topic in (topics.events, topics.ticks, topics.rerouted):
             for partition in partitions:
                 tp = TP(topic, partition)
                 # Unknown until the consumer has fetched from the partition: no sample then.
@@ -355,6 +358,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout,
         TableManager=CatchUpTableManager,
+        Router=ContactRouter,
     )
     app.kafka = settings.kafka
     quiet_aiokafka(CLIENT_REPEATS)
@@ -386,7 +390,8 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         outbox.barrier,
     )
     timers = Timers(settings.clock, states, lambda: table.store, lambda: app.producer, topics.ticks)
-    processor = Processor(plans, topics, states, outbox, timers, metrics)
+    rerouter = Rerouter(topics.events, settings.partitions, outbox, metrics)
+    processor = Processor(plans, topics, states, outbox, timers, metrics, rerouter)
     worker = Worker(settings, plans, app, table, states, timers, processor, metrics)
     _wire(worker)
     register_views(worker)
@@ -399,6 +404,7 @@ def _wire(worker: Worker) -> None:
     source = app.topic(
         topics.events,
         topics.ticks,
+        topics.rerouted,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",

@@ -62,6 +62,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.rerouted = Counter(
+            "leadscore_events_rerouted",
+            "Input messages consumed on a partition that does not own their key (a producer "
+            "not partitioning with murmur2), forwarded to the owner through the rerouted topic.",
+            registry=r,
+        )
         self.alerts = Counter(
             "leadscore_alerts_sent",
             "Threshold alerts sent to the sales-alerts topic.",

@@ -19,6 +19,7 @@ from streams.kafka.client import KeyedProducer
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
 from streams.scoring import Outcome, Output, PlanSet, advance, score_event
 from streams.worker.metrics import INVALID_TYPE, Metrics
+from streams.worker.reroute import REROUTED_HEADER, Rerouter, origin_headers
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates, Held
 from streams.worker.timers import Timers, decode_tick
@@ -73,6 +74,12 @@ class Outbox:
         headers = dead_letter_headers(message, error)
         await self._send(self._topics.dead_letters, message.key, message.value, headers)
 
+    async def reroute(self, message: Message, partition: int) -> None:
+        """Forward `message` as it is, plus where it came from, to `partition` of the rerouted
+        topic (`streams.worker.reroute`); `barrier` waits for it like for any output."""
+        headers = [*_header_list(message.headers), *origin_headers(REROUTED_HEADER, message)]
+        await self._send(self._topics.rerouted, message.key, message.value, headers, partition)
+
     async def barrier(self) -> None:
         """Return once everything sent so far is acknowledged; raise if anything was refused."""
         producer = self._producer()
@@ -85,8 +92,9 @@ class Outbox:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]],
+        partition: int | None = None,
     ) -> None:
-        await self._producer().send(topic, key, value, headers)
+        await self._producer().send(topic, key, value, headers, partition)
 
 
 class Processor:
@@ -100,9 +108,11 @@ class Processor:
         outbox: Outbox,
         timers: Timers,
         metrics: Metrics,
+        rerouter: Rerouter,
     ) -> None:
         self._plans = plans
         self._ticks_topic = topics.ticks
+        self._rerouter = rerouter
         self._states = states
         self._outbox = outbox
         self._timers = timers
@@ -122,15 +132,20 @@ class Processor:
     async def _event(self, message: Message) -> None:
         try:
             event = decode_kafka_message(message.key, message.value, _header_list(message.headers))
+            origin = self._rerouter.origin(message)
         except EventError as error:
             await self._outbox.dead_letter(message, error)
             self._metrics.events.labels(INVALID_TYPE, "dead_lettered").inc()
             self._metrics.dead_letters.labels(error.reason).inc()
             return
+        owner = self._rerouter.owner(message)
+        if owner is not None:  # scored by the owner, never here
+            await self._rerouter.forward(message, owner)
+            return
         partition = message.partition
         self._states.observe_time(partition, event.time)
         held = self._states.get(partition, event.contact_id)
-        if held is not None and message.offset <= held.applied_offset:
+        if held is not None and held.applied_at(origin):
             # Consumed again after a crash: its outputs were acknowledged before the state
             # that includes it became durable (see states.py), so there is nothing to redo.
             self._metrics.events.labels(
@@ -141,7 +156,9 @@ class Processor:
         self._metrics.events.labels(self._metrics.type_label(event.type), step.outcome).inc()
         await self._send(step.outputs, event)
         if step.outcome is Outcome.APPLIED:
-            self._states.put(partition, event.contact_id, Held(step.state, message.offset))
+            before = held or Held(step.state)
+            after = before.after(step.state, origin)
+            self._states.put(partition, event.contact_id, after)
 
     async def _tick(self, message: Message) -> None:
         """Advance one contact to the tick's time. A tick is only a hint: one that cannot be
@@ -155,7 +172,7 @@ class Processor:
             return
         state, outputs = advance(held.state, now, self._plans)
         await self._send(outputs, None)
-        self._states.put(message.partition, contact_id, Held(state, held.applied_offset))
+        self._states.put(message.partition, contact_id, Held(state, held.applied))
 
     def _tick_time(self, message: Message) -> float | None:
         """The tick's time, but never later than the partition's clock now.

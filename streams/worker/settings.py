@@ -200,17 +200,19 @@ class TopicNames:
     updates: str
     dead_letters: str
     ticks: str
+    rerouted: str
 
     @classmethod
     def with_prefix(cls, prefix: str, app_id: str = "leadscore") -> TopicNames:
-        """Ticks are internal to one application, like its changelog: two apps with other
-        ids on the same prefix must not consume each other's ticks."""
+        """Ticks and re-routed events are internal to one application, like its changelog:
+        two apps with other ids on the same prefix must not consume each other's."""
         return cls(
             events=f"{prefix}tracking-events",
             alerts=f"{prefix}sales-alerts",
             updates=f"{prefix}score-updates",
             dead_letters=f"{prefix}tracking-events-dlq",
             ticks=f"{prefix}{app_id}-timer-ticks",
+            rerouted=f"{prefix}{app_id}-rerouted",
         )
 
 

@@ -28,40 +28,54 @@ import asyncio
 import struct
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streams.kafka.client import KeyedProducer
 from streams.scoring import ContactState, PlanSet, decode_state, encode_state, next_deadline
 from streams.worker.store import (
+    Applied,
     ContactStore,
     contact_key,
     meta_key,
     pack_record,
-    record_applied_offset,
+    record_applied,
     record_state,
 )
 
 _TIME = struct.Struct(">d")
 STREAM_TIME = "stream-time"
 """Metadata key of a partition's stream time (the largest event time consumed)."""
+Origin = tuple[int, int]
+"""Where an event was first consumed: input partition and offset (also for a re-routed one)."""
 
 
 @dataclass(slots=True)
 class Held:
-    """A contact's state and the source offset of the last event applied to it.
+    """A contact's state and, per input partition, the offset of the last event applied to it.
 
-    The offset lets the processor skip an event consumed again after a crash without asking
-    the core, whose duplicate check remembers only a bounded number of event ids.
+    The offsets let the processor skip an event consumed again after a crash without asking
+    the core, whose duplicate check remembers only a bounded number of event ids. An event is
+    identified by its origin: where it was consumed from the input topic, also when a producer
+    put it on a partition that does not own its key and it reached its owner through the
+    rerouted topic (`streams.worker.reroute`, whose forwards carry their origin). Events of one
+    input partition reach a contact's owner in that partition's order, directly or forwarded,
+    so an origin at or below the partition's applied offset is already in the state. That
+    also recognises an event forwarded twice (a crash after the forward, before its input
+    offset was committed), however many events of the contact came in between.
     """
 
     state: ContactState
-    applied_offset: int
+    applied: Applied = field(default_factory=dict)
 
+    def applied_at(self, origin: Origin) -> bool:
+        """Whether the event first consumed at `origin` is already in this state."""
+        partition, offset = origin
+        return offset <= self.applied.get(partition, -1)
 
-@dataclass(slots=True)
-class _Dirty:
-    partition: int
-    held: Held
+    def after(self, state: ContactState, origin: Origin) -> Held:
+        """`state`, with the event from `origin` as its input partition's last applied."""
+        partition, offset = origin
+        return Held(state, {**self.applied, partition: offset})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,39 +105,36 @@ class ContactStates:
         self._changelog_topic = changelog_topic
         self._plans = plans
         self._outputs_barrier = outputs_barrier
-        self._dirty: dict[str, _Dirty] = {}
-        """Decoded states written since the last persist. Durable states are not kept decoded:
+        self._dirty: dict[tuple[int, str], Held] = {}
+        """Decoded states by (partition, contact id): a contact id is only ever looked up on
+        its own partition, never matched with a state of another. These are the states
+        written since the last persist. Durable states are not kept decoded:
         the cyclic garbage collector rescans every live container object in its full passes,
         and 20,000 cached states made those passes 300-450 ms event-loop stalls that held
         the p99 latency above 250 ms (bench/README.md). RocksDB's block cache keeps the hot
         records as bytes, which the collector does not scan."""
-        self._persisting: dict[str, tuple[int, bytes]] = {}
+        self._persisting: dict[tuple[int, str], bytes] = {}
         self._stream_times: dict[int, float] = {}
         self._times_changed: set[int] = set()
         self._lock = asyncio.Lock()
         self._poisoned: BaseException | None = None
 
-    def get(self, partition: int | None, contact_id: str) -> Held | None:
-        """The latest state; the caller owns it (the core may change it in place).
-
-        `partition` None looks in every partition this worker holds (HTTP look-ups).
-        """
-        dirty = self._dirty.get(contact_id)
+    def get(self, partition: int, contact_id: str) -> Held | None:
+        """The contact's latest state on `partition`; the caller owns it (the core may change
+        it in place)."""
+        key = (partition, contact_id)
+        dirty = self._dirty.get(key)
         if dirty is not None:
-            return dirty.held
-        pending = self._persisting.get(contact_id)
-        if pending is not None:
-            record: bytes | None = pending[1]
-        elif partition is None:
-            record = self._store().find(contact_id)
-        else:
+            return dirty
+        record = self._persisting.get(key)
+        if record is None:
             record = self._store().read(partition, contact_id)
         if record is None:
             return None
-        return Held(decode_state(record_state(record)), record_applied_offset(record))
+        return Held(decode_state(record_state(record)), record_applied(record))
 
     def put(self, partition: int, contact_id: str, held: Held) -> None:
-        self._dirty[contact_id] = _Dirty(partition, held)
+        self._dirty[(partition, contact_id)] = held
 
     def observe_time(self, partition: int, event_time: float) -> None:
         """Move the partition's stream time forward (never back)."""
@@ -166,15 +177,10 @@ class ContactStates:
             times = {p: self._stream_times[p] for p in self._times_changed}
             self._times_changed = set()
             self._persisting = {
-                contact_id: (
-                    dirty.partition,
-                    pack_record(
-                        next_deadline(dirty.held.state, self._plans),
-                        dirty.held.applied_offset,
-                        encode_state(dirty.held.state),
-                    ),
+                key: pack_record(
+                    next_deadline(held.state, self._plans), held.applied, encode_state(held.state)
                 )
-                for contact_id, dirty in snapshot.items()
+                for key, held in snapshot.items()
             }
             try:
                 await self._outputs_barrier()
@@ -183,8 +189,8 @@ class ContactStates:
             finally:
                 self._persisting = {}
         persisted: dict[int, list[str]] = defaultdict(list)
-        for contact_id, dirty in snapshot.items():
-            persisted[dirty.partition].append(contact_id)
+        for partition, contact_id in snapshot:
+            persisted[partition].append(contact_id)
         return Persisted(dict(persisted))
 
     async def _send_changelog(self, times: dict[int, float]) -> dict[int, int]:
@@ -193,7 +199,7 @@ class ContactStates:
         producer = self._producer()
         records = [
             (partition, contact_key(contact_id), record)
-            for contact_id, (partition, record) in self._persisting.items()
+            for (partition, contact_id), record in self._persisting.items()
         ]
         records += [(p, meta_key(STREAM_TIME), _TIME.pack(t)) for p, t in times.items()]
         for partition, key, value in records:
@@ -208,7 +214,7 @@ class ContactStates:
 
     def _write(self, offsets: dict[int, int], times: dict[int, float]) -> None:
         by_partition: dict[int, dict[str, bytes]] = defaultdict(dict)
-        for contact_id, (partition, record) in self._persisting.items():
+        for (partition, contact_id), record in self._persisting.items():
             by_partition[partition][contact_id] = record
         store = self._store()
         for partition in by_partition.keys() | times.keys():

@@ -2,9 +2,10 @@
 
 Each partition's database holds three kinds of keys, told apart by their first byte:
 
-- `c<contact id>`: the contact's record, `>d` next deadline (+inf for none), `>q` offset of
-  the last event applied to it (-1 for none), then the core's encoded state. The same key and
-  value go to the changelog, so recovery restores all three.
+- `c<contact id>`: the contact's record, `>d` next deadline (+inf for none), `>H` a count
+  and that many `>Iq` pairs (input partition, offset of the last event applied to the contact
+  that was consumed there), then the core's encoded state. The same key and value go to the
+  changelog, so recovery restores all of it.
 - `d<>d deadline><contact id>`: the deadline index, empty values, ordered by time, so the
   timer pass reads only the entries that are due: its cost grows with the due count, not with
   the number of contacts. It is derived data and never sent to the changelog; every write
@@ -47,7 +48,10 @@ CONTACT = b"c"
 INDEX = b"d"
 META = b"m"
 _DEADLINE = struct.Struct(">d")
-_HEADER = struct.Struct(">dq")
+_HEADER = struct.Struct(">dH")
+_APPLIED = struct.Struct(">Iq")
+Applied = dict[int, int]
+"""Input partition -> offset there of the last event applied to a contact."""
 _COUNT = META + b"contacts"
 
 
@@ -59,11 +63,14 @@ def meta_key(name: str) -> bytes:
     return META + name.encode()
 
 
-def pack_record(deadline: float | None, applied_offset: int, state: bytes) -> bytes:
+def pack_record(deadline: float | None, applied: Applied, state: bytes) -> bytes:
     """Deadline first, so the index can be maintained without decoding the state; then the
-    offset of the last event applied, which makes a replay after a crash exact however many
-    events it holds (the core's own duplicate check remembers only the latest event ids)."""
-    return _HEADER.pack(math.inf if deadline is None else deadline, applied_offset) + state
+    input offsets of the last events applied, which make a replay after a crash exact however
+    many events it holds (the core's own duplicate check remembers only the latest event ids).
+    One per input partition: a re-routed event is identified by where it was first consumed
+    (`streams.worker.reroute`), and offsets of different partitions are not comparable."""
+    header = _HEADER.pack(math.inf if deadline is None else deadline, len(applied))
+    return b"".join([header, *(_APPLIED.pack(p, o) for p, o in applied.items()), state])
 
 
 def record_deadline(record: bytes) -> float | None:
@@ -71,13 +78,15 @@ def record_deadline(record: bytes) -> float | None:
     return None if math.isinf(deadline) else float(deadline)
 
 
-def record_applied_offset(record: bytes) -> int:
-    offset: int = _HEADER.unpack_from(record)[1]
-    return offset
+def record_applied(record: bytes) -> Applied:
+    _, count = _HEADER.unpack_from(record)
+    end = _HEADER.size + count * _APPLIED.size
+    return dict(_APPLIED.iter_unpack(record[_HEADER.size : end]))
 
 
 def record_state(record: bytes) -> bytes:
-    return record[_HEADER.size :]
+    _, count = _HEADER.unpack_from(record)
+    return record[_HEADER.size + count * _APPLIED.size :]
 
 
 def _index_key(deadline: float, key: bytes) -> bytes:
@@ -97,15 +106,6 @@ class ContactStore(rocksdb.Store):
     def read(self, partition: int, contact_id: str) -> bytes | None:
         value: bytes | None = self._db(partition).get(contact_key(contact_id))
         return value
-
-    def find(self, contact_id: str) -> bytes | None:
-        """The record from whichever open partition holds it (for HTTP look-ups)."""
-        key = contact_key(contact_id)
-        for db in list(self._dbs.values()):
-            value: bytes | None = db.get(key)
-            if value is not None:
-                return value
-        return None
 
     def meta(self, partition: int, name: str) -> bytes | None:
         value: bytes | None = self._db(partition).get(meta_key(name))

@@ -1,9 +1,11 @@
 """HTTP views on Faust's web server: contact look-up, health, readiness, metrics.
 
-`GET /contacts/{id}` goes through `table_route`: Faust hashes the id like the producers do,
-finds the worker that owns that partition, and proxies the request there, so any worker
-answers for any contact. Faust's own `/table` and `/router` pages are switched off (they would
-expose contact data and cluster topology); the server binds to 127.0.0.1 unless configured.
+`GET /contacts/{id}` goes through `table_route`: `ContactRouter` names the partition that owns
+the id (`streams.kafka.partitioning`, the same answer the re-routing check and the producers
+use), finds the worker that owns that partition, and proxies the request there, so any worker
+answers for any contact; the owner reads the contact on that partition only. Faust's own
+`/table` and `/router` pages are switched off (they would expose contact data and cluster
+topology); the server binds to 127.0.0.1 unless configured.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from faust import web
+from faust.app.router import Router
+from faust.types import K
 from prometheus_client import CONTENT_TYPE_LATEST
+from yarl import URL
 
+from streams.kafka.partitioning import partition_for
 from streams.scoring import contact_view
 
 if TYPE_CHECKING:
@@ -21,15 +27,38 @@ if TYPE_CHECKING:
 NOT_READY = 503
 
 
+def contact_partition(contact_id: str, partitions: int) -> int:
+    return partition_for(contact_id.encode(), partitions)
+
+
+class ContactRouter(Router):
+    """Faust's router, with the owner of a key named by `streams.kafka.partitioning`."""
+
+    def key_store(self, table_name: str, key: K) -> URL:
+        """The URL of the worker whose active partitions include the key's; a KeyError (no
+        such worker, e.g. during a rebalance) makes Faust answer 503."""
+        table = self._get_table(table_name)
+        topic = self._get_table_topic(table)
+        partition = contact_partition(str(key), table.partitions or 0)
+        for url, topics in self.table_metadata(table_name).items():
+            if partition in topics.get(topic, ()):
+                return URL(url)
+        raise KeyError(partition)
+
+
 def register_views(worker: Worker) -> None:
     app, states, plans = worker.app, worker.states, worker.plans
+    partitions = worker.settings.partitions
 
     @app.page("/contacts/{contact_id}")
     @app.table_route(table=worker.table, match_info="contact_id")
     async def contact(view: web.View, request: web.Request, contact_id: str) -> web.Response:
         if not worker.ready():
             return view.json({"error": "not ready"}, status=NOT_READY)
-        held = states.get(None, contact_id)
+        partition = contact_partition(contact_id, partitions)
+        if partition not in worker.active_partitions():  # routed here with stale metadata
+            return view.json({"error": "not the contact's owner"}, status=NOT_READY)
+        held = states.get(partition, contact_id)
         body = None if held is None else contact_view(held.state, plans)
         if body is None:
             return view.json({"error": "unknown contact", "contact_id": contact_id}, status=404)

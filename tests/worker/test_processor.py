@@ -1,4 +1,4 @@
-"""The per-message work, without Kafka: events, dead letters and ticks."""
+"""The per-message work, without Kafka: events, dead letters, ticks and re-routing."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ import pytest
 from faust.types import ProducerT
 from faust.types.tuples import Message
 
-from streams.kafka.client import binary_message
+from streams.kafka.client import KeyedProducer, binary_message
+from streams.kafka.partitioning import partition_for
 from streams.models.events import TrackingEvent
 from streams.scoring import Output, load_plans
 from streams.scoring.state import SEEN_LIMIT
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
+from streams.worker.reroute import Rerouter
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactTable
@@ -28,20 +30,36 @@ from tests.support import DAY, event
 from tests.worker.harness import EXAMPLE_PLANS
 
 TOPICS = TopicNames.with_prefix("")
+PARTITIONS = 6
 
 
 class _Outbox:
     def __init__(self) -> None:
         self.sent: list[Output] = []
+        self.rerouted: list[tuple[Message, int]] = []
+        self.dead_letters: list[Message] = []
 
     async def send(self, outputs: Sequence[Output]) -> None:
         self.sent.extend(outputs)
 
+    async def reroute(self, message: Message, partition: int) -> None:
+        self.rerouted.append((message, partition))
+
+    async def dead_letter(self, message: Message, error: Exception) -> None:
+        self.dead_letters.append(message)
+
 
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[tuple[Processor, ContactStates, _Outbox]]:
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def parts(tmp_path: Path, metrics: Metrics) -> Iterator[tuple[Processor, ContactStates, _Outbox]]:
     app = faust.App("processor-test", store="rocksdb://", datadir=str(tmp_path))
-    table = ContactTable(app, name="contacts", partitions=1, key_type=bytes, value_type=bytes)
+    table = ContactTable(
+        app, name="contacts", partitions=PARTITIONS, key_type=bytes, value_type=bytes
+    )
     plans = load_plans(EXAMPLE_PLANS)
 
     async def no_barrier() -> None:
@@ -51,7 +69,8 @@ def parts(tmp_path: Path) -> Iterator[tuple[Processor, ContactStates, _Outbox]]:
     states = ContactStates(lambda: table.store, lambda: producer, "changelog", plans, no_barrier)
     timers = Timers("event", states, lambda: table.store, lambda: producer, TOPICS.ticks)
     outbox = _Outbox()
-    processor = Processor(plans, TOPICS, states, cast(Outbox, outbox), timers, Metrics())
+    rerouter = Rerouter(TOPICS.events, PARTITIONS, cast(Outbox, outbox), metrics)
+    processor = Processor(plans, TOPICS, states, cast(Outbox, outbox), timers, metrics, rerouter)
     yield processor, states, outbox
     table.store.close()
 
@@ -59,20 +78,41 @@ def parts(tmp_path: Path) -> Iterator[tuple[Processor, ContactStates, _Outbox]]:
 _next_offsets: dict[str, itertools.count[int]] = defaultdict(itertools.count)
 
 
+def owner(contact: str) -> int:
+    return partition_for(contact.encode(), PARTITIONS)
+
+
 def _message(
-    topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]], offset: int | None
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    headers: list[tuple[str, bytes]],
+    offset: int | None,
+    partition: int | None = None,
 ) -> Message:
-    """A message of partition 0, at the next offset of its topic unless one is given."""
+    """A message on its key's partition unless one is given, at the next offset of its topic
+    unless one is given."""
     at = next(_next_offsets[topic]) if offset is None else offset
-    return Message(topic, 0, at, 0.0, 0, headers, key, value, None)
+    where = owner(key.decode()) if partition is None and key is not None else partition or 0
+    return Message(topic, where, at, 0.0, 0, headers, key, value, None)
 
 
-def _event(item: TrackingEvent, offset: int | None = None) -> Message:
-    return _message(TOPICS.events, *binary_message(item), offset)
+def _event(
+    item: TrackingEvent,
+    offset: int | None = None,
+    partition: int | None = None,
+    topic: str = TOPICS.events,
+) -> Message:
+    return _message(topic, *binary_message(item), offset, partition)
 
 
 def _tick(contact: str, now: float) -> Message:
     return _message(TOPICS.ticks, contact.encode(), encode_tick(now), [], None)
+
+
+def _score(states: ContactStates, partition: int, contact: str) -> int | None:
+    held = states.get(partition, contact)
+    return None if held is None else held.state.plans["lead-score"].score
 
 
 def test_a_tick_never_advances_a_contact_beyond_the_stream_time(
@@ -86,14 +126,14 @@ def test_a_tick_never_advances_a_contact_beyond_the_stream_time(
         # A tick stamped 40 days on, e.g. sent before a crash by a worker that had consumed
         # further: the partition's stream time is still the opening's, so nothing is due.
         await processor.handle(_tick("c", opened.time + 40 * DAY))
-        held = states.get(0, "c")
+        held = states.get(owner("c"), "c")
         assert held is not None and held.state.plans["lead-score"].score == 10
         # Once the stream reaches day 31, the same tick fires `went-quiet` (due at day 30).
         await processor.handle(_event(event("email.opened", 31 * DAY, contact="other")))
         await processor.handle(_tick("c", opened.time + 40 * DAY))
 
     asyncio.run(scenario())
-    held = states.get(0, "c")
+    held = states.get(owner("c"), "c")
     assert held is not None and held.state.plans["lead-score"].score == 0
     reset = [o for o in outbox.sent if o.contact_id == "c" and o.data["plan"] == "lead-score"][-1]
     assert reset.data["cause"] == {"rules": ["went-quiet"], "timer": True}
@@ -110,12 +150,121 @@ def test_an_event_consumed_again_is_skipped_by_its_offset_beyond_the_id_window(
     async def scenario() -> None:
         for offset, item in enumerate(opens):
             await processor.handle(_event(item, offset))
-        held = states.get(0, "c")
-        assert held is not None and held.applied_offset == len(opens) - 1
+        held = states.get(owner("c"), "c")
+        assert held is not None and held.applied == {owner("c"): len(opens) - 1}
         before = (held.state.plans["lead-score"].score, len(outbox.sent))
         await processor.handle(_event(opens[0], 0))  # its id has left the core's window
-        after = states.get(0, "c")
+        after = states.get(owner("c"), "c")
         assert after is not None
         assert (after.state.plans["lead-score"].score, len(outbox.sent)) == before
 
     asyncio.run(scenario())
+
+
+async def _forwarded(message: Message, owner: int, offset: int) -> Message:
+    """The copy `Outbox.reroute` sends, as the owner consumes it from the rerouted topic."""
+    sent: list[Message] = []
+
+    class _Producer:
+        async def send(
+            self,
+            topic: str,
+            key: bytes | None,
+            value: bytes,
+            headers: list[tuple[str, bytes]],
+            partition: int,
+        ) -> None:
+            sent.append(Message(topic, partition, offset, 0.0, 0, headers, key, value, None))
+
+    producer = cast(KeyedProducer, _Producer())
+    await Outbox(lambda: producer, TOPICS).reroute(message, owner)
+    (copy,) = sent
+    assert copy.topic == TOPICS.rerouted
+    return copy
+
+
+def test_an_event_on_a_partition_that_does_not_own_its_key_is_forwarded_not_scored(
+    parts: tuple[Processor, ContactStates, _Outbox], metrics: Metrics
+) -> None:
+    processor, states, outbox = parts
+    opened = event("email.opened", 0, contact="c")
+    right = owner("c")
+    wrong = (right + 1) % PARTITIONS
+    misplaced = _event(opened, 7, partition=wrong)
+
+    asyncio.run(processor.handle(misplaced))
+    assert outbox.rerouted == [(misplaced, right)]
+    assert outbox.sent == []
+    assert all(states.get(partition, "c") is None for partition in range(PARTITIONS))
+    registry = metrics.registry
+    assert registry.get_sample_value("leadscore_events_rerouted_total") == 1
+    assert registry.get_sample_value(
+        "leadscore_events_consumed_total", {"type": "email.opened", "outcome": "applied"}
+    ) in (None, 0)
+
+    # Its copy, consumed from the rerouted topic on the right partition, is scored there and
+    # remembered by where it was first consumed.
+    copy = asyncio.run(_forwarded(misplaced, right, 0))
+    assert copy.key == misplaced.key and copy.value == misplaced.value
+    assert list(copy.headers)[: len(misplaced.headers)] == list(misplaced.headers)
+    asyncio.run(processor.handle(copy))
+    assert outbox.rerouted == [(misplaced, right)]
+    held = states.get(right, "c")
+    assert held is not None and held.applied == {wrong: 7}
+    assert held.state.plans["lead-score"].score == 10
+
+
+def test_a_message_without_a_key_is_left_to_the_decoder(
+    parts: tuple[Processor, ContactStates, _Outbox],
+) -> None:
+    processor, _, outbox = parts
+    _, value, headers = binary_message(event("email.opened", 0, contact="c"))
+    asyncio.run(processor.handle(_message(TOPICS.events, None, value, headers, None, 1)))
+    assert outbox.rerouted == []
+
+
+def test_a_message_on_the_rerouted_topic_without_its_origin_is_dead_lettered(
+    parts: tuple[Processor, ContactStates, _Outbox],
+) -> None:
+    processor, states, outbox = parts
+    stray = _event(event("email.opened", 0, contact="c"), 0, owner("c"), TOPICS.rerouted)
+    asyncio.run(processor.handle(stray))
+    assert outbox.dead_letters == [stray]
+    assert states.get(owner("c"), "c") is None
+
+
+def test_an_event_is_known_by_where_it_was_first_consumed_whichever_topic_brought_it(
+    parts: tuple[Processor, ContactStates, _Outbox], metrics: Metrics
+) -> None:
+    """Forwarded events from input offsets below the contact's last direct one are new; a
+    forward sent twice (a crash before its input offset was committed) is skipped by its
+    origin, even with more of the contact's events in between than the core remembers ids of;
+    and the rerouted topic's own offsets are never compared with the input's."""
+    processor, states, outbox = parts
+    at = owner("c")
+    elsewhere = (at + 1) % PARTITIONS
+    first = event("email.opened", 0, contact="c")
+    clicks = [event("email.clicked", 60 * (i + 1), contact="c") for i in range(SEEN_LIMIT + 2)]
+    misplaced = [_event(click, 3 + i, elsewhere) for i, click in enumerate(clicks)]
+    later = event("email.replied", DAY, contact="c")
+
+    async def scenario() -> None:
+        await processor.handle(_event(first, 100))
+        for offset, message in enumerate(misplaced):
+            await processor.handle(await _forwarded(message, at, offset))
+        assert _score(states, at, "c") == 10 + 20 * len(clicks)
+        sent = len(outbox.sent)
+        # Forwarded again after a crash, and the input consumed again: nothing changes.
+        await processor.handle(await _forwarded(misplaced[0], at, len(misplaced)))
+        await processor.handle(_event(first, 100))
+        assert (_score(states, at, "c"), len(outbox.sent)) == (10 + 20 * len(clicks), sent)
+        await processor.handle(_event(later, 101))
+
+    asyncio.run(scenario())
+    held = states.get(at, "c")
+    assert held is not None and held.applied == {at: 101, elsewhere: 3 + len(clicks) - 1}
+    assert held.state.plans["lead-score"].score == 10 + 20 * len(clicks) + 30
+    duplicates = metrics.registry.get_sample_value(
+        "leadscore_events_consumed_total", {"type": "email.clicked", "outcome": "duplicate"}
+    )
+    assert duplicates == 1

@@ -31,6 +31,7 @@ def test_defaults_need_only_plans_and_bootstrap() -> None:
     assert settings.topics.events == "tracking-events"
     assert settings.topics.dead_letters == "tracking-events-dlq"
     assert settings.topics.ticks == "leadscore-timer-ticks"
+    assert settings.topics.rerouted == "leadscore-rerouted"
 
 
 def test_ticks_belong_to_one_app_while_the_shared_topics_do_not() -> None:
@@ -38,6 +39,7 @@ def test_ticks_belong_to_one_app_while_the_shared_topics_do_not() -> None:
         ["--plans", "p", "--bootstrap", "k", "--topic-prefix", "t.", "--app-id", "b"]
     )
     assert settings.topics.ticks == "t.b-timer-ticks"
+    assert settings.topics.rerouted == "t.b-rerouted"
     assert settings.topics.events == "t.tracking-events"
     assert settings.faust_id == "t.b"
 

@@ -14,7 +14,7 @@ import pytest
 from streams.kafka.client import Headers, KeyedProducer
 from streams.scoring import ContactState, load_plans, score_event
 from streams.worker.states import ContactStates, Held
-from streams.worker.store import ContactTable, record_applied_offset
+from streams.worker.store import ContactTable, record_applied
 from tests.support import event
 from tests.worker.harness import EXAMPLE_PLANS
 
@@ -66,15 +66,15 @@ def _opened(contact: str, minute: int) -> ContactState:
 def test_persist_writes_each_state_once_with_its_applied_offset(table: ContactTable) -> None:
     changelog = _Changelog()
     states = _states(table, changelog)
-    states.put(0, "a", Held(_opened("a", 0), 5))
-    states.put(0, "a", Held(_opened("a", 1), 6))  # the same contact again: one write
-    states.put(1, "b", Held(_opened("b", 0), 3))
+    states.put(0, "a", Held(_opened("a", 0), {0: 5}))
+    states.put(0, "a", Held(_opened("a", 1), {0: 6, 3: 2}))  # the same contact again: one write
+    states.put(1, "b", Held(_opened("b", 0), {1: 3}))
     persisted = asyncio.run(states.persist())
 
     assert persisted.contacts == {0: ["a"], 1: ["b"]}
     assert sorted(changelog.sent) == [(0, b"ca"), (1, b"cb")]
     record = table.store.read(0, "a")
-    assert record is not None and record_applied_offset(record) == 6
+    assert record is not None and record_applied(record) == {0: 6, 3: 2}
 
 
 def test_a_persisted_state_is_read_back_from_the_store_as_a_new_object(
@@ -82,10 +82,28 @@ def test_a_persisted_state_is_read_back_from_the_store_as_a_new_object(
 ) -> None:
     states = _states(table, _Changelog())
     written = _opened("a", 0)
-    states.put(0, "a", Held(written, 5))
+    states.put(0, "a", Held(written, {0: 5}))
     asyncio.run(states.persist())
 
     held = states.get(0, "a")
     # Not the object written: the caller may change it in place without touching the store.
-    assert held is not None and held.state is not written and held.applied_offset == 5
+    assert held is not None and held.state is not written and held.applied == {0: 5}
     assert held.state == written
+
+
+def test_a_contact_id_never_matches_a_state_of_another_partition(table: ContactTable) -> None:
+    """A producer that partitioned by another hash once put contact `a` on partition 1 as
+    well; whatever is held for `a` there, written or persisted, is never `a` on partition 0."""
+    changelog = _Changelog()
+    states = _states(table, changelog)
+    on_0, on_1 = _opened("a", 0), _opened("a", 1)
+    states.put(1, "a", Held(on_1, {1: 9}))
+    assert states.get(0, "a") is None
+    states.put(0, "a", Held(on_0, {0: 4}))
+    persisted = asyncio.run(states.persist())
+
+    assert persisted.contacts == {0: ["a"], 1: ["a"]}
+    assert sorted(changelog.sent) == [(0, b"ca"), (1, b"ca")]
+    for partition, written, applied in ((0, on_0, {0: 4}), (1, on_1, {1: 9})):
+        held = states.get(partition, "a")
+        assert held is not None and (held.state, held.applied) == (written, applied)

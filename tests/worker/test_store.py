@@ -29,7 +29,7 @@ from streams.worker.store import (
     contact_key,
     meta_key,
     pack_record,
-    record_applied_offset,
+    record_applied,
     record_deadline,
     record_state,
 )
@@ -55,55 +55,60 @@ def _changelog(partition: int, offset: int, contact: str, record: bytes | None) 
     return SimpleNamespace(message=message)
 
 
-def test_a_record_keeps_deadline_and_applied_offset_before_the_state() -> None:
-    assert record_deadline(pack_record(12.5, 7, b"state")) == 12.5
-    assert record_deadline(pack_record(None, 7, b"state")) is None
-    assert record_applied_offset(pack_record(12.5, 2**40, b"state")) == 2**40
-    assert record_applied_offset(pack_record(12.5, -1, b"state")) == -1
-    assert record_state(pack_record(12.5, 7, b"state")) == b"state"
+def test_a_record_keeps_deadline_and_applied_offsets_before_the_state() -> None:
+    assert record_deadline(pack_record(12.5, {0: 7, 3: 1}, b"state")) == 12.5
+    assert record_deadline(pack_record(None, {0: 7}, b"state")) is None
+    assert record_applied(pack_record(12.5, {5: 2**40, 0: 9}, b"state")) == {5: 2**40, 0: 9}
+    assert record_applied(pack_record(12.5, {}, b"state")) == {}
+    for applied in ({}, {0: 7}, {0: 7, 11: 2**40}):
+        assert record_state(pack_record(12.5, applied, b"state")) == b"state"
 
 
 def test_due_reads_only_entries_up_to_the_time_oldest_first(store: ContactStore) -> None:
-    store.write(0, {"late": pack_record(300.0, 7, b"1"), "early": pack_record(100.0, 7, b"2")})
-    store.write(0, {"never": pack_record(None, 7, b"3"), "exact": pack_record(200.0, 7, b"4")})
-    store.write(1, {"other-partition": pack_record(50.0, 7, b"5")})
+    store.write(
+        0, {"late": pack_record(300.0, {0: 7}, b"1"), "early": pack_record(100.0, {0: 7}, b"2")}
+    )
+    store.write(
+        0, {"never": pack_record(None, {0: 7}, b"3"), "exact": pack_record(200.0, {0: 7}, b"4")}
+    )
+    store.write(1, {"other-partition": pack_record(50.0, {0: 7}, b"5")})
     assert list(store.due(0, 200.0)) == [(100.0, "early"), (200.0, "exact")]
     assert list(store.due(0, 99.0)) == []
     assert [contact for _, contact in store.due(0, 1e12)] == ["early", "exact", "late"]
 
 
 def test_a_new_deadline_replaces_the_old_index_entry(store: ContactStore) -> None:
-    store.write(0, {"c": pack_record(100.0, 7, b"1")})
-    store.write(0, {"c": pack_record(500.0, 7, b"2")})
+    store.write(0, {"c": pack_record(100.0, {0: 7}, b"1")})
+    store.write(0, {"c": pack_record(500.0, {0: 7}, b"2")})
     assert list(store.due(0, 1e12)) == [(500.0, "c")]
-    store.write(0, {"c": pack_record(None, 7, b"3")})
+    store.write(0, {"c": pack_record(None, {0: 7}, b"3")})
     assert list(store.due(0, 1e12)) == []
-    assert store.read(0, "c") == pack_record(None, 7, b"3")
+    assert store.read(0, "c") == pack_record(None, {0: 7}, b"3")
 
 
 def test_contacts_are_counted_once(store: ContactStore) -> None:
-    store.write(0, {"a": pack_record(None, 7, b"1"), "b": pack_record(None, 7, b"1")})
-    store.write(0, {"a": pack_record(None, 7, b"2")})
+    store.write(0, {"a": pack_record(None, {0: 7}, b"1"), "b": pack_record(None, {0: 7}, b"1")})
+    store.write(0, {"a": pack_record(None, {0: 7}, b"2")})
     assert store.contact_count(0) == 2
     assert store.contact_count(1) == 0
 
 
 def test_recovery_keeps_index_and_count_right_for_repeated_keys(store: ContactStore) -> None:
-    store.write(0, {"a": pack_record(100.0, 7, b"old")})
+    store.write(0, {"a": pack_record(100.0, {0: 7}, b"old")})
     batch = [
-        _changelog(0, 7, "a", pack_record(200.0, 7, b"1")),
-        _changelog(0, 8, "a", pack_record(300.0, 7, b"2")),
-        _changelog(0, 9, "b", pack_record(150.0, 7, b"3")),
-        _changelog(1, 4, "c", pack_record(None, 7, b"4")),
+        _changelog(0, 7, "a", pack_record(200.0, {0: 7}, b"1")),
+        _changelog(0, 8, "a", pack_record(300.0, {0: 7}, b"2")),
+        _changelog(0, 9, "b", pack_record(150.0, {0: 7}, b"3")),
+        _changelog(1, 4, "c", pack_record(None, {0: 7}, b"4")),
         _changelog(0, 10, "b", None),
         _changelog(1, 11, "d", None),
-        _changelog(1, 12, "d", pack_record(None, 7, b"5")),
+        _changelog(1, 12, "d", pack_record(None, {0: 7}, b"5")),
         _changelog(1, 13, "", b"stream time"),
     ]
     batch[-1].message.key = meta_key("stream-time")
     store.apply_changelog_batch(batch, None, None)  # type: ignore[arg-type]
     assert list(store.due(0, 1e12)) == [(300.0, "a")]
-    assert store.read(0, "a") == pack_record(300.0, 7, b"2")
+    assert store.read(0, "a") == pack_record(300.0, {0: 7}, b"2")
     assert store.read(0, "b") is None
     assert (store.contact_count(0), store.contact_count(1)) == (1, 2)
     assert store.persisted_offset(SimpleNamespace(partition=0)) == 10  # type: ignore[arg-type]
@@ -114,10 +119,10 @@ def test_recovery_keeps_index_and_count_right_for_repeated_keys(store: ContactSt
 def test_write_stores_the_changelog_offset_and_metadata_with_the_records(
     store: ContactStore,
 ) -> None:
-    store.write(1, {"a": pack_record(None, 7, b"1")}, changelog_offset=41, meta={"k": b"v"})
+    store.write(1, {"a": pack_record(None, {0: 7}, b"1")}, changelog_offset=41, meta={"k": b"v"})
     assert store.persisted_offset(SimpleNamespace(partition=1)) == 41  # type: ignore[arg-type]
     assert store.meta(1, "k") == b"v"
-    assert store.find("a") == pack_record(None, 7, b"1")
+    assert store.read(1, "a") == pack_record(None, {0: 7}, b"1")
 
 
 class _Producer:
@@ -129,7 +134,9 @@ class _Producer:
 
 
 def test_a_due_contact_is_ticked_once_until_its_state_is_persisted(store: ContactStore) -> None:
-    store.write(0, {"due": pack_record(100.0, 7, b"1"), "later": pack_record(4e12, 7, b"2")})
+    store.write(
+        0, {"due": pack_record(100.0, {0: 7}, b"1"), "later": pack_record(4e12, {0: 7}, b"2")}
+    )
     producer = _Producer()
     states = cast(ContactStates, None)  # the wall clock does not ask for stream time
     timers = Timers("wall", states, lambda: store, lambda: cast(ProducerT, producer), "ticks")
@@ -157,10 +164,10 @@ def test_catch_up_reads_the_changelog_to_its_end_with_the_offset(
     behind = CATCH_UP_MIN_BEHIND + 5
     for number in range(behind):
         publisher.produce(
-            topic, contact_key(f"c{number % 500}"), pack_record(number, 0, b"s"), [], 0
+            topic, contact_key(f"c{number % 500}"), pack_record(number, {0: 0}, b"s"), [], 0
         )
     publisher.produce(topic, meta_key("stream-time"), b"t", [], 0)
-    publisher.produce(topic, contact_key("few"), pack_record(1.0, 0, b"s"), [], 1)
+    publisher.produce(topic, contact_key("few"), pack_record(1.0, {0: 0}, b"s"), [], 1)
     publisher.flush()
 
     app = faust.App("catch-up-test", broker=f"kafka://{kafka_bootstrap}", datadir=str(tmp_path))
