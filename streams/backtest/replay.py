@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, parse_structured
 from streams.scoring import (
     ContactState,
@@ -23,6 +24,7 @@ from streams.scoring import (
     advance,
     score_event,
 )
+from streams.scoring.state import copy_state
 
 Progress = Callable[[int, int], None]
 """Called now and then with (bytes read, total bytes) of the input file."""
@@ -35,6 +37,16 @@ class RejectedLine:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class FailedEvent:
+    """An event the core failed on (`event` None: advancing the contact to the end): what the
+    worker dead-letters as `scoring-error`. The contact keeps the state it had before."""
+
+    contact_id: str
+    event: TrackingEvent | None
+    message: str
+
+
 @dataclass(slots=True)
 class ReplayResult:
     """Final states and everything the worker would have sent."""
@@ -44,6 +56,7 @@ class ReplayResult:
     score_updates: int = 0
     outcomes: Counter[Outcome] = field(default_factory=Counter)
     rejected: list[RejectedLine] = field(default_factory=list)
+    failed: list[FailedEvent] = field(default_factory=list)
     until: float | None = None
 
 
@@ -82,14 +95,25 @@ def _replay(events: Iterable[TrackingEvent], plans: PlanSet, until: float | None
         if last_time is not None and event.time < last_time:
             raise OutOfOrderError(f"event {event.id!r} is older than the one before it")
         last_time = event.time
-        step = score_event(states.get(event.subject), event, plans)
+        state = states.get(event.subject)
+        try:  # on a copy, as the worker does with a cached state (see `Processor._own`)
+            step = score_event(None if state is None else copy_state(state), event, plans)
+        except Exception as error:
+            result.failed.append(FailedEvent(event.subject, event, str(scoring_error(error))))
+            continue
         states[event.subject] = step.state
         result.outcomes[step.outcome] += 1
         _collect(result, step.outputs)
     end = until if until is not None else last_time
     if end is not None:
-        for state in states.values():
-            _collect(result, advance(state, end, plans)[1])
+        for contact_id, state in states.items():
+            try:
+                advanced, outputs = advance(copy_state(state), end, plans)
+            except Exception as error:
+                result.failed.append(FailedEvent(contact_id, None, str(scoring_error(error))))
+                continue
+            states[contact_id] = advanced
+            _collect(result, outputs)
     result.until = end
     return result
 
@@ -124,8 +148,8 @@ def read_events(
                 progress(raw.tell(), total)
             if not line.strip():
                 continue
-            try:
-                yield number, parse_structured(line)
+            try:  # the line break is not the event's: the size limit is the worker's
+                yield number, parse_structured(line.removesuffix(b"\n").removesuffix(b"\r"))
             except EventError as error:
                 yield number, error
     if progress is not None:

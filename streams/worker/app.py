@@ -404,8 +404,9 @@ def _wire(worker: Worker) -> None:
         try:
             await worker.processor.handle(message)
         except Exception as error:
-            # Bad input never gets here (it is dead-lettered): this is a bug. Skipping the
-            # message would lose its points, so stop without committing instead.
+            # Bad input and failures of the core never get here (the processor dead-letters
+            # them): this is the shell failing, e.g. an output refused. Skipping the message
+            # would lose its points, so stop without committing instead.
             logger.critical(
                 "scoring failed at %s[%s]@%s; stopping without commit",
                 message.topic,

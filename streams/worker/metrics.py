@@ -62,6 +62,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.scoring_errors = Counter(
+            "leadscore_scoring_errors",
+            "Exceptions of the scoring core (bugs), by what it was given (event or tick); each "
+            "event is also dead-lettered with reason scoring-error.",
+            ["input"],
+            registry=r,
+        )
         self.alerts = Counter(
             "leadscore_alerts_sent",
             "Threshold alerts sent to the sales-alerts topic.",

@@ -16,8 +16,10 @@ from faust.types import HeadersArg
 from faust.types.tuples import Message
 
 from streams.kafka.client import KeyedProducer
+from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
-from streams.scoring import Outcome, Output, PlanSet, advance, score_event
+from streams.scoring import ContactState, Outcome, Output, PlanSet, advance, score_event
+from streams.scoring.state import copy_state
 from streams.worker.metrics import INVALID_TYPE, Metrics
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates, Held
@@ -123,9 +125,7 @@ class Processor:
         try:
             event = decode_kafka_message(message.key, message.value, _header_list(message.headers))
         except EventError as error:
-            await self._outbox.dead_letter(message, error)
-            self._metrics.events.labels(INVALID_TYPE, "dead_lettered").inc()
-            self._metrics.dead_letters.labels(error.reason).inc()
+            await self._dead_letter(message, error, INVALID_TYPE)
             return
         partition = message.partition
         self._states.observe_time(partition, event.time)
@@ -137,7 +137,21 @@ class Processor:
                 self._metrics.type_label(event.type), Outcome.DUPLICATE
             ).inc()
             return
-        step = score_event(None if held is None else held.state, event, self._plans)
+        try:
+            state = None if held is None else self._own(partition, event.contact_id, held)
+            step = score_event(state, event, self._plans)
+        except Exception as error:  # a bug in the core costs this event, not the partition
+            logger.exception(
+                "scoring failed at %s[%s]@%s; dead-lettered, the contact keeps its state",
+                message.topic,
+                partition,
+                message.offset,
+            )
+            self._metrics.scoring_errors.labels("event").inc()
+            await self._dead_letter(
+                message, scoring_error(error), self._metrics.type_label(event.type)
+            )
+            return
         self._metrics.events.labels(self._metrics.type_label(event.type), step.outcome).inc()
         await self._send(step.outputs, event)
         if step.outcome is Outcome.APPLIED:
@@ -147,15 +161,49 @@ class Processor:
         """Advance one contact to the tick's time. A tick is only a hint: one that cannot be
         used is dropped, and the next timer pass sends another if the deadline is still due."""
         self._metrics.ticks.inc()
-        contact_id = (message.key or b"").decode(errors="replace")
+        try:  # the timer sends contact ids, which are UTF-8; anything else is not our tick
+            contact_id = (message.key or b"").decode()
+        except UnicodeDecodeError:
+            logger.warning(
+                "tick with a non-UTF-8 key at %s[%s]@%s",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            return
         now = self._tick_time(message)
         held = None if now is None else self._states.get(message.partition, contact_id)
         if now is None or held is None:
             self._timers.done(message.partition, contact_id)
             return
-        state, outputs = advance(held.state, now, self._plans)
+        try:
+            state, outputs = advance(
+                self._own(message.partition, contact_id, held), now, self._plans
+            )
+        except Exception:
+            # Not ticked again until the contact's state changes (see `Timers.done`).
+            logger.exception(
+                "advancing a contact failed at %s[%s]@%s; it keeps its state",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            self._metrics.scoring_errors.labels("tick").inc()
+            return
         await self._send(outputs, None)
         self._states.put(message.partition, contact_id, Held(state, held.applied_offset))
+
+    def _own(self, partition: int, contact_id: str, held: Held) -> ContactState:
+        """The state the core may change: a copy of the cached one (about 4 µs; a state decoded
+        for this call is used as it is), so a failing call leaves the contact as it was."""
+        if self._states.cached(partition, contact_id):
+            return copy_state(held.state)
+        return held.state
+
+    async def _dead_letter(self, message: Message, error: EventError, type_label: str) -> None:
+        await self._outbox.dead_letter(message, error)
+        self._metrics.events.labels(type_label, "dead_lettered").inc()
+        self._metrics.dead_letters.labels(error.reason).inc()
 
     def _tick_time(self, message: Message) -> float | None:
         """The tick's time, but never later than the partition's clock now.

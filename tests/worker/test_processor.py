@@ -15,16 +15,17 @@ from faust.types import ProducerT
 from faust.types.tuples import Message
 
 from streams.kafka.client import binary_message
-from streams.models.events import TrackingEvent
-from streams.scoring import Output, load_plans
-from streams.scoring.state import SEEN_LIMIT
+from streams.models.events import EventError, TrackingEvent
+from streams.scoring import ContactState, Output, PlanSet, encode_state, load_plans
+from streams.scoring.state import SEEN_LIMIT, Award
+from streams.worker import processor as processor_module
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactTable
 from streams.worker.timers import Timers, encode_tick
-from tests.support import DAY, event
+from tests.support import BOOM, DAY, T0, event, failing_score_event
 from tests.worker.harness import EXAMPLE_PLANS
 
 TOPICS = TopicNames.with_prefix("")
@@ -33,9 +34,13 @@ TOPICS = TopicNames.with_prefix("")
 class _Outbox:
     def __init__(self) -> None:
         self.sent: list[Output] = []
+        self.dead: list[tuple[Message, EventError]] = []
 
     async def send(self, outputs: Sequence[Output]) -> None:
         self.sent.extend(outputs)
+
+    async def dead_letter(self, message: Message, error: EventError) -> None:
+        self.dead.append((message, error))
 
 
 @pytest.fixture
@@ -119,3 +124,54 @@ def test_an_event_consumed_again_is_skipped_by_its_offset_beyond_the_id_window(
         assert (after.state.plans["lead-score"].score, len(outbox.sent)) == before
 
     asyncio.run(scenario())
+
+
+def test_an_event_the_core_fails_on_is_dead_lettered_and_the_cached_state_kept(
+    parts: tuple[Processor, ContactStates, _Outbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processor, states, outbox = parts
+    monkeypatch.setattr(processor_module, "score_event", failing_score_event)
+    opened = _event(event("email.opened", 0, contact="c"))
+    boom = _event(event(BOOM, 10, contact="c"))
+
+    async def scenario() -> bytes:
+        await processor.handle(opened)
+        held = states.get(0, "c")
+        assert held is not None and states.cached(0, "c")  # the core gets the cached state
+        before = encode_state(held.state)
+        await processor.handle(boom)
+        after = states.get(0, "c")
+        assert after is not None and encode_state(after.state) == before
+        await processor.handle(_event(event("email.clicked", 20, contact="c")))
+        return before
+
+    asyncio.run(scenario())
+    ((message, error),) = outbox.dead
+    assert message is boom and error.reason == "scoring-error"
+    assert "simulated bug in the scoring core" in str(error)
+    held = states.get(0, "c")
+    assert held is not None and held.state.plans["lead-score"].score == 30
+
+
+def test_a_tick_the_core_fails_on_leaves_the_contact_as_it_was(
+    parts: tuple[Processor, ContactStates, _Outbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processor, states, outbox = parts
+
+    def failing_advance(state: ContactState, now: float, plans: PlanSet) -> None:
+        state.plans["lead-score"].awards.append(Award("boom", now, 1_000, None))
+        raise RuntimeError("simulated bug in advance")
+
+    async def scenario() -> None:
+        await processor.handle(_event(event("email.opened", 0, contact="c")))
+        await processor.handle(_event(event("email.opened", 31 * DAY, contact="other")))
+        held = states.get(0, "c")
+        assert held is not None and states.cached(0, "c")
+        before = encode_state(held.state)
+        monkeypatch.setattr(processor_module, "advance", failing_advance)
+        await processor.handle(_tick("c", T0 + 31 * DAY))
+        after = states.get(0, "c")
+        assert after is not None and encode_state(after.state) == before
+
+    asyncio.run(scenario())
+    assert not outbox.dead
