@@ -25,7 +25,7 @@ from mode import Service, ServiceT
 from streams.kafka.admin import TopicSpec
 from streams.kafka.client import KeyedProducer
 from streams.scoring import PlanSet
-from streams.worker import collector
+from streams.worker import collector, dead_letters
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
@@ -352,12 +352,17 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     metrics = Metrics(plan_event_types(plans))
 
     @functools.cache
+    def dead_letter_limit() -> int:
+        return dead_letters.read_max_message_bytes(settings.bootstrap, topics.dead_letters)
+
+    @functools.cache
     def producer() -> KeyedProducer:
         """Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`).
         Built on first use, so that nothing connects before the app starts."""
-        return KeyedProducer(settings.bootstrap, {"client.id": settings.faust_id})
+        limits = dead_letters.producer_limits(dead_letter_limit())
+        return KeyedProducer(settings.bootstrap, {"client.id": settings.faust_id, **limits})
 
-    outbox = Outbox(producer, topics)
+    outbox = Outbox(producer, topics, dead_letter_limit)
     states = ContactStates(
         lambda: table.store,
         producer,

@@ -62,6 +62,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.dead_letters_truncated = Counter(
+            "leadscore_dead_letters_truncated",
+            "Dead letters too large for the dead-letter topic, sent with the first bytes of "
+            "the value only (header leadscore.dlq.truncated).",
+            registry=r,
+        )
         self.scoring_errors = Counter(
             "leadscore_scoring_errors",
             "Exceptions of the scoring core (bugs), by what it was given (event or tick); each "

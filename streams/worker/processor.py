@@ -20,6 +20,8 @@ from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
 from streams.scoring import ContactState, Outcome, Output, PlanSet, advance, score_event
 from streams.scoring.state import copy_state
+from streams.worker import dead_letters
+from streams.worker.dead_letters import DLQ_HEADER
 from streams.worker.metrics import INVALID_TYPE, Metrics
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates, Held
@@ -28,8 +30,6 @@ from streams.worker.timers import Timers, decode_tick
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = ("content-type", b"application/cloudevents+json; charset=UTF-8")
-DLQ_HEADER = "leadscore.dlq."
-"""Prefix of the headers a dead letter carries besides the original ones."""
 
 
 def _header_list(headers: HeadersArg | None) -> list[tuple[str, bytes]]:
@@ -45,7 +45,7 @@ def dead_letter_headers(message: Message, error: EventError) -> list[tuple[str, 
     return [
         *_header_list(message.headers),
         (DLQ_HEADER + "reason", error.reason.encode()),
-        (DLQ_HEADER + "error", str(error).encode()),
+        (DLQ_HEADER + "error", dead_letters.error_text(str(error))),
         (DLQ_HEADER + "topic", message.topic.encode()),
         (DLQ_HEADER + "partition", str(message.partition).encode()),
         (DLQ_HEADER + "offset", str(message.offset).encode()),
@@ -62,18 +62,31 @@ class Outbox:
     message costs a few microseconds in C instead of about 40 in Python (bench/README.md).
     """
 
-    def __init__(self, producer: Callable[[], KeyedProducer], topics: TopicNames) -> None:
+    def __init__(
+        self,
+        producer: Callable[[], KeyedProducer],
+        topics: TopicNames,
+        dead_letter_limit: Callable[[], int],
+    ) -> None:
         self._producer = producer
         self._topics = topics
+        self._dead_letter_limit = dead_letter_limit
 
     async def send(self, outputs: Sequence[Output]) -> None:
         for output in outputs:
             topic = self._topics.alerts if output.kind == "alert" else self._topics.updates
             await self._send(topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE])
 
-    async def dead_letter(self, message: Message, error: EventError) -> None:
-        headers = dead_letter_headers(message, error)
-        await self._send(self._topics.dead_letters, message.key, message.value, headers)
+    async def dead_letter(self, message: Message, error: EventError) -> bool:
+        """Send the dead letter, truncated if it is too large for the topic; True if it was."""
+        letter = dead_letters.fit(
+            message.key,
+            message.value,
+            dead_letter_headers(message, error),
+            self._dead_letter_limit(),
+        )
+        await self._send(self._topics.dead_letters, letter.key, letter.value, letter.headers)
+        return letter.truncated
 
     async def barrier(self) -> None:
         """Return once everything sent so far is acknowledged; raise if anything was refused."""
@@ -201,7 +214,8 @@ class Processor:
         return held.state
 
     async def _dead_letter(self, message: Message, error: EventError, type_label: str) -> None:
-        await self._outbox.dead_letter(message, error)
+        if await self._outbox.dead_letter(message, error):
+            self._metrics.dead_letters_truncated.inc()
         self._metrics.events.labels(type_label, "dead_lettered").inc()
         self._metrics.dead_letters.labels(error.reason).inc()
 
