@@ -108,16 +108,25 @@ def test_times_the_outputs_cannot_write_are_rejected_lines(tmp_path: Path) -> No
     assert current_score(LEAD, result.states["c-1"]) == 10
 
 
+@pytest.mark.parametrize("form", ["list", "iterator", "file"])
 def test_an_event_the_core_fails_on_is_reported_and_the_contact_kept_as_it_was(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, form: str
 ) -> None:
+    """A list is replayed again with copies after the failure, an iterator with copies from
+    the start, a file read again: each gives the same report and states."""
     monkeypatch.setattr(replay_module, "score_event", failing_score_event)
     opened, clicked = event("email.opened", 0), event("email.clicked", 20)
     boom = event(BOOM, 10)
-    result = replay([opened, boom, clicked], PLANS)
+    events = [opened, boom, clicked]
+    if form == "file":
+        lines = [line(e.to_cloudevent()) for e in events]
+        result = replay_file(write(tmp_path / "e.jsonl", [b"{oops", *lines]), PLANS)
+        assert [(r.line, r.reason) for r in result.rejected] == [(1, "not-json")]
+    else:
+        result = replay(events if form == "list" else iter(events), PLANS)
     (failed,) = result.failed
     assert (failed.contact_id, failed.event) == ("c-1", boom)
     assert failed.message.startswith("the scoring core failed: RuntimeError: simulated bug")
     expected = replay([opened, clicked], PLANS)
     assert encode_state(result.states["c-1"]) == encode_state(expected.states["c-1"])
-    assert [a.id for a in result.alerts] == [a.id for a in expected.alerts]
+    assert result.outcomes == expected.outcomes
