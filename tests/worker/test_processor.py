@@ -175,3 +175,23 @@ def test_a_tick_the_core_fails_on_leaves_the_contact_as_it_was(
 
     asyncio.run(scenario())
     assert not outbox.dead
+
+
+def test_a_tick_whose_key_is_not_utf8_is_dropped(
+    parts: tuple[Processor, ContactStates, _Outbox],
+) -> None:
+    """Ticks are the timer's own messages; one with a key that no contact id encodes to is
+    not ours, and is not decoded lossily into some other contact's id."""
+    processor, states, outbox = parts
+
+    async def scenario() -> None:
+        await processor.handle(_event(event("email.opened", 0, contact="c\ufffd")))
+        await processor.handle(_event(event("email.opened", 31 * DAY, contact="other")))
+        await processor.handle(
+            _message(TOPICS.ticks, b"c\xff", encode_tick(T0 + 31 * DAY), [], None)
+        )
+
+    asyncio.run(scenario())
+    held = states.get(0, "c\ufffd")
+    assert held is not None and held.state.plans["lead-score"].score == 10
+    assert not outbox.dead
