@@ -116,3 +116,11 @@ def test_agrees_with_datetime_on_every_rfc3339_time(moment: datetime, offset_min
         else:
             with pytest.raises(EventError):
                 parse_time(variant)
+
+
+@pytest.mark.parametrize("digits", range(1, 10))
+@pytest.mark.parametrize("offset", ["Z", "+05:45", "-11:30"])
+def test_the_fast_path_and_the_exact_parser_agree_on_fractions(digits: int, offset: str) -> None:
+    text = f"2026-03-01T12:34:56.{'987654321'[:digits]}{offset}"
+    assert parse_time(text) == parse_time(text.replace("T", "t"))
+    assert parse_time(text) == datetime.fromisoformat(text).timestamp()
