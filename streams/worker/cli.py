@@ -20,6 +20,7 @@ from streams.kafka.admin import TopicMismatchError, ensure_topics
 from streams.scoring import PlanError, load_plans
 from streams.worker import demo
 from streams.worker.app import build_worker
+from streams.worker.dead_letters import DeadLetterTopicError, read_max_message_bytes
 from streams.worker.settings import SettingsError, WorkerSettings, add_arguments, resolve
 
 EXIT_USAGE = 2
@@ -54,7 +55,8 @@ def run_worker(args: argparse.Namespace) -> int:
     worker = build_worker(settings, plans)
     try:
         ensure_topics(settings.bootstrap, worker.topic_specs())
-    except TopicMismatchError as error:
+        read_max_message_bytes(settings.bootstrap, settings.topics.dead_letters)
+    except (TopicMismatchError, DeadLetterTopicError) as error:
         print(f"leadscore worker: {error}", file=sys.stderr)
         return EXIT_TOPICS
     except KafkaException as error:

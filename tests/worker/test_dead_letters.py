@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,6 +14,7 @@ import pytest
 from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.client import EventPublisher
 from streams.models.events import MAX_EVENT_BYTES
+from streams.worker.cli import EXIT_TOPICS
 from streams.worker.dead_letters import (
     DLQ_HEADER,
     MAX_ERROR_BYTES,
@@ -21,8 +25,16 @@ from streams.worker.dead_letters import (
     read_max_message_bytes,
     record_size,
 )
+from streams.worker.settings import TopicNames
 from tests.worker.conftest import StartWorker
-from tests.worker.harness import TopicReader, new_prefix, series, wait_until
+from tests.worker.harness import (
+    EXAMPLE_PLANS,
+    REPO,
+    TopicReader,
+    new_prefix,
+    series,
+    wait_until,
+)
 from tests.worker.test_examples import _warm_events
 
 OWN = [(DLQ_HEADER + "reason", b"oversized"), (DLQ_HEADER + "offset", b"7")]
@@ -87,6 +99,27 @@ def test_the_limit_is_read_from_the_topic(kafka_bootstrap: str) -> None:
     assert read_max_message_bytes(kafka_bootstrap, small) == 300_000
     with pytest.raises(DeadLetterTopicError, match=r"max.message.bytes is 1000"):
         read_max_message_bytes(kafka_bootstrap, tiny)
+
+
+@pytest.mark.integration
+def test_a_dead_letter_topic_too_small_stops_the_worker_at_start(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    prefix = new_prefix()
+    dead_letters = TopicNames.with_prefix(prefix).dead_letters
+    ensure_topics(
+        kafka_bootstrap, [TopicSpec(dead_letters, 1, config={"max.message.bytes": "1000"})]
+    )
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "streams.worker",
+            "--plans", str(EXAMPLE_PLANS), "--bootstrap", kafka_bootstrap,
+            "--topic-prefix", prefix, "--data-dir", str(tmp_path / "data"),
+        ],
+        cwd=REPO, check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == EXIT_TOPICS, result.stderr
+    assert f"topic {dead_letters}: max.message.bytes is 1000" in result.stderr
 
 
 BROKER_LIMIT = 1_048_588
