@@ -9,7 +9,17 @@ from typing import Any
 import yaml
 
 from streams.models.events import TrackingEvent
-from streams.scoring import ContactState, Output, PlanSet, advance, apply, parse_plans
+from streams.scoring import (
+    ContactState,
+    Output,
+    PlanSet,
+    Step,
+    advance,
+    apply,
+    parse_plans,
+    score_event,
+)
+from streams.scoring.state import Award
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 DAY = 86_400.0
@@ -65,3 +75,20 @@ def run_until(
 
 def of_type(outputs: Sequence[Output], kind: str) -> list[Output]:
     return [output for output in outputs if output.type == kind]
+
+
+BOOM = "test.boom"
+"""An event type that `failing_score_event` fails on, as a bug in the core would."""
+
+
+def failing_score_event(state: ContactState | None, item: TrackingEvent, plans: PlanSet) -> Step:
+    """`score_event`, except that a `BOOM` event half-changes the state and then raises: the
+    drivers must leave the contact exactly as it was before such an event."""
+    if item.type != BOOM:
+        return score_event(state, item, plans)
+    if state is not None:
+        state.seen.append(0)
+        state.last_activity = item.time
+        for plan_state in state.plans.values():
+            plan_state.awards.append(Award("boom", item.time, 1_000, None))
+    raise RuntimeError("simulated bug in the scoring core")

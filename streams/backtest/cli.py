@@ -138,6 +138,7 @@ def _summary(result: ReplayResult, elapsed: float) -> dict[str, Any]:
         "duplicates": result.outcomes[Outcome.DUPLICATE],
         "ignored_after_erasure": result.outcomes[Outcome.IGNORED],
         "rejected_lines": len(result.rejected),
+        "scoring_errors": len(result.failed),
         "contacts": sum(1 for s in result.states.values() if s.first_seen is not None),
         "alerts": len(result.alerts),
         "score_updates": result.score_updates,
@@ -160,6 +161,13 @@ def _summary_text(summary: dict[str, Any], result: ReplayResult) -> str:
     lines += [f"  line {r.line}: {r.message}" for r in result.rejected[:5]]
     if len(result.rejected) > 5:
         lines.append(f"  ... and {len(result.rejected) - 5} more rejected lines")
+    if result.failed:
+        lines.append(f"  scoring errors {len(result.failed):,} (the worker dead-letters them)")
+    for failed in result.failed[:5]:
+        what = "advancing" if failed.event is None else f"event {failed.event.id!r} of"
+        lines.append(f"  {what} contact {failed.contact_id!r}: {failed.message}")
+    if len(result.failed) > 5:
+        lines.append(f"  ... and {len(result.failed) - 5} more scoring errors")
     return "\n".join(lines) + "\n"
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import gc
 import gzip
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, parse_structured
 from streams.scoring import (
     ContactState,
@@ -23,6 +24,7 @@ from streams.scoring import (
     advance,
     score_event,
 )
+from streams.scoring.state import copy_state
 
 Progress = Callable[[int, int], None]
 """Called now and then with (bytes read, total bytes) of the input file."""
@@ -35,6 +37,16 @@ class RejectedLine:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class FailedEvent:
+    """An event the core failed on (`event` None: advancing the contact to the end): what the
+    worker dead-letters as `scoring-error`. The contact keeps the state it had before."""
+
+    contact_id: str
+    event: TrackingEvent | None
+    message: str
+
+
 @dataclass(slots=True)
 class ReplayResult:
     """Final states and everything the worker would have sent."""
@@ -44,6 +56,7 @@ class ReplayResult:
     score_updates: int = 0
     outcomes: Counter[Outcome] = field(default_factory=Counter)
     rejected: list[RejectedLine] = field(default_factory=list)
+    failed: list[FailedEvent] = field(default_factory=list)
     until: float | None = None
 
 
@@ -69,12 +82,39 @@ def replay(
     plans: PlanSet,
     until: float | None = None,
 ) -> ReplayResult:
-    """Apply time-ordered events, then advance every contact to `until` (default: last time)."""
+    """Apply time-ordered events, then advance every contact to `until` (default: last time).
+
+    A sequence is replayed twice when the core fails on an event (see `_replay_guarded`); a
+    one-shot iterable, which cannot be, is replayed with a copy of each state at once.
+    """
+    if isinstance(events, Sequence):
+        return _replay_guarded(lambda: events, plans, until)
     with _cyclic_gc_paused():
-        return _replay(events, plans, until)
+        return _replay(events, plans, until, safe=True)
 
 
-def _replay(events: Iterable[TrackingEvent], plans: PlanSet, until: float | None) -> ReplayResult:
+class _CoreFailedError(Exception):
+    """The core raised during a fast pass: the replay starts again in safe mode."""
+
+
+def _replay_guarded(
+    events: Callable[[], Iterable[TrackingEvent]], plans: PlanSet, until: float | None
+) -> ReplayResult:
+    """Replay fast, with the core changing the states in place; if it fails on an event (a bug),
+    that contact's state may be half changed, so replay again from the start, with each state
+    copied before the core gets it (`copy_state`, 5-7 µs an event, a fifth of the core's time):
+    the failing events are then reported and leave their contacts exactly as they were, as the
+    worker's dead-lettering does. The copies cost nothing while the core does not fail."""
+    with _cyclic_gc_paused():
+        try:
+            return _replay(events(), plans, until, safe=False)
+        except _CoreFailedError:
+            return _replay(events(), plans, until, safe=True)
+
+
+def _replay(
+    events: Iterable[TrackingEvent], plans: PlanSet, until: float | None, *, safe: bool
+) -> ReplayResult:
     result = ReplayResult()
     states = result.states
     last_time: float | None = None
@@ -82,14 +122,31 @@ def _replay(events: Iterable[TrackingEvent], plans: PlanSet, until: float | None
         if last_time is not None and event.time < last_time:
             raise OutOfOrderError(f"event {event.id!r} is older than the one before it")
         last_time = event.time
-        step = score_event(states.get(event.subject), event, plans)
+        state = states.get(event.subject)
+        try:
+            step = score_event(
+                copy_state(state) if safe and state is not None else state, event, plans
+            )
+        except Exception as error:
+            if not safe:
+                raise _CoreFailedError from error
+            result.failed.append(FailedEvent(event.subject, event, str(scoring_error(error))))
+            continue
         states[event.subject] = step.state
         result.outcomes[step.outcome] += 1
         _collect(result, step.outputs)
     end = until if until is not None else last_time
     if end is not None:
-        for state in states.values():
-            _collect(result, advance(state, end, plans)[1])
+        for contact_id, state in states.items():
+            try:
+                advanced, outputs = advance(copy_state(state) if safe else state, end, plans)
+            except Exception as error:
+                if not safe:
+                    raise _CoreFailedError from error
+                result.failed.append(FailedEvent(contact_id, None, str(scoring_error(error))))
+                continue
+            states[contact_id] = advanced
+            _collect(result, outputs)
     result.until = end
     return result
 
@@ -102,11 +159,15 @@ def replay_file(
 ) -> ReplayResult:
     """Replay a JSONL(.gz) file; a file out of time order is sorted first (in memory)."""
     rejected: list[RejectedLine] = []
+
+    def events() -> Iterator[TrackingEvent]:
+        rejected.clear()  # each pass over the file finds the same rejected lines again
+        return _valid(read_events(path, progress), rejected)
+
     try:
-        result = replay(_valid(read_events(path, progress), rejected), plans, until)
+        result = _replay_guarded(events, plans, until)
     except OutOfOrderError:
-        rejected.clear()
-        ordered = sorted(_valid(read_events(path, progress), rejected), key=lambda e: e.time)
+        ordered = sorted(events(), key=lambda e: e.time)
         result = replay(ordered, plans, until)
     result.rejected = rejected
     return result
@@ -124,8 +185,8 @@ def read_events(
                 progress(raw.tell(), total)
             if not line.strip():
                 continue
-            try:
-                yield number, parse_structured(line)
+            try:  # the line break is not the event's: the size limit is the worker's
+                yield number, parse_structured(line.removesuffix(b"\n").removesuffix(b"\r"))
             except EventError as error:
                 yield number, error
     if progress is not None:

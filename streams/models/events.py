@@ -7,16 +7,33 @@ report the line.
 
 from __future__ import annotations
 
+import binascii
+from base64 import b64decode
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from streams.models.errors import EventError
+from streams.models.times import format_time, parse_time
+
+__all__ = [  # the names this module had before times and errors had modules of their own
+    "EventError",
+    "TrackingEvent",
+    "decode_kafka_message",
+    "format_time",
+    "parse_binary",
+    "parse_structured",
+    "parse_time",
+]
 SPEC_VERSION = "1.0"
 MAX_EVENT_BYTES = 64 * 1024
-"""Largest accepted event value; bigger ones are dead-lettered (`oversized`)."""
+"""Largest accepted event, in bytes of the Kafka value or of the backtest's line without its
+line break; bigger ones are dead-lettered (`oversized`)."""
+MAX_CONTACT_ID_BYTES = 1024
+"""Longest contact id (UTF-8 bytes): a longer one could never be looked up over HTTP (the
+request line would be refused), so it is dead-lettered (`contact-id-too-long`)."""
 
 CONTACT_UPDATED = "contact.updated"
 CONTACT_ERASED = "contact.erased"
@@ -25,15 +42,6 @@ NON_ACTIVITY_TYPES = frozenset({CONTACT_UPDATED, CONTACT_ERASED})
 
 _REQUIRED = ("id", "source", "type", "time", "subject")
 _BINARY_PREFIX = "ce_"
-
-
-class EventError(ValueError):
-    """A tracking event that cannot be scored; `reason` is a short stable code for metrics."""
-
-    def __init__(self, reason: str, message: str, field_name: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.field_name = field_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,36 +73,12 @@ class TrackingEvent:
         }
 
 
-def format_time(epoch_seconds: float) -> str:
-    """RFC 3339 in UTC with a `Z`, millisecond precision when there is a fraction."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
-
-
-def parse_time(value: object, field_name: str = "time") -> float:
-    """RFC 3339 timestamp to epoch seconds; a timestamp without an offset is rejected."""
-    if not isinstance(value, str):
-        raise EventError("bad-time", f"{field_name}: expected an RFC 3339 string", field_name)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise EventError(
-            "bad-time", f"{field_name}: {value!r} is not an RFC 3339 timestamp", field_name
-        ) from None
-    if moment.tzinfo is None:
-        raise EventError(
-            "bad-time", f"{field_name}: {value!r} has no UTC offset (add Z or +hh:mm)", field_name
-        )
-    return moment.timestamp()
-
-
 def parse_structured(raw: bytes | str | Mapping[str, Any], key: str | None = None) -> TrackingEvent:
     """A structured-mode CloudEvent (JSON object, or its text) to a validated event."""
     obj = _load_json(raw) if isinstance(raw, bytes | str) else raw
     if not isinstance(obj, Mapping):
         raise EventError("not-object", f"expected a JSON object, got {_json_kind(obj)}")
-    return _build(obj, obj.get("data"), key)
+    return _build(obj, _structured_data(obj), key)
 
 
 def parse_binary(
@@ -115,11 +99,21 @@ def parse_binary(
 def decode_kafka_message(
     key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None
 ) -> TrackingEvent:
-    """Pick the CloudEvents mode from the headers (binary when `ce_specversion` is present)."""
-    if value is not None and len(value) > MAX_EVENT_BYTES:
-        raise EventError("oversized", f"value is {len(value)} bytes, limit {MAX_EVENT_BYTES}")
+    """Pick the CloudEvents mode from the headers (binary when `ce_specversion` is present).
+
+    The key must be the contact id: without one, or with bytes that are not UTF-8 (which
+    would have to be decoded lossily, so that different keys became one contact spread over
+    partitions), the message is refused before its value is read.
+    """
+    if value is not None:
+        check_size(value)
+    if key is None:
+        raise EventError("missing-key", "the message has no key; it must be the contact id")
+    try:
+        key_text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EventError("bad-key", "the message key is not UTF-8") from None
     header_list = list(headers or ())
-    key_text = None if key is None else key.decode("utf-8", errors="replace")
     if any(name == "ce_specversion" for name, _ in header_list):
         return parse_binary(header_list, value, key_text)
     if not value:
@@ -127,13 +121,58 @@ def decode_kafka_message(
     return parse_structured(value, key_text)
 
 
+def check_size(value: bytes) -> None:
+    """The one size limit, for both drivers: `MAX_EVENT_BYTES` of the event's own bytes."""
+    if len(value) > MAX_EVENT_BYTES:
+        raise EventError("oversized", f"value is {len(value)} bytes, limit {MAX_EVENT_BYTES}")
+
+
 def _load_json(raw: bytes | str) -> Any:
-    if len(raw) > MAX_EVENT_BYTES:
-        raise EventError("oversized", f"value is {len(raw)} bytes, limit {MAX_EVENT_BYTES}")
+    check_size(raw if isinstance(raw, bytes) else raw.encode("utf-8", errors="surrogatepass"))
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise EventError("not-json", f"not JSON: {error}") from None
+
+
+def _structured_data(obj: Mapping[str, Any]) -> object:
+    """`data`, or `data_base64` decoded: the JSON format carries bytes data that way (the
+    CloudEvents SDK writes it for bytes), and leadscore scores JSON data only."""
+    encoded = obj.get("data_base64")
+    if encoded is None:
+        return obj.get("data")
+    if obj.get("data") is not None:
+        raise EventError(
+            "conflicting-data", "data_base64: not allowed together with data", "data_base64"
+        )
+    content_type = obj.get("datacontenttype")
+    if not is_json_content_type(content_type):
+        raise EventError(
+            "unsupported-content-type",
+            f"datacontenttype: {content_type!r} is not JSON; only JSON data can be scored",
+            "datacontenttype",
+        )
+    if not isinstance(encoded, str):
+        raise EventError("wrong-type", "data_base64: expected a base64 string", "data_base64")
+    try:
+        raw = b64decode(encoded, validate=True)
+    except binascii.Error as error:
+        raise EventError(
+            "bad-base64", f"data_base64: not base64 ({error})", "data_base64"
+        ) from None
+    return _load_json(raw)
+
+
+def is_json_content_type(content_type: object) -> bool:
+    """JSON as the CloudEvents JSON format defines it: absent means `application/json`; any
+    `*/json` or `*/*+json` media type, parameters such as `charset` aside."""
+    if content_type is None:
+        return True
+    if not isinstance(content_type, str):
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    kind, slash, subtype = media.partition("/")
+    return bool(kind) and slash == "/" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def _json_kind(value: object) -> str:
@@ -163,6 +202,14 @@ def _build(attributes: Mapping[str, Any], data: object, key: str | None) -> Trac
     if not isinstance(data, Mapping):
         raise EventError("wrong-type", f"data: expected an object, got {_json_kind(data)}", "data")
     subject = attributes["subject"]
+    if len(subject) * 4 > MAX_CONTACT_ID_BYTES:  # only then can it be too long
+        size = len(subject.encode("utf-8", errors="surrogatepass"))
+        if size > MAX_CONTACT_ID_BYTES:
+            raise EventError(
+                "contact-id-too-long",
+                f"subject: {size} bytes, limit {MAX_CONTACT_ID_BYTES}",
+                "subject",
+            )
     if key is not None and key != subject:
         raise EventError(
             "key-mismatch", f"subject {subject!r} does not match the message key {key!r}", "subject"

@@ -27,7 +27,7 @@ from streams.kafka.client import KeyedProducer
 from streams.kafka.client_logs import CLIENT_REPEATS, quiet_aiokafka
 from streams.kafka.security import KafkaConnection
 from streams.scoring import PlanSet
-from streams.worker import collector
+from streams.worker import collector, dead_letters
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
@@ -376,12 +376,17 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     metrics = Metrics(plan_event_types(plans))
 
     @functools.cache
+    def dead_letter_limit() -> int:
+        return dead_letters.read_max_message_bytes(settings.kafka, topics.dead_letters)
+
+    @functools.cache
     def producer() -> KeyedProducer:
         """Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`).
         Built on first use, so that nothing connects before the app starts."""
-        return KeyedProducer(settings.kafka, {"client.id": settings.faust_id})
+        limits = dead_letters.producer_limits(dead_letter_limit())
+        return KeyedProducer(settings.kafka, {"client.id": settings.faust_id, **limits})
 
-    outbox = Outbox(producer, topics)
+    outbox = Outbox(producer, topics, dead_letter_limit)
     states = ContactStates(
         lambda: table.store,
         producer,
@@ -430,8 +435,9 @@ def _wire(worker: Worker) -> None:
         try:
             await worker.processor.handle(message)
         except Exception as error:
-            # Bad input never gets here (it is dead-lettered): this is a bug. Skipping the
-            # message would lose its points, so stop without committing instead.
+            # Bad input and failures of the core never get here (the processor dead-letters
+            # them): this is the shell failing, e.g. an output refused. Skipping the message
+            # would lose its points, so stop without committing instead.
             logger.critical(
                 "scoring failed at %s[%s]@%s; stopping without commit",
                 message.topic,

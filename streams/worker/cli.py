@@ -22,6 +22,7 @@ from streams.kafka.security import KafkaAccessError, verify_access
 from streams.scoring import PlanError, load_plans
 from streams.worker import demo
 from streams.worker.app import build_worker
+from streams.worker.dead_letters import DeadLetterTopicError, read_max_message_bytes
 from streams.worker.settings import (
     SettingsError,
     WorkerSettings,
@@ -92,10 +93,11 @@ def run_worker(args: argparse.Namespace) -> int:
             replication_factor=settings.replication_factor,
         )
         check_state(settings.kafka, state)
+        read_max_message_bytes(settings.kafka, settings.topics.dead_letters)
     except KafkaAccessError as error:
         print(f"leadscore worker: {error}", file=sys.stderr)
         return EXIT_KAFKA
-    except TopicMismatchError as error:
+    except (TopicMismatchError, DeadLetterTopicError) as error:
         print(f"leadscore worker: {error}", file=sys.stderr)
         return EXIT_TOPICS
     except StateMismatchError as error:

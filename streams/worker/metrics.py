@@ -68,6 +68,19 @@ class Metrics:
             "not partitioning with murmur2), forwarded to the owner through the rerouted topic.",
             registry=r,
         )
+        self.dead_letters_truncated = Counter(
+            "leadscore_dead_letters_truncated",
+            "Dead letters too large for the dead-letter topic, sent with the first bytes of "
+            "the value only (header leadscore.dlq.truncated).",
+            registry=r,
+        )
+        self.scoring_errors = Counter(
+            "leadscore_scoring_errors",
+            "Exceptions of the scoring core (bugs), by what it was given (event or tick); each "
+            "event is also dead-lettered with reason scoring-error.",
+            ["input"],
+            registry=r,
+        )
         self.alerts = Counter(
             "leadscore_alerts_sent",
             "Threshold alerts sent to the sales-alerts topic.",

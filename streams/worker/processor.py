@@ -16,8 +16,12 @@ from faust.types import HeadersArg
 from faust.types.tuples import Message
 
 from streams.kafka.client import KeyedProducer
+from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
-from streams.scoring import Outcome, Output, PlanSet, advance, score_event
+from streams.scoring import ContactState, Outcome, Output, PlanSet, advance, score_event
+from streams.scoring.state import copy_state
+from streams.worker import dead_letters
+from streams.worker.dead_letters import DLQ_HEADER
 from streams.worker.metrics import INVALID_TYPE, Metrics
 from streams.worker.reroute import REROUTED_HEADER, Rerouter, origin_headers
 from streams.worker.settings import TopicNames
@@ -27,8 +31,6 @@ from streams.worker.timers import Timers, decode_tick
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = ("content-type", b"application/cloudevents+json; charset=UTF-8")
-DLQ_HEADER = "leadscore.dlq."
-"""Prefix of the headers a dead letter carries besides the original ones."""
 
 
 def _header_list(headers: HeadersArg | None) -> list[tuple[str, bytes]]:
@@ -44,7 +46,7 @@ def dead_letter_headers(message: Message, error: EventError) -> list[tuple[str, 
     return [
         *_header_list(message.headers),
         (DLQ_HEADER + "reason", error.reason.encode()),
-        (DLQ_HEADER + "error", str(error).encode()),
+        (DLQ_HEADER + "error", dead_letters.error_text(str(error))),
         (DLQ_HEADER + "topic", message.topic.encode()),
         (DLQ_HEADER + "partition", str(message.partition).encode()),
         (DLQ_HEADER + "offset", str(message.offset).encode()),
@@ -61,18 +63,31 @@ class Outbox:
     message costs a few microseconds in C instead of about 40 in Python (bench/README.md).
     """
 
-    def __init__(self, producer: Callable[[], KeyedProducer], topics: TopicNames) -> None:
+    def __init__(
+        self,
+        producer: Callable[[], KeyedProducer],
+        topics: TopicNames,
+        dead_letter_limit: Callable[[], int],
+    ) -> None:
         self._producer = producer
         self._topics = topics
+        self._dead_letter_limit = dead_letter_limit
 
     async def send(self, outputs: Sequence[Output]) -> None:
         for output in outputs:
             topic = self._topics.alerts if output.kind == "alert" else self._topics.updates
             await self._send(topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE])
 
-    async def dead_letter(self, message: Message, error: EventError) -> None:
-        headers = dead_letter_headers(message, error)
-        await self._send(self._topics.dead_letters, message.key, message.value, headers)
+    async def dead_letter(self, message: Message, error: EventError) -> bool:
+        """Send the dead letter, truncated if it is too large for the topic; True if it was."""
+        letter = dead_letters.fit(
+            message.key,
+            message.value,
+            dead_letter_headers(message, error),
+            self._dead_letter_limit(),
+        )
+        await self._send(self._topics.dead_letters, letter.key, letter.value, letter.headers)
+        return letter.truncated
 
     async def reroute(self, message: Message, partition: int) -> None:
         """Forward `message` as it is, plus where it came from, to `partition` of the rerouted
@@ -134,9 +149,7 @@ class Processor:
             event = decode_kafka_message(message.key, message.value, _header_list(message.headers))
             origin = self._rerouter.origin(message)
         except EventError as error:
-            await self._outbox.dead_letter(message, error)
-            self._metrics.events.labels(INVALID_TYPE, "dead_lettered").inc()
-            self._metrics.dead_letters.labels(error.reason).inc()
+            await self._dead_letter(message, error, INVALID_TYPE)
             return
         owner = self._rerouter.owner(message)
         if owner is not None:  # scored by the owner, never here
@@ -152,7 +165,21 @@ class Processor:
                 self._metrics.type_label(event.type), Outcome.DUPLICATE
             ).inc()
             return
-        step = score_event(None if held is None else held.state, event, self._plans)
+        try:
+            state = None if held is None else self._own(partition, event.contact_id, held)
+            step = score_event(state, event, self._plans)
+        except Exception as error:  # a bug in the core costs this event, not the partition
+            logger.exception(
+                "scoring failed at %s[%s]@%s; dead-lettered, the contact keeps its state",
+                message.topic,
+                partition,
+                message.offset,
+            )
+            self._metrics.scoring_errors.labels("event").inc()
+            await self._dead_letter(
+                message, scoring_error(error), self._metrics.type_label(event.type)
+            )
+            return
         self._metrics.events.labels(self._metrics.type_label(event.type), step.outcome).inc()
         await self._send(step.outputs, event)
         if step.outcome is Outcome.APPLIED:
@@ -164,15 +191,50 @@ class Processor:
         """Advance one contact to the tick's time. A tick is only a hint: one that cannot be
         used is dropped, and the next timer pass sends another if the deadline is still due."""
         self._metrics.ticks.inc()
-        contact_id = (message.key or b"").decode(errors="replace")
+        try:  # the timer sends contact ids, which are UTF-8; anything else is not our tick
+            contact_id = (message.key or b"").decode()
+        except UnicodeDecodeError:
+            logger.warning(
+                "tick with a non-UTF-8 key at %s[%s]@%s",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            return
         now = self._tick_time(message)
         held = None if now is None else self._states.get(message.partition, contact_id)
         if now is None or held is None:
             self._timers.done(message.partition, contact_id)
             return
-        state, outputs = advance(held.state, now, self._plans)
+        try:
+            state, outputs = advance(
+                self._own(message.partition, contact_id, held), now, self._plans
+            )
+        except Exception:
+            # Not ticked again until the contact's state changes (see `Timers.done`).
+            logger.exception(
+                "advancing a contact failed at %s[%s]@%s; it keeps its state",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            self._metrics.scoring_errors.labels("tick").inc()
+            return
         await self._send(outputs, None)
         self._states.put(message.partition, contact_id, Held(state, held.applied))
+
+    def _own(self, partition: int, contact_id: str, held: Held) -> ContactState:
+        """The state the core may change: a copy of the cached one (about 4 µs; a state decoded
+        for this call is used as it is), so a failing call leaves the contact as it was."""
+        if self._states.cached(partition, contact_id):
+            return copy_state(held.state)
+        return held.state
+
+    async def _dead_letter(self, message: Message, error: EventError, type_label: str) -> None:
+        if await self._outbox.dead_letter(message, error):
+            self._metrics.dead_letters_truncated.inc()
+        self._metrics.events.labels(type_label, "dead_lettered").inc()
+        self._metrics.dead_letters.labels(error.reason).inc()
 
     def _tick_time(self, message: Message) -> float | None:
         """The tick's time, but never later than the partition's clock now.

@@ -133,6 +133,12 @@ class ContactStates:
             return None
         return Held(decode_state(record_state(record)), record_applied(record))
 
+    def cached(self, partition: int, contact_id: str) -> bool:
+        """Whether `get` hands out the cached object (changed since the last persist) rather
+        than one decoded for the caller: only that one must be copied before the core changes
+        it, for a failure to leave the contact as it was (a decoded one is simply dropped)."""
+        return (partition, contact_id) in self._dirty
+
     def put(self, partition: int, contact_id: str, held: Held) -> None:
         self._dirty[(partition, contact_id)] = held
 

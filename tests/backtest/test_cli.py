@@ -7,9 +7,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streams.backtest import replay as replay_module
 from streams.backtest.replay import replay_file
 from streams.cli import main
 from streams.scoring import load_plans
+from tests.support import BOOM, event, failing_score_event
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
 
@@ -93,3 +95,25 @@ def test_plans_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert (
         "plans.yaml: plans[0].rules[0].points: expected a whole number" in capsys.readouterr().err
     )
+
+
+def test_scoring_errors_and_out_of_range_times_are_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay_module, "score_event", failing_score_event)
+    lines = [
+        orjson.dumps(event("email.opened", 0).to_cloudevent()),
+        orjson.dumps(
+            {**event("email.opened", 5).to_cloudevent(), "time": "9999-12-31T23:30:00-01:00"}
+        ),
+        orjson.dumps(event(BOOM, 10, event_id="the-boom").to_cloudevent()),
+    ]
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["backtest", "--plans", str(EXAMPLES), str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "rejected lines 1" in out and "line 2: time: '9999-12-31T23:30:00-01:00'" in out
+    assert "scoring errors 1" in out
+    assert "event 'the-boom' of contact 'c-1': the scoring core failed: RuntimeError" in out
+    assert main(["backtest", "--plans", str(EXAMPLES), str(path), "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["replay"]["scoring_errors"] == 1

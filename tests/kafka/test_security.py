@@ -315,7 +315,7 @@ def test_the_changelog_catch_up_reads_over_sasl_ssl(
     ensure_topics(connection, [TopicSpec(topic, 1)])
     producer = KeyedProducer(connection)
     for number in range(CATCH_UP_MIN_BEHIND):
-        producer.produce(topic, contact_key(f"c{number}"), pack_record(None, 0, b"s"), [], 0)
+        producer.produce(topic, contact_key(f"c{number}"), pack_record(None, {0: 0}, b"s"), [], 0)
     producer.flush()
     app = faust.App("secured-catch-up", datadir=str(tmp_path))
     app.kafka = connection

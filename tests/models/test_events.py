@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import datetime, timedelta, timezone
+
 import orjson
 import pytest
+from cloudevents.core.bindings import kafka as cloudevents_kafka
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 
 from streams.models.events import (
+    MAX_CONTACT_ID_BYTES,
     MAX_EVENT_BYTES,
     EventError,
     decode_kafka_message,
@@ -47,6 +54,18 @@ def test_data_is_optional() -> None:
     assert parse_structured({k: v for k, v in VALID.items() if k != "data"}).data == {}
 
 
+KEY = b"c-1"
+LONG_ID = "ł" * (MAX_CONTACT_ID_BYTES // 2 + 1)
+
+
+def _base64(data: bytes, content_type: str | None = "application/json") -> dict[str, object]:
+    event = {k: v for k, v in VALID.items() if k != "data"}
+    event["data_base64"] = base64.b64encode(data).decode()
+    if content_type is not None:
+        event["datacontenttype"] = content_type
+    return event
+
+
 def _without(name: str) -> dict[str, object]:
     return {k: v for k, v in VALID.items() if k != name}
 
@@ -54,31 +73,53 @@ def _without(name: str) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("value", "key", "reason", "field"),
     [
-        (b"{not json", None, "not-json", None),
-        (b"[1, 2]", None, "not-object", None),
-        (orjson.dumps(_without("subject")), None, "missing-field", "subject"),
-        (orjson.dumps(_without("specversion")), None, "missing-field", "specversion"),
-        (orjson.dumps({**VALID, "id": 42}), None, "wrong-type", "id"),
-        (orjson.dumps({**VALID, "source": ""}), None, "wrong-type", "source"),
-        (orjson.dumps({**VALID, "data": [1]}), None, "wrong-type", "data"),
-        (orjson.dumps({**VALID, "time": "yesterday"}), None, "bad-time", "time"),
-        (orjson.dumps({**VALID, "time": "2026-03-01T12:00:00"}), None, "bad-time", "time"),
-        (orjson.dumps({**VALID, "specversion": "0.3"}), None, "bad-specversion", "specversion"),
+        (b"{not json", KEY, "not-json", None),
+        (b"[1, 2]", KEY, "not-object", None),
+        (orjson.dumps(_without("subject")), KEY, "missing-field", "subject"),
+        (orjson.dumps(_without("specversion")), KEY, "missing-field", "specversion"),
+        (orjson.dumps({**VALID, "id": 42}), KEY, "wrong-type", "id"),
+        (orjson.dumps({**VALID, "source": ""}), KEY, "wrong-type", "source"),
+        (orjson.dumps({**VALID, "data": [1]}), KEY, "wrong-type", "data"),
+        (orjson.dumps({**VALID, "time": "yesterday"}), KEY, "bad-time", "time"),
+        (orjson.dumps({**VALID, "time": "2026-03-01T12:00:00"}), KEY, "bad-time", "time"),
+        (orjson.dumps({**VALID, "specversion": "0.3"}), KEY, "bad-specversion", "specversion"),
         (orjson.dumps(VALID), b"c-2", "key-mismatch", "subject"),
         (
             orjson.dumps({**VALID, "type": "contact.updated", "data": {}}),
-            None,
+            KEY,
             "missing-field",
             "data.attributes",
         ),
         (
             orjson.dumps({**VALID, "type": "contact.updated", "data": {"attributes": [1]}}),
-            None,
+            KEY,
             "wrong-type",
             "data.attributes",
         ),
-        (b"x" * (MAX_EVENT_BYTES + 1), None, "oversized", None),
-        (b"", None, "empty", None),
+        (b"x" * (MAX_EVENT_BYTES + 1), KEY, "oversized", None),
+        (b"", KEY, "empty", None),
+        (orjson.dumps(VALID), None, "missing-key", None),
+        (orjson.dumps(VALID), b"c-\xff", "bad-key", None),
+        (orjson.dumps({**VALID, "time": "9999-12-31T23:30:00-01:00"}), KEY, "bad-time", "time"),
+        (orjson.dumps({**VALID, "time": "0001-01-01T00:30:00+01:00"}), KEY, "bad-time", "time"),
+        (orjson.dumps({**VALID, "time": "2026-03-01 12:00:00Z"}), KEY, "bad-time", "time"),
+        (
+            orjson.dumps({**VALID, "subject": LONG_ID}),
+            LONG_ID.encode(),
+            "contact-id-too-long",
+            "subject",
+        ),
+        (orjson.dumps(_base64(b"not json")), KEY, "not-json", None),
+        (
+            orjson.dumps(_base64(b'{"url": "x"}', "application/octet-stream")),
+            KEY,
+            "unsupported-content-type",
+            "datacontenttype",
+        ),
+        (orjson.dumps({**_base64(b"{}"), "data_base64": "%%%"}), KEY, "bad-base64", "data_base64"),
+        (orjson.dumps({**_base64(b"{}"), "data_base64": 42}), KEY, "wrong-type", "data_base64"),
+        (orjson.dumps({**_base64(b"{}"), "data": {}}), KEY, "conflicting-data", "data_base64"),
+        (orjson.dumps(_base64(b"[1]")), KEY, "wrong-type", "data"),
     ],
 )
 def test_bad_input_is_rejected_with_a_reason(
@@ -95,5 +136,62 @@ def test_bad_input_is_rejected_with_a_reason(
 def test_binary_mode_with_a_header_that_is_not_utf8() -> None:
     headers = [("ce_specversion", b"1.0"), ("ce_id", b"\xff\xfe")]
     with pytest.raises(EventError) as caught:
-        decode_kafka_message(None, b"{}", headers)
+        decode_kafka_message(KEY, b"{}", headers)
     assert caught.value.reason == "bad-header"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/json",
+        "application/vnd.acme+JSON",
+    ],
+)
+def test_data_base64_with_json_content_is_decoded(content_type: str | None) -> None:
+    event = parse_structured(_base64(orjson.dumps(VALID["data"]), content_type))
+    assert event == parse_structured(VALID)
+
+
+def test_the_largest_event_and_the_longest_contact_id_are_accepted() -> None:
+    longest = "ł" * (MAX_CONTACT_ID_BYTES // 2)
+    event = {**VALID, "subject": longest, "data": {"url": ""}}
+    padding = MAX_EVENT_BYTES - len(orjson.dumps(event))
+    value = orjson.dumps({**event, "data": {"url": "u" * padding}})
+    assert len(value) == MAX_EVENT_BYTES
+    assert decode_kafka_message(longest.encode(), value, []).subject == longest
+
+
+def _sdk_event(data: bytes, content_type: str) -> CloudEvent:
+    return CloudEvent(
+        attributes={
+            "id": "e-1",
+            "source": "/web",
+            "type": "page.visited",
+            "subject": "c-1",
+            "time": datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=1))),
+            "datacontenttype": content_type,
+        },
+        data=data,
+    )
+
+
+def test_the_cloudevents_sdk_structured_mode_with_bytes_data() -> None:
+    """The SDK writes bytes data as `data_base64`: JSON bytes are scored, others refused."""
+    message = cloudevents_kafka.to_structured(
+        _sdk_event(orjson.dumps(VALID["data"]), "application/json"), JSONFormat()
+    )
+    assert b"data_base64" in message.value
+    headers = [(name, value) for name, value in message.headers.items()]
+    event = decode_kafka_message(KEY, message.value, headers)
+    assert (event.data, event.subject, format_time(event.time)) == (
+        VALID["data"],
+        "c-1",
+        "2026-03-01T11:00:00.250Z",
+    )
+    image = cloudevents_kafka.to_structured(_sdk_event(b"\x89PNG", "image/png"), JSONFormat())
+    with pytest.raises(EventError) as caught:
+        decode_kafka_message(KEY, image.value, list(image.headers.items()))
+    assert caught.value.reason == "unsupported-content-type"

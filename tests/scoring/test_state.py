@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from streams.backtest.simulate import generate
-from streams.scoring import ContactState, apply, decode_state, encode_state, load_plans, score_event
-from streams.scoring.state import AWARD_LIMIT, SEEN_LIMIT
+from streams.scoring import (
+    ContactState,
+    advance,
+    apply,
+    decode_state,
+    encode_state,
+    load_plans,
+    score_event,
+)
+from streams.scoring.state import AWARD_LIMIT, SEEN_LIMIT, copy_state
 from tests.support import DAY, attributes, event, plans_from, run
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
 PLANS = plans_from("""
 plans:
   - name: p
@@ -78,3 +87,21 @@ def test_storing_the_state_between_events_changes_nothing() -> None:
         stored[item.subject] = encode_state(state)
         assert [o.cloudevent for o in via_storage] == [o.cloudevent for o in direct]
     assert {c: encode_state(s) for c, s in kept.items()} == stored
+
+
+def test_the_core_changing_a_copy_leaves_the_original_as_it_was() -> None:
+    """`copy_state` copies everything the core changes in place: over a simulated population,
+    scoring each event on a copy leaves the state it was copied from byte for byte the same."""
+    plans = load_plans(EXAMPLES)
+    states: dict[str, ContactState] = {}
+    for item in generate(200, 4_000, seed=3):
+        original = states.get(item.subject)
+        if original is None:
+            states[item.subject] = score_event(None, item, plans).state
+            continue
+        before = encode_state(original)
+        copied = copy_state(original)
+        assert encode_state(copied) == before
+        states[item.subject] = score_event(copied, item, plans).state
+        advance(copied, item.time + 400 * DAY, plans)
+        assert encode_state(original) == before

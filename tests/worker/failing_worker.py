@@ -1,26 +1,30 @@
-"""A worker whose core fails on events of type `test.boom`, to test how a bug is contained.
+"""A worker whose core fails on events of type `test.boom` (`tests.support.BOOM`), to test how
+a bug is contained, and which dies on `test.crash`, to test a worker gone before any commit.
 
 Run as `python -m tests.worker.failing_worker [worker options]`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from streams.models.events import TrackingEvent
-from streams.scoring import PlanSet, Step, score_event
+from streams.scoring import ContactState, PlanSet, Step
 from streams.worker import processor
 from streams.worker.__main__ import main
+from tests.support import failing_score_event
 
-BOOM = "test.boom"
+CRASH = "test.crash"
+CRASH_EXIT_CODE = 70
 
 
-def _failing_score_event(state: object, event: TrackingEvent, plans: PlanSet) -> Step:
-    if event.type == BOOM:
-        raise RuntimeError("simulated bug in the scoring core")
-    return score_event(state, event, plans)  # type: ignore[arg-type]
+def _score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet) -> Step:
+    if event.type == CRASH:
+        os._exit(CRASH_EXIT_CODE)  # the process dies in the middle of an event
+    return failing_score_event(state, event, plans)
 
 
 if __name__ == "__main__":
-    processor.score_event = _failing_score_event  # type: ignore[attr-defined]
+    processor.score_event = _score_event  # type: ignore[attr-defined]
     sys.exit(main())

@@ -15,10 +15,11 @@ from streams.kafka.client import EventPublisher
 from streams.models.events import TrackingEvent
 from streams.scoring import load_plans
 from streams.worker.metrics import INVALID_TYPE, OTHER_TYPE
-from tests.support import T0, attributes, event
+from streams.worker.processor import DLQ_HEADER
+from tests.support import BOOM, T0, attributes, event
 from tests.worker.conftest import StartWorker
 from tests.worker.expected import expected_outcome
-from tests.worker.failing_worker import BOOM
+from tests.worker.failing_worker import CRASH, CRASH_EXIT_CODE
 from tests.worker.harness import (
     EXAMPLE_PLANS,
     REPO,
@@ -158,9 +159,11 @@ def test_any_worker_answers_for_any_contact_and_a_survivor_takes_over(
 
 
 @pytest.mark.integration
-def test_a_bug_in_the_core_stops_the_worker_without_losing_events(
+def test_a_bug_in_the_core_costs_one_event_not_the_worker(
     start_worker: StartWorker, kafka_bootstrap: str
 ) -> None:
+    """The failing event is dead-lettered; the contact keeps exactly the state it had (the
+    failing core had half-changed it), and the worker goes on with the next event."""
     worker = start_worker(module="tests.worker.failing_worker")
     contact = f"bug-{uuid.uuid4().hex[:6]}"
     before, after = _warm_events(contact)[:2], _warm_events(contact)[2:]
@@ -168,13 +171,18 @@ def test_a_bug_in_the_core_stops_the_worker_without_losing_events(
         id="boom", source="/test", type=BOOM, time=before[-1].time, subject=contact
     )
     publish(kafka_bootstrap, worker.topics.events, [*before, boom, *after])
-    assert worker.process is not None
-    assert worker.process.wait(60) != 0
-    assert "scoring failed" in worker.log(400)
-
-    worker.module = "streams.worker"
-    worker.start()
-    wait_until(lambda: worker.score(contact) == 110, 60, "every event scored after the restart")
+    wait_until(lambda: worker.score(contact) == 110, 60, "every other event scored")
+    assert worker.process is not None and worker.process.poll() is None
+    metrics = worker.metrics()
+    assert metrics[series("leadscore_scoring_errors_total", input="event")] == 1
+    assert metrics[series("leadscore_events_dead_lettered_total", reason="scoring-error")] == 1
+    assert "scoring failed at" in worker.log(400)
+    reader = TopicReader(kafka_bootstrap, worker.topics.dead_letters)
+    (dead,) = wait_until(reader.catch_up, 30, "the dead letter")
+    headers = {name: value.decode() for name, value in dead.headers()}
+    assert headers[DLQ_HEADER + "reason"] == "scoring-error"
+    assert "simulated bug in the scoring core" in headers[DLQ_HEADER + "error"]
+    assert dead.key() == contact.encode()
 
 
 @pytest.mark.integration
@@ -183,7 +191,7 @@ def test_a_takeover_before_any_commit_loses_nothing(
 ) -> None:
     # The survivor's fetcher runs while it seeks its new partitions, which have no committed
     # offset: Faust drops what it fetches then, so unless every such partition is sought
-    # explicitly, those events are never scored. The other worker fails on its first event,
+    # explicitly, those events are never scored. The other worker dies on its first event,
     # so it commits nothing before it leaves.
     prefix = new_prefix()
     survivor = start_worker(
@@ -201,14 +209,14 @@ def test_a_takeover_before_any_commit_loses_nothing(
         "the partitions to be split between the two workers",
     )
     contacts = [f"takeover-{i}" for i in range(16)]
-    booms = [
-        TrackingEvent(id=f"{c}-boom", source="/test", type=BOOM, time=T0, subject=c)
+    crashes = [
+        TrackingEvent(id=f"{c}-crash", source="/test", type=CRASH, time=T0, subject=c)
         for c in contacts
     ]
-    events = [*booms, *(e for c in contacts for e in _warm_events(c))]
+    events = [*crashes, *(e for c in contacts for e in _warm_events(c))]
     publish(kafka_bootstrap, survivor.topics.events, events)
     assert failing.process is not None
-    assert failing.process.wait(60) != 0
+    assert failing.process.wait(60) == CRASH_EXIT_CODE
 
     wait_until(
         lambda: all(survivor.score(c) == 110 for c in contacts),

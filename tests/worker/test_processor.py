@@ -16,9 +16,10 @@ from faust.types.tuples import Message
 
 from streams.kafka.client import KeyedProducer, binary_message
 from streams.kafka.partitioning import partition_for
-from streams.models.events import TrackingEvent
-from streams.scoring import Output, load_plans
-from streams.scoring.state import SEEN_LIMIT
+from streams.models.events import EventError, TrackingEvent
+from streams.scoring import ContactState, Output, PlanSet, encode_state, load_plans
+from streams.scoring.state import SEEN_LIMIT, Award
+from streams.worker import processor as processor_module
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
 from streams.worker.reroute import Rerouter
@@ -26,7 +27,7 @@ from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactTable
 from streams.worker.timers import Timers, encode_tick
-from tests.support import DAY, event
+from tests.support import BOOM, DAY, T0, event, failing_score_event
 from tests.worker.harness import EXAMPLE_PLANS
 
 TOPICS = TopicNames.with_prefix("")
@@ -37,16 +38,13 @@ class _Outbox:
     def __init__(self) -> None:
         self.sent: list[Output] = []
         self.rerouted: list[tuple[Message, int]] = []
-        self.dead_letters: list[Message] = []
+        self.dead: list[tuple[Message, EventError]] = []
 
     async def send(self, outputs: Sequence[Output]) -> None:
         self.sent.extend(outputs)
 
-    async def reroute(self, message: Message, partition: int) -> None:
-        self.rerouted.append((message, partition))
-
-    async def dead_letter(self, message: Message, error: Exception) -> None:
-        self.dead_letters.append(message)
+        self.rerouted: list[tuple[Message, int]] = []
+        self.dead: list[tuple[Message, EventError]] = []
 
 
 @pytest.fixture
@@ -80,6 +78,11 @@ _next_offsets: dict[str, itertools.count[int]] = defaultdict(itertools.count)
 
 def owner(contact: str) -> int:
     return partition_for(contact.encode(), PARTITIONS)
+
+
+def _beside(contact: str) -> str:
+    """Another contact on the same partition (to move that partition's stream time)."""
+    return next(f"other-{i}" for i in range(10_000) if owner(f"other-{i}") == owner(contact))
 
 
 def _message(
@@ -229,7 +232,7 @@ def test_a_message_on_the_rerouted_topic_without_its_origin_is_dead_lettered(
     processor, states, outbox = parts
     stray = _event(event("email.opened", 0, contact="c"), 0, owner("c"), TOPICS.rerouted)
     asyncio.run(processor.handle(stray))
-    assert outbox.dead_letters == [stray]
+    assert [message for message, _ in outbox.dead] == [stray]
     assert states.get(owner("c"), "c") is None
 
 
@@ -268,3 +271,74 @@ def test_an_event_is_known_by_where_it_was_first_consumed_whichever_topic_brough
         "leadscore_events_consumed_total", {"type": "email.clicked", "outcome": "duplicate"}
     )
     assert duplicates == 1
+
+
+def test_an_event_the_core_fails_on_is_dead_lettered_and_the_cached_state_kept(
+    parts: tuple[Processor, ContactStates, _Outbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processor, states, outbox = parts
+    monkeypatch.setattr(processor_module, "score_event", failing_score_event)
+    opened = _event(event("email.opened", 0, contact="c"))
+    boom = _event(event(BOOM, 10, contact="c"))
+
+    async def scenario() -> bytes:
+        await processor.handle(opened)
+        held = states.get(owner("c"), "c")
+        assert held is not None and states.cached(owner("c"), "c")  # the core gets the cached state
+        before = encode_state(held.state)
+        await processor.handle(boom)
+        after = states.get(owner("c"), "c")
+        assert after is not None and encode_state(after.state) == before
+        await processor.handle(_event(event("email.clicked", 20, contact="c")))
+        return before
+
+    asyncio.run(scenario())
+    ((message, error),) = outbox.dead
+    assert message is boom and error.reason == "scoring-error"
+    assert "simulated bug in the scoring core" in str(error)
+    held = states.get(owner("c"), "c")
+    assert held is not None and held.state.plans["lead-score"].score == 30
+
+
+def test_a_tick_the_core_fails_on_leaves_the_contact_as_it_was(
+    parts: tuple[Processor, ContactStates, _Outbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processor, states, outbox = parts
+
+    def failing_advance(state: ContactState, now: float, plans: PlanSet) -> None:
+        state.plans["lead-score"].awards.append(Award("boom", now, 1_000, None))
+        raise RuntimeError("simulated bug in advance")
+
+    async def scenario() -> None:
+        await processor.handle(_event(event("email.opened", 0, contact="c")))
+        await processor.handle(_event(event("email.opened", 31 * DAY, contact=_beside("c"))))
+        held = states.get(owner("c"), "c")
+        assert held is not None and states.cached(owner("c"), "c")
+        before = encode_state(held.state)
+        monkeypatch.setattr(processor_module, "advance", failing_advance)
+        await processor.handle(_tick("c", T0 + 31 * DAY))
+        after = states.get(owner("c"), "c")
+        assert after is not None and encode_state(after.state) == before
+
+    asyncio.run(scenario())
+    assert not outbox.dead
+
+
+def test_a_tick_whose_key_is_not_utf8_is_dropped(
+    parts: tuple[Processor, ContactStates, _Outbox],
+) -> None:
+    """Ticks are the timer's own messages; one with a key that no contact id encodes to is
+    not ours, and is not decoded lossily into some other contact's id."""
+    processor, states, outbox = parts
+
+    async def scenario() -> None:
+        await processor.handle(_event(event("email.opened", 0, contact="c\ufffd")))
+        await processor.handle(_event(event("email.opened", 31 * DAY, contact=_beside("c\ufffd"))))
+        await processor.handle(
+            _message(TOPICS.ticks, b"c\xff", encode_tick(T0 + 31 * DAY), [], None, owner("c\ufffd"))
+        )
+
+    asyncio.run(scenario())
+    held = states.get(owner("c\ufffd"), "c\ufffd")
+    assert held is not None and held.state.plans["lead-score"].score == 10
+    assert not outbox.dead
