@@ -43,8 +43,12 @@ class _Outbox:
     async def send(self, outputs: Sequence[Output]) -> None:
         self.sent.extend(outputs)
 
-        self.rerouted: list[tuple[Message, int]] = []
-        self.dead: list[tuple[Message, EventError]] = []
+    async def reroute(self, message: Message, partition: int) -> None:
+        self.rerouted.append((message, partition))
+
+    async def dead_letter(self, message: Message, error: EventError) -> bool:
+        self.dead.append((message, error))
+        return False
 
 
 @pytest.fixture
@@ -180,7 +184,7 @@ async def _forwarded(message: Message, owner: int, offset: int) -> Message:
             sent.append(Message(topic, partition, offset, 0.0, 0, headers, key, value, None))
 
     producer = cast(KeyedProducer, _Producer())
-    await Outbox(lambda: producer, TOPICS).reroute(message, owner)
+    await Outbox(lambda: producer, TOPICS, lambda: 1_048_588).reroute(message, owner)
     (copy,) = sent
     assert copy.topic == TOPICS.rerouted
     return copy
