@@ -7,7 +7,6 @@ app, so a test or the demo can build a worker with its own prefix, ports and dat
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
@@ -23,9 +22,9 @@ from faust.types.tuples import Message
 from mode import Service, ServiceT
 
 from streams.kafka.admin import TopicSpec
-from streams.kafka.client import KeyedProducer
 from streams.scoring import PlanSet
 from streams.worker import collector
+from streams.worker.fencing import FencedError, PartitionProducers, read_committed
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
@@ -220,6 +219,7 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         (bench/README.md). A short wait costs a few empty fetches a second when idle."""
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        read_committed(consumer)
         return consumer
 
 
@@ -230,12 +230,13 @@ class _Transport(aiokafka_driver.Transport):
 class WorkerApp(faust.App):
     """A Faust app whose consumer hands messages of `direct_topics` to `handle`, calls
     `before_commit` before every offset commit, and `after_final_commit` once it has
-    committed for the last time."""
+    committed for the last time; its recovery calls `claim_partitions` first."""
 
     direct_topics: frozenset[str]
     handle: Callable[[Message], Awaitable[None]]
     before_commit: Callable[[], Awaitable[None]]
     after_final_commit: Callable[[], None]
+    claim_partitions: Callable[[set[int]], Awaitable[None]]
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
@@ -351,16 +352,16 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     app.tables.add(table)
     metrics = Metrics(plan_event_types(plans))
 
-    @functools.cache
-    def producer() -> KeyedProducer:
-        """Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`).
-        Built on first use, so that nothing connects before the app starts."""
-        return KeyedProducer(settings.bootstrap, {"client.id": settings.faust_id})
-
-    outbox = Outbox(producer, topics)
+    # Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`), one
+    # producer per owned partition, built when recovery claims them (`fencing`).
+    producers = PartitionProducers(
+        settings.bootstrap, {"client.id": settings.faust_id}, settings.faust_id
+    )
+    app.claim_partitions = producers.claim
+    outbox = Outbox(producers, topics)
     states = ContactStates(
         lambda: table.store,
-        producer,
+        producers,
         table.changelog_topic.get_topic_name(),
         plans,
         outbox.barrier,
@@ -368,12 +369,12 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     timers = Timers(settings.clock, states, lambda: table.store, lambda: app.producer, topics.ticks)
     processor = Processor(plans, topics, states, outbox, timers, metrics)
     worker = Worker(settings, plans, app, table, states, timers, processor, metrics)
-    _wire(worker)
+    _wire(worker, producers)
     register_views(worker)
     return worker
 
 
-def _wire(worker: Worker) -> None:
+def _wire(worker: Worker, producers: PartitionProducers) -> None:
     app, states, timers, metrics = worker.app, worker.states, worker.timers, worker.metrics
     topics = worker.settings.topics
     source = app.topic(
@@ -385,9 +386,21 @@ def _wire(worker: Worker) -> None:
         value_serializer="raw",
     )
 
+    async def stop_fenced(error: FencedError) -> None:
+        # Another worker owns the partition now and replays from its last commit: drop the
+        # states not made durable, write no RocksDB, commit nothing, and let the orchestrator
+        # restart this worker, which then joins the group like any new one.
+        logger.critical("fenced (%s): another worker owns it; stopping without commit", error)
+        states.poison(error)
+        await app.crash(error)
+
     async def persist() -> None:
         started = time.perf_counter()
-        persisted = await states.persist()
+        try:
+            persisted = await states.persist()
+        except FencedError as error:
+            await stop_fenced(error)
+            raise
         timers.settled(persisted)
         metrics.persisted.inc(persisted.count)
         metrics.persist.observe(time.perf_counter() - started)
@@ -397,12 +410,16 @@ def _wire(worker: Worker) -> None:
 
     def close_store() -> None:
         worker.table.store.close()  # looked up now: Faust builds the store when it starts
+        producers.close()
 
     app.after_final_commit = close_store
 
     async def handle(message: Message) -> None:
         try:
             await worker.processor.handle(message)
+        except FencedError as error:
+            await stop_fenced(error)
+            raise
         except Exception as error:
             # Bad input never gets here (it is dead-lettered): this is a bug. Skipping the
             # message would lose its points, so stop without committing instead.

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from faust.types import HeadersArg
 from faust.types.tuples import Message
 
-from streams.kafka.client import KeyedProducer
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
 from streams.scoring import Outcome, Output, PlanSet, advance, score_event
+from streams.worker.fencing import PartitionProducers
 from streams.worker.metrics import INVALID_TYPE, Metrics
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates, Held
@@ -53,6 +53,9 @@ def dead_letter_headers(message: Message, error: EventError) -> list[tuple[str, 
 class Outbox:
     """Sends outputs and dead letters through librdkafka without waiting for each one.
 
+    Each goes through the producer of the input partition it comes from, in that producer's
+    transaction, so a worker that lost the partition cannot send it (`streams.worker.fencing`).
+
     Waiting per message would cap throughput at one round trip per event; instead
     `barrier()`, run before every persist, waits until everything sent before it is
     acknowledged and raises if anything was refused, so a state is never made durable while
@@ -60,33 +63,37 @@ class Outbox:
     message costs a few microseconds in C instead of about 40 in Python (bench/README.md).
     """
 
-    def __init__(self, producer: Callable[[], KeyedProducer], topics: TopicNames) -> None:
-        self._producer = producer
+    def __init__(self, producers: PartitionProducers, topics: TopicNames) -> None:
+        self._producers = producers
         self._topics = topics
 
-    async def send(self, outputs: Sequence[Output]) -> None:
+    async def send(self, partition: int, outputs: Sequence[Output]) -> None:
+        """Send the outputs of a message of input partition `partition`."""
         for output in outputs:
             topic = self._topics.alerts if output.kind == "alert" else self._topics.updates
-            await self._send(topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE])
+            await self._send(
+                partition, topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE]
+            )
 
     async def dead_letter(self, message: Message, error: EventError) -> None:
         headers = dead_letter_headers(message, error)
-        await self._send(self._topics.dead_letters, message.key, message.value, headers)
+        await self._send(
+            message.partition, self._topics.dead_letters, message.key, message.value, headers
+        )
 
     async def barrier(self) -> None:
         """Return once everything sent so far is acknowledged; raise if anything was refused."""
-        producer = self._producer()
-        await producer.wait_delivered()
-        producer.check()
+        await self._producers.barrier()
 
     async def _send(
         self,
+        partition: int,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]],
     ) -> None:
-        await self._producer().send(topic, key, value, headers)
+        await self._producers.producer(partition).send(topic, key, value, headers)
 
 
 class Processor:
@@ -139,7 +146,7 @@ class Processor:
             return
         step = score_event(None if held is None else held.state, event, self._plans)
         self._metrics.events.labels(self._metrics.type_label(event.type), step.outcome).inc()
-        await self._send(step.outputs, event)
+        await self._send(partition, step.outputs, event)
         if step.outcome is Outcome.APPLIED:
             self._states.put(partition, event.contact_id, Held(step.state, message.offset))
 
@@ -154,7 +161,7 @@ class Processor:
             self._timers.done(message.partition, contact_id)
             return
         state, outputs = advance(held.state, now, self._plans)
-        await self._send(outputs, None)
+        await self._send(message.partition, outputs, None)
         self._states.put(message.partition, contact_id, Held(state, held.applied_offset))
 
     def _tick_time(self, message: Message) -> float | None:
@@ -175,10 +182,12 @@ class Processor:
         clock = self._timers.now(message.partition)
         return None if clock is None else min(sent, clock)
 
-    async def _send(self, outputs: Sequence[Output], event: TrackingEvent | None) -> None:
+    async def _send(
+        self, partition: int, outputs: Sequence[Output], event: TrackingEvent | None
+    ) -> None:
         if not outputs:
             return
-        await self._outbox.send(outputs)
+        await self._outbox.send(partition, outputs)
         self._metrics.outputs_sent(outputs, timer=event is None)
         if event is not None:
             self._metrics.event_to_output.observe(max(time.time() - event.time, 0.0))

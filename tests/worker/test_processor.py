@@ -18,6 +18,7 @@ from streams.kafka.client import binary_message
 from streams.models.events import TrackingEvent
 from streams.scoring import Output, load_plans
 from streams.scoring.state import SEEN_LIMIT
+from streams.worker.fencing import PartitionProducers
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
 from streams.worker.settings import TopicNames
@@ -34,7 +35,7 @@ class _Outbox:
     def __init__(self) -> None:
         self.sent: list[Output] = []
 
-    async def send(self, outputs: Sequence[Output]) -> None:
+    async def send(self, partition: int, outputs: Sequence[Output]) -> None:
         self.sent.extend(outputs)
 
 
@@ -48,7 +49,8 @@ def parts(tmp_path: Path) -> Iterator[tuple[Processor, ContactStates, _Outbox]]:
         raise AssertionError("nothing persists in these tests")
 
     producer = cast(ProducerT, None)
-    states = ContactStates(lambda: table.store, lambda: producer, "changelog", plans, no_barrier)
+    producers = cast(PartitionProducers, None)
+    states = ContactStates(lambda: table.store, producers, "changelog", plans, no_barrier)
     timers = Timers("event", states, lambda: table.store, lambda: producer, TOPICS.ticks)
     outbox = _Outbox()
     processor = Processor(plans, TOPICS, states, cast(Outbox, outbox), timers, Metrics())
