@@ -337,6 +337,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         stream_wait_empty=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout,
+        broker_commit_interval=settings.commit_interval,
         TableManager=CatchUpTableManager,
     )
     table = ContactTable(

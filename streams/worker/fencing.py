@@ -46,6 +46,10 @@ transaction."""
 COMMIT_TIMEOUT = 60.0
 
 Config = Mapping[str, str | int | float | bool]
+_FENCED_CODES = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+"""Delivery errors of a producer whose epoch a newer one bumped."""
 
 
 class FencedError(RuntimeError):
@@ -62,7 +66,7 @@ def transactional_id(app_id: str, partition: int) -> str:
     return f"{app_id}-{partition}"
 
 
-def _fatal(error: BaseException) -> KafkaError | None:
+def fatal_cause(error: BaseException) -> KafkaError | None:
     """librdkafka's fatal error behind `error`, if any. A fenced producer raises
     `KafkaException` from produce/commit, or `SystemError` caused by one from poll/flush
     (confluent-kafka raises while running a delivery callback)."""
@@ -79,16 +83,18 @@ def _fenced_as(partition: int) -> Iterator[None]:
     try:
         yield
     except (KafkaException, SystemError) as error:
-        fatal = _fatal(error)
+        fatal = fatal_cause(error)
         if fatal is None:
             raise
         raise FencedError(partition, str(fatal)) from error
 
 
 class PartitionProducer(KeyedProducer):
-    """A `KeyedProducer` with one transaction open from its first send to `commit`."""
+    """A `KeyedProducer` with one transaction open from its first `send` to `commit` (only
+    `send` opens one: the worker's writes are all async)."""
 
     def __init__(self, bootstrap: str, config: Config, app_id: str, partition: int) -> None:
+        self._app_id = app_id
         super().__init__(
             bootstrap, {**config, "transactional.id": transactional_id(app_id, partition)}
         )
@@ -100,22 +106,16 @@ class PartitionProducer(KeyedProducer):
 
     def claim(self) -> None:
         """Fence every earlier producer of the partition (blocking: for a thread)."""
-        with _fenced_as(self.partition):
+        try:
             self._producer.init_transactions(INIT_TIMEOUT)
-
-    def try_produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        partition: int | None = None,
-    ) -> bool:
-        with _fenced_as(self.partition):
-            if not self._open:
-                self._producer.begin_transaction()
-                self._open = True
-            return super().try_produce(topic, key, value, headers, partition)
+        except KafkaException as error:
+            raise RuntimeError(
+                f"cannot start the transactional producer of partition {self.partition}: "
+                f"{error}. The broker must allow transactions: a "
+                "transaction.state.log.replication.factor no larger than the broker count, "
+                "and, where ACLs are enforced, Write and Describe on the transactional ids "
+                f"{self._app_id}-<partition>"
+            ) from error
 
     async def send(
         self,
@@ -125,8 +125,12 @@ class PartitionProducer(KeyedProducer):
         headers: Headers,
         partition: int | None = None,
     ) -> None:
+        """Queue one message in the open transaction, opening one if need be."""
         await self._committed.wait()
         with _fenced_as(self.partition):
+            if not self._open:
+                self._producer.begin_transaction()
+                self._open = True
             await super().send(topic, key, value, headers, partition)
 
     async def wait_delivered(self) -> None:
@@ -137,7 +141,7 @@ class PartitionProducer(KeyedProducer):
         try:
             super().check()
         except PublishError as error:
-            if any(e.code() == KafkaError._FENCED or e.fatal() for e in error.errors):
+            if any(e.code() in _FENCED_CODES or e.fatal() for e in error.errors):
                 raise FencedError(self.partition, str(error)) from error
             raise
 

@@ -17,7 +17,7 @@ from streams.backtest.simulate import generate
 from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.models.events import CONTACT_ERASED, TrackingEvent
 from streams.scoring import ContactState, current_score, decode_state, load_plans
-from streams.worker.fencing import FencedError, PartitionProducers, _fatal, transactional_id
+from streams.worker.fencing import FencedError, PartitionProducers, fatal_cause, transactional_id
 from streams.worker.store import (
     CONTACT,
     ContactTable,
@@ -37,7 +37,7 @@ from tests.worker.harness import (
     publish,
     wait_until,
 )
-from tests.worker.test_replay_equivalence import assert_matches_replay
+from tests.worker.test_replay_equivalence import assert_matches_replay, end_events
 
 PLANS = load_plans(EXAMPLE_PLANS)
 
@@ -50,13 +50,13 @@ def test_every_worker_of_an_app_uses_the_same_id_per_partition() -> None:
 
 def test_a_fenced_producer_is_told_from_other_errors() -> None:
     fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
-    assert _fatal(fenced) is not None
+    assert fatal_cause(fenced) is not None
     # confluent-kafka raises a fatal error from poll/flush as the cause of a SystemError.
     wrapped = SystemError("append returned a result with an exception set")
     wrapped.__cause__ = fenced
-    assert _fatal(wrapped) is not None
-    assert _fatal(KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "slow"))) is None
-    assert _fatal(SystemError("unrelated")) is None
+    assert fatal_cause(wrapped) is not None
+    assert fatal_cause(KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "slow"))) is None
+    assert fatal_cause(SystemError("unrelated")) is None
 
 
 def test_a_partition_never_claimed_cannot_be_written() -> None:
@@ -126,9 +126,10 @@ def _stream(zombie_partition: int) -> tuple[list[TrackingEvent], int, int, str]:
                 TrackingEvent(
                     id=f"erased-{number}",
                     source="/test",
-                    type="email.opened",
+                    type="email.clicked",  # no limit: every one changes the state
                     time=item.time,
                     subject=erased,
+                    data={"url": "https://example.com/offer"},
                 )
             )
         events.append(item)
@@ -137,17 +138,7 @@ def _stream(zombie_partition: int) -> tuple[list[TrackingEvent], int, int, str]:
     erase = TrackingEvent(
         id="erase", source="/test", type=CONTACT_ERASED, time=events[third].time, subject=erased
     )
-    end = events[-1].time
-    ends = [
-        TrackingEvent(
-            id=f"end-{p}",
-            source="/test",
-            type="test.end",
-            time=end,
-            subject=key_on_partition(p, PARTITIONS, "end"),
-        )
-        for p in range(PARTITIONS)
-    ]
+    ends = end_events(events[-1].time, PARTITIONS)
     return [*events[:third], erase, *events[third:], *ends], second, third, erased
 
 

@@ -43,9 +43,11 @@ def test_environment_fills_in_and_flags_win() -> None:
         "LEADSCORE_CLOCK": "event",
         "LEADSCORE_TOPIC_PREFIX": "prod.",
         "LEADSCORE_LOG_JSON": "true",
+        "LEADSCORE_COMMIT_INTERVAL": "5s",
     }
     settings = _settings(["--web-port", "7001", "--timer-interval", "30s"], env)
     assert (settings.plans, settings.bootstrap) == (Path("env.yaml"), "env:9092")
+    assert settings.commit_interval == 5.0
     assert (settings.web_port, settings.clock, settings.timer_interval) == (7001, "event", 30.0)
     assert settings.topics.alerts == "prod.sales-alerts"
     assert settings.faust_id == "prod.leadscore"
@@ -64,6 +66,7 @@ REQUIRED = {"LEADSCORE_PLANS": "p.yaml", "LEADSCORE_KAFKA_BOOTSTRAP": "k:1"}
         ([], {**REQUIRED, "LEADSCORE_WEB_PORT": "99999"}, "LEADSCORE_WEB_PORT: expected a TCP"),
         (["--partitions", "0"], REQUIRED, "--partitions: expected a positive integer"),
         (["--timer-interval", "soon"], REQUIRED, "--timer-interval: expected a duration"),
+        (["--commit-interval", "0"], REQUIRED, "--commit-interval: expected a positive"),
     ],
 )
 def test_bad_options_name_the_flag_or_variable(
