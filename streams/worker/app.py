@@ -151,7 +151,8 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         state those messages wrote is in the write-back cache when `before_commit` runs;
         committing only after it returns is what makes recovery exact (see `states.py`).
         """
-        await cast(WorkerApp, self.app).before_commit()
+        if not await cast(WorkerApp, self.app).before_commit():
+            return False  # stopping after a failure: raising here would stop the stop
         committed: bool = await super()._commit_offsets(
             offsets, start_new_transaction=start_new_transaction
         )
@@ -234,7 +235,7 @@ class WorkerApp(faust.App):
 
     direct_topics: frozenset[str]
     handle: Callable[[Message], Awaitable[None]]
-    before_commit: Callable[[], Awaitable[None]]
+    before_commit: Callable[[], Awaitable[bool]]
     after_final_commit: Callable[[], None]
     claim_partitions: Callable[[set[int]], Awaitable[None]]
 
@@ -395,7 +396,11 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
         states.poison(error)
         await app.crash(error)
 
-    async def persist() -> None:
+    async def persist() -> bool:
+        """Make states durable; False, with nothing done, once stopping after a failure (the
+        successor replays from the last commit)."""
+        if states.poisoned:
+            return False
         started = time.perf_counter()
         try:
             persisted = await states.persist()
@@ -406,6 +411,7 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
         metrics.persisted.inc(persisted.count)
         metrics.persist.observe(time.perf_counter() - started)
         collector.collect_after_persist()
+        return True
 
     app.before_commit = persist
 

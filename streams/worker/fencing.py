@@ -73,7 +73,9 @@ def fatal_cause(error: BaseException) -> KafkaError | None:
     for candidate in (error, error.__cause__):
         if isinstance(candidate, KafkaException) and candidate.args:
             kafka_error = candidate.args[0]
-            if isinstance(kafka_error, KafkaError) and kafka_error.fatal():
+            if isinstance(kafka_error, KafkaError) and (
+                kafka_error.fatal() or kafka_error.code() == KafkaError._FATAL
+            ):
                 return kafka_error
     return None
 

@@ -160,6 +160,10 @@ class ContactStates:
         without committing, and its successor replays from the last good commit."""
         self._poisoned = error
 
+    @property
+    def poisoned(self) -> bool:
+        return self._poisoned is not None
+
     async def persist(self) -> Persisted:
         """Make every state written so far durable, in the order the module docstring gives."""
         async with self._lock:

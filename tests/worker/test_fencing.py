@@ -55,6 +55,8 @@ def test_a_fenced_producer_is_told_from_other_errors() -> None:
     wrapped = SystemError("append returned a result with an exception set")
     wrapped.__cause__ = fenced
     assert fatal_cause(wrapped) is not None
+    # And every produce after that fails with this one, which is not flagged fatal itself.
+    assert fatal_cause(KafkaException(KafkaError(KafkaError._FATAL, "fatal error"))) is not None
     assert fatal_cause(KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "slow"))) is None
     assert fatal_cause(SystemError("unrelated")) is None
 
