@@ -28,6 +28,7 @@ from faust.types import ProducerT
 from streams.backtest.simulate import generate
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
 from streams.worker.app import ROCKSDB_OPTIONS
+from streams.worker.fencing import PartitionProducers
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactStore, ContactTable, pack_record
 from streams.worker.timers import Timers
@@ -71,7 +72,7 @@ async def _one_pass(
     producer = _AcceptingProducer()
     states = ContactStates(
         lambda: store,
-        lambda: cast(ProducerT, producer),
+        cast(PartitionProducers, None),  # nothing is persisted here
         "bench-changelog",
         plans,
         _nothing,

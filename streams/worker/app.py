@@ -23,11 +23,11 @@ from faust.types.tuples import Message
 from mode import Service, ServiceT
 
 from streams.kafka.admin import TopicSpec
-from streams.kafka.client import KeyedProducer
 from streams.kafka.client_logs import CLIENT_REPEATS, quiet_aiokafka
 from streams.kafka.security import KafkaConnection
 from streams.scoring import PlanSet
 from streams.worker import collector, dead_letters
+from streams.worker.fencing import FencedError, PartitionProducers, read_committed
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
@@ -155,7 +155,8 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         state those messages wrote is in the write-back cache when `before_commit` runs;
         committing only after it returns is what makes recovery exact (see `states.py`).
         """
-        await cast(WorkerApp, self.app).before_commit()
+        if not await cast(WorkerApp, self.app).before_commit():
+            return False  # stopping after a failure: raising here would stop the stop
         committed: bool = await super()._commit_offsets(
             offsets, start_new_transaction=start_new_transaction
         )
@@ -223,6 +224,7 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         (bench/README.md). A short wait costs a few empty fetches a second when idle."""
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        read_committed(consumer)
         return consumer
 
 
@@ -233,14 +235,15 @@ class _Transport(aiokafka_driver.Transport):
 class WorkerApp(faust.App):
     """A Faust app whose consumer hands messages of `direct_topics` to `handle`, calls
     `before_commit` before every offset commit, and `after_final_commit` once it has
-    committed for the last time."""
+    committed for the last time; its recovery calls `claim_partitions` first."""
 
     direct_topics: frozenset[str]
     handle: Callable[[Message], Awaitable[None]]
-    before_commit: Callable[[], Awaitable[None]]
+    before_commit: Callable[[], Awaitable[bool]]
     after_final_commit: Callable[[], None]
     kafka: KafkaConnection
     """How the app's own librdkafka clients connect (the changelog catch-up reader)."""
+    claim_partitions: Callable[[set[int]], Awaitable[None]]
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
@@ -357,6 +360,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         stream_wait_empty=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout,
+        broker_commit_interval=settings.commit_interval,
         TableManager=CatchUpTableManager,
         Router=ContactRouter,
     )
@@ -379,17 +383,19 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     def dead_letter_limit() -> int:
         return dead_letters.read_max_message_bytes(settings.kafka, topics.dead_letters)
 
-    @functools.cache
-    def producer() -> KeyedProducer:
-        """Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`).
-        Built on first use, so that nothing connects before the app starts."""
+    def producer_config() -> dict[str, Any]:
+        """Read when partitions are claimed: nothing connects before the app starts."""
         limits = dead_letters.producer_limits(dead_letter_limit())
-        return KeyedProducer(settings.kafka, {"client.id": settings.faust_id, **limits})
+        return {"client.id": settings.faust_id, **limits}
 
-    outbox = Outbox(producer, topics, dead_letter_limit)
+    # Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`), one
+    # producer per owned partition, built when recovery claims them (`fencing`).
+    producers = PartitionProducers(settings.kafka, producer_config, settings.faust_id)
+    app.claim_partitions = producers.claim
+    outbox = Outbox(producers, topics, dead_letter_limit)
     states = ContactStates(
         lambda: table.store,
-        producer,
+        producers,
         table.changelog_topic.get_topic_name(),
         plans,
         outbox.barrier,
@@ -398,12 +404,12 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     rerouter = Rerouter(topics.events, settings.partitions, outbox, metrics)
     processor = Processor(plans, topics, states, outbox, timers, metrics, rerouter)
     worker = Worker(settings, plans, app, table, states, timers, processor, metrics)
-    _wire(worker)
+    _wire(worker, producers)
     register_views(worker)
     return worker
 
 
-def _wire(worker: Worker) -> None:
+def _wire(worker: Worker, producers: PartitionProducers) -> None:
     app, states, timers, metrics = worker.app, worker.states, worker.timers, worker.metrics
     topics = worker.settings.topics
     source = app.topic(
@@ -416,24 +422,45 @@ def _wire(worker: Worker) -> None:
         value_serializer="raw",
     )
 
-    async def persist() -> None:
+    async def stop_fenced(error: FencedError) -> None:
+        # Another worker owns the partition now and replays from its last commit: drop the
+        # states not made durable, write no RocksDB, commit nothing, and let the orchestrator
+        # restart this worker, which then joins the group like any new one.
+        logger.critical("fenced (%s): another worker owns it; stopping without commit", error)
+        states.poison(error)
+        await app.crash(error)
+
+    async def persist() -> bool:
+        """Make states durable; False, with nothing done, once stopping after a failure (the
+        successor replays from the last commit)."""
+        if states.poisoned:
+            return False
         started = time.perf_counter()
-        persisted = await states.persist()
+        try:
+            persisted = await states.persist()
+        except FencedError as error:
+            await stop_fenced(error)
+            raise
         timers.settled(persisted)
         metrics.persisted.inc(persisted.count)
         metrics.persist.observe(time.perf_counter() - started)
         collector.collect_after_persist()
+        return True
 
     app.before_commit = persist
 
     def close_store() -> None:
         worker.table.store.close()  # looked up now: Faust builds the store when it starts
+        producers.close()
 
     app.after_final_commit = close_store
 
     async def handle(message: Message) -> None:
         try:
             await worker.processor.handle(message)
+        except FencedError as error:
+            await stop_fenced(error)
+            raise
         except Exception as error:
             # Bad input and failures of the core never get here (the processor dead-letters
             # them): this is the shell failing, e.g. an output refused. Skipping the message

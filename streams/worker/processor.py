@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from faust.types import HeadersArg
 from faust.types.tuples import Message
 
-from streams.kafka.client import KeyedProducer
 from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
 from streams.scoring import ContactState, Outcome, Output, PlanSet, advance, score_event
 from streams.scoring.state import copy_state
 from streams.worker import dead_letters
 from streams.worker.dead_letters import DLQ_HEADER
+from streams.worker.fencing import PartitionProducers
 from streams.worker.metrics import INVALID_TYPE, Metrics
 from streams.worker.reroute import REROUTED_HEADER, Rerouter, origin_headers
 from streams.worker.settings import TopicNames
@@ -56,6 +56,9 @@ def dead_letter_headers(message: Message, error: EventError) -> list[tuple[str, 
 class Outbox:
     """Sends outputs and dead letters through librdkafka without waiting for each one.
 
+    Each goes through the producer of the input partition it comes from, in that producer's
+    transaction, so a worker that lost the partition cannot send it (`streams.worker.fencing`).
+
     Waiting per message would cap throughput at one round trip per event; instead
     `barrier()`, run before every persist, waits until everything sent before it is
     acknowledged and raises if anything was refused, so a state is never made durable while
@@ -65,18 +68,21 @@ class Outbox:
 
     def __init__(
         self,
-        producer: Callable[[], KeyedProducer],
+        producers: PartitionProducers,
         topics: TopicNames,
         dead_letter_limit: Callable[[], int],
     ) -> None:
-        self._producer = producer
+        self._producers = producers
         self._topics = topics
         self._dead_letter_limit = dead_letter_limit
 
-    async def send(self, outputs: Sequence[Output]) -> None:
+    async def send(self, partition: int, outputs: Sequence[Output]) -> None:
+        """Send the outputs of a message of input partition `partition`."""
         for output in outputs:
             topic = self._topics.alerts if output.kind == "alert" else self._topics.updates
-            await self._send(topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE])
+            await self._send(
+                partition, topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE]
+            )
 
     async def dead_letter(self, message: Message, error: EventError) -> bool:
         """Send the dead letter, truncated if it is too large for the topic; True if it was."""
@@ -86,30 +92,40 @@ class Outbox:
             dead_letter_headers(message, error),
             self._dead_letter_limit(),
         )
-        await self._send(self._topics.dead_letters, letter.key, letter.value, letter.headers)
+        await self._send(
+            message.partition,
+            self._topics.dead_letters,
+            letter.key,
+            letter.value,
+            letter.headers,
+        )
         return letter.truncated
 
     async def reroute(self, message: Message, partition: int) -> None:
         """Forward `message` as it is, plus where it came from, to `partition` of the rerouted
-        topic (`streams.worker.reroute`); `barrier` waits for it like for any output."""
+        topic (`streams.worker.reroute`); `barrier` waits for it like for any output, and it
+        goes out in the transaction of the partition it was consumed from."""
         headers = [*_header_list(message.headers), *origin_headers(REROUTED_HEADER, message)]
-        await self._send(self._topics.rerouted, message.key, message.value, headers, partition)
+        await self._send(
+            message.partition, self._topics.rerouted, message.key, message.value, headers, partition
+        )
 
     async def barrier(self) -> None:
         """Return once everything sent so far is acknowledged; raise if anything was refused."""
-        producer = self._producer()
-        await producer.wait_delivered()
-        producer.check()
+        await self._producers.barrier()
 
     async def _send(
         self,
+        source: int,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]],
         partition: int | None = None,
     ) -> None:
-        await self._producer().send(topic, key, value, headers, partition)
+        """Send through the producer of input partition `source` (its transaction commits with
+        that partition's offsets), to `partition` of `topic`, or by key when None."""
+        await self._producers.producer(source).send(topic, key, value, headers, partition)
 
 
 class Processor:
@@ -181,7 +197,7 @@ class Processor:
             )
             return
         self._metrics.events.labels(self._metrics.type_label(event.type), step.outcome).inc()
-        await self._send(step.outputs, event)
+        await self._send(partition, step.outputs, event)
         if step.outcome is Outcome.APPLIED:
             before = held or Held(step.state)
             after = before.after(step.state, origin)
@@ -220,7 +236,7 @@ class Processor:
             )
             self._metrics.scoring_errors.labels("tick").inc()
             return
-        await self._send(outputs, None)
+        await self._send(message.partition, outputs, None)
         self._states.put(message.partition, contact_id, Held(state, held.applied))
 
     def _own(self, partition: int, contact_id: str, held: Held) -> ContactState:
@@ -254,10 +270,12 @@ class Processor:
         clock = self._timers.now(message.partition)
         return None if clock is None else min(sent, clock)
 
-    async def _send(self, outputs: Sequence[Output], event: TrackingEvent | None) -> None:
+    async def _send(
+        self, partition: int, outputs: Sequence[Output], event: TrackingEvent | None
+    ) -> None:
         if not outputs:
             return
-        await self._outbox.send(outputs)
+        await self._outbox.send(partition, outputs)
         self._metrics.outputs_sent(outputs, timer=event is None)
         if event is not None:
             self._metrics.event_to_output.observe(max(time.time() - event.time, 0.0))

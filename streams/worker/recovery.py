@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from typing import TYPE_CHECKING, cast
 
 from confluent_kafka import KafkaException
 from faust.tables import TableManager
@@ -26,11 +27,26 @@ from faust.types import TP, ConsumerT
 
 from streams.worker.store import ContactTable
 
+if TYPE_CHECKING:
+    from streams.worker.app import WorkerApp
+
 logger = logging.getLogger(__name__)
 
 
 class CatchUpRecovery(Recovery):
-    """Faust's recovery, with `ContactStore.catch_up` before the active offsets are read."""
+    """Faust's recovery, with `ContactStore.catch_up` before the active offsets are read, and
+    the active partitions claimed (`streams.worker.fencing`) before anything is read."""
+
+    async def _build_highwaters(
+        self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str
+    ) -> None:
+        if title == "active":
+            # Fence the earlier owners first, so no record of theirs lands after this read.
+            claim = cast("WorkerApp", self.app).claim_partitions
+            await claim(
+                {tp.partition for tp in tps if isinstance(self.tp_to_table[tp], ContactTable)}
+            )
+        await super()._build_highwaters(consumer, tps, destination, title)
 
     async def _build_offsets(
         self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str

@@ -127,6 +127,13 @@ OPTIONS: tuple[Option, ...] = (
         _seconds,
         30.0,
     ),
+    Option(
+        "commit_interval",
+        "seconds between offset commits; each makes states durable and outputs visible to "
+        "read_committed consumers (also 0.5, 5s)",
+        _seconds,
+        2.8,
+    ),
     Option("topic_prefix", "prefix of every topic and of the consumer group", str, ""),
     Option("app_id", "Faust application id: consumer group and internal topics", str, "leadscore"),
     Option("log_level", "log level", str, "info", choices=("debug", "info", "warning", "error")),
@@ -230,6 +237,7 @@ class WorkerSettings:
     clock: Clock = "wall"
     timer_interval: float = 10.0
     session_timeout: float = 30.0
+    commit_interval: float = 2.8
     topic_prefix: str = ""
     app_id: str = "leadscore"
     log_level: str = "info"

@@ -10,7 +10,10 @@ sees a duplicate, and the alert is lost for good. Here a state becomes durable o
    and writes into a fresh dict);
 2. wait until every output sent so far is acknowledged (`outputs_barrier`); the processor sends
    an event's outputs before it writes its state, so this covers every state in the snapshot;
-3. send each snapshot state once to the changelog and wait for the acknowledgements;
+3. send each snapshot state once to the changelog and commit every partition's transaction:
+   outputs and changelog records become visible to `read_committed` readers together, and a
+   worker that lost a partition to another one fails here, before writing anything
+   (`streams.worker.fencing`); the acknowledged offsets are known once this returns;
 4. write the states, their deadline index entries, the stream times and the changelog offset
    to RocksDB in one batch per partition;
 5. only then does Faust commit the consumed offsets.
@@ -30,8 +33,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from streams.kafka.client import KeyedProducer
 from streams.scoring import ContactState, PlanSet, decode_state, encode_state, next_deadline
+from streams.worker.fencing import PartitionProducers
 from streams.worker.store import (
     Applied,
     ContactStore,
@@ -95,13 +98,13 @@ class ContactStates:
     def __init__(
         self,
         store: Callable[[], ContactStore],
-        producer: Callable[[], KeyedProducer],
+        producers: PartitionProducers,
         changelog_topic: str,
         plans: PlanSet,
         outputs_barrier: Callable[[], Awaitable[None]],
     ) -> None:
         self._store = store
-        self._producer = producer
+        self._producers = producers
         self._changelog_topic = changelog_topic
         self._plans = plans
         self._outputs_barrier = outputs_barrier
@@ -170,9 +173,13 @@ class ContactStates:
 
     def poison(self, error: BaseException) -> None:
         """Never persist again: the core failed mid-event, so a cached state may be half
-        changed. The worker stops without committing, and its successor replays from the last
-        good commit."""
+        changed, or the worker was fenced, so its cached states are stale. The worker stops
+        without committing, and its successor replays from the last good commit."""
         self._poisoned = error
+
+    @property
+    def poisoned(self) -> bool:
+        return self._poisoned is not None
 
     async def persist(self) -> Persisted:
         """Make every state written so far durable, in the order the module docstring gives."""
@@ -202,19 +209,18 @@ class ContactStates:
     async def _send_changelog(self, times: dict[int, float]) -> dict[int, int]:
         """Send the snapshot and the changed stream times to the changelog, so that whoever
         recovers a partition also knows its stream time; the last offset acked per partition."""
-        producer = self._producer()
         records = [
             (partition, contact_key(contact_id), record)
             for (partition, contact_id), record in self._persisting.items()
         ]
         records += [(p, meta_key(STREAM_TIME), _TIME.pack(t)) for p, t in times.items()]
         for partition, key, value in records:
+            producer = self._producers.producer(partition)
             await producer.send(self._changelog_topic, key, value, [], partition)
-        await producer.wait_delivered()
-        producer.check()
+        await self._producers.commit()
         topic = self._changelog_topic
         return {
-            partition: producer.acknowledged[(topic, partition)]
+            partition: self._producers.producer(partition).acknowledged[(topic, partition)]
             for partition in {partition for partition, _, _ in records}
         }
 

@@ -15,7 +15,7 @@ Each partition's database holds three kinds of keys, told apart by their first b
   goes to the changelog, so a worker taking the partition over knows it) and the contact
   count (derived, kept locally).
 
-A newly assigned partition far behind its changelog is first caught up by `catch_up`, which
+A newly assigned partition behind its changelog is first caught up by `catch_up`, which
 reads the changelog with librdkafka and writes large batches; Faust's recovery then reads
 only what is left. Faust's own changelog offset key (`__faust\\0offset__`) shares the
 database; it is written in the same batch as the records it covers, so a crash cannot leave
@@ -39,8 +39,6 @@ from yarl import URL
 
 from streams.kafka.security import KafkaConnection
 
-CATCH_UP_MIN_BEHIND = 1_000
-"""Changelog messages a partition must be behind by before `catch_up` reads it itself."""
 CATCH_UP_BATCH = 10_000
 CATCH_UP_FETCH_BYTES = 64 * 1024**2
 
@@ -186,6 +184,11 @@ class ContactStore(rocksdb.Store):
         librdkafka and writing large batches is more than ten times faster (bench/README.md).
         Stopping early is safe: each batch writes its records and their offset together. For
         a thread (`streams.worker.recovery`), so the event loop keeps running meanwhile.
+
+        Every partition behind is read here, however little, up to its end: the changelog is
+        written in transactions (`streams.worker.fencing`), so it ends with a commit marker,
+        an offset that no consumer ever receives. Faust's recovery waits for a message at the
+        offset before the end, which would never come; here the offset of the end is stored.
         """
         connection: KafkaConnection = cast(Any, self.app).kafka  # WorkerApp.kafka
         consumer = Consumer(
@@ -195,6 +198,7 @@ class ContactStore(rocksdb.Store):
                     "enable.auto.commit": False,
                     "fetch.max.bytes": CATCH_UP_FETCH_BYTES,
                     "enable.partition.eof": True,
+                    "isolation.level": "read_committed",  # skip what a fenced worker wrote
                 }
             )
         )
@@ -207,7 +211,7 @@ class ContactStore(rocksdb.Store):
                 )
                 local = self.persisted_offset(TP(topic, partition))
                 start = 0 if local is None else local + 1
-                if high - start >= CATCH_UP_MIN_BEHIND:
+                if high > start:
                     behind.add(partition)
                     starts.append(TopicPartition(topic, partition, start))
             if not starts:
@@ -215,10 +219,12 @@ class ContactStore(rocksdb.Store):
             consumer.assign(starts)
             while behind and not stop() and time.monotonic() < deadline:
                 records = []
+                ends: dict[int, int] = {}
                 for message in consumer.consume(CATCH_UP_BATCH, timeout=1.0):
                     error = message.error()
                     if error is not None and error.code() == KafkaError._PARTITION_EOF:
                         behind.discard(cast(int, message.partition()))
+                        ends[cast(int, message.partition())] = cast(int, message.offset()) - 1
                     elif error is not None:
                         raise KafkaException(error)
                     else:
@@ -228,6 +234,8 @@ class ContactStore(rocksdb.Store):
                         )
                         records.append((partition, offset, message.key(), message.value()))
                 self._apply_changelog(records)
+                for partition, end in ends.items():  # past any trailing transaction marker
+                    self.write(partition, {}, changelog_offset=end)
         finally:
             consumer.close()
 

@@ -33,7 +33,7 @@ from streams.kafka.security import (
     SecurityError,
     verify_access,
 )
-from streams.worker.store import CATCH_UP_MIN_BEHIND, ContactTable, contact_key, pack_record
+from streams.worker.store import ContactTable, contact_key, pack_record
 from tests.kafka.certificates import Authority
 from tests.support import event
 from tests.worker.harness import (
@@ -314,7 +314,8 @@ def test_the_changelog_catch_up_reads_over_sasl_ssl(
     topic = f"secured-{uuid.uuid4().hex[:8]}-changelog"
     ensure_topics(connection, [TopicSpec(topic, 1)])
     producer = KeyedProducer(connection)
-    for number in range(CATCH_UP_MIN_BEHIND):
+    records = 1_000
+    for number in range(records):
         producer.produce(topic, contact_key(f"c{number}"), pack_record(None, {0: 0}, b"s"), [], 0)
     producer.flush()
     app = faust.App("secured-catch-up", datadir=str(tmp_path))
@@ -322,6 +323,6 @@ def test_the_changelog_catch_up_reads_over_sasl_ssl(
     table = ContactTable(app, name="contacts", partitions=1, key_type=bytes, value_type=bytes)
     try:
         table.store.catch_up(topic, [0], lambda: False, time.monotonic() + 60)
-        assert table.store.persisted_offset(TP(topic, 0)) == CATCH_UP_MIN_BEHIND - 1
+        assert table.store.persisted_offset(TP(topic, 0)) == records - 1
     finally:
         table.store.close()

@@ -216,7 +216,8 @@ class WorkerProcess:
 
 
 class TopicReader:
-    """Reads a whole topic incrementally; `catch_up()` stops at the current watermarks."""
+    """Reads a whole topic incrementally (`read_committed`, librdkafka's default);
+    `catch_up()` stops at the current watermarks."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
@@ -245,12 +246,12 @@ class TopicReader:
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {self.topic} up to {ends}")
             message = self._consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            partition, offset = message.partition(), message.offset()
-            assert partition is not None and offset is not None
-            self.messages.append(message)
-            self._next[partition] = offset + 1
+            if message is not None and not message.error():
+                self.messages.append(message)
+            # The position, not the last offset received: the worker writes in transactions,
+            # whose markers take offsets that no consumer receives (streams/worker/fencing.py).
+            for tp in self._consumer.position([TopicPartition(self.topic, p) for p in self._next]):
+                self._next[tp.partition] = max(self._next[tp.partition], tp.offset)
         return self.messages
 
     def values(self) -> list[dict[str, Any]]:

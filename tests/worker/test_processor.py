@@ -20,6 +20,7 @@ from streams.models.events import EventError, TrackingEvent
 from streams.scoring import ContactState, Output, PlanSet, encode_state, load_plans
 from streams.scoring.state import SEEN_LIMIT, Award
 from streams.worker import processor as processor_module
+from streams.worker.fencing import PartitionProducers
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
 from streams.worker.reroute import Rerouter
@@ -40,7 +41,7 @@ class _Outbox:
         self.rerouted: list[tuple[Message, int]] = []
         self.dead: list[tuple[Message, EventError]] = []
 
-    async def send(self, outputs: Sequence[Output]) -> None:
+    async def send(self, partition: int, outputs: Sequence[Output]) -> None:
         self.sent.extend(outputs)
 
     async def reroute(self, message: Message, partition: int) -> None:
@@ -68,7 +69,8 @@ def parts(tmp_path: Path, metrics: Metrics) -> Iterator[tuple[Processor, Contact
         raise AssertionError("nothing persists in these tests")
 
     producer = cast(ProducerT, None)
-    states = ContactStates(lambda: table.store, lambda: producer, "changelog", plans, no_barrier)
+    producers = cast(PartitionProducers, None)
+    states = ContactStates(lambda: table.store, producers, "changelog", plans, no_barrier)
     timers = Timers("event", states, lambda: table.store, lambda: producer, TOPICS.ticks)
     outbox = _Outbox()
     rerouter = Rerouter(TOPICS.events, PARTITIONS, cast(Outbox, outbox), metrics)
@@ -183,8 +185,13 @@ async def _forwarded(message: Message, owner: int, offset: int) -> Message:
         ) -> None:
             sent.append(Message(topic, partition, offset, 0.0, 0, headers, key, value, None))
 
-    producer = cast(KeyedProducer, _Producer())
-    await Outbox(lambda: producer, TOPICS, lambda: 1_048_588).reroute(message, owner)
+    class _Producers:
+        def producer(self, partition: int) -> KeyedProducer:
+            assert partition == message.partition  # in the transaction of its source
+            return cast(KeyedProducer, _Producer())
+
+    producers = cast(PartitionProducers, _Producers())
+    await Outbox(producers, TOPICS, lambda: 1_048_588).reroute(message, owner)
     (copy,) = sent
     assert copy.topic == TOPICS.rerouted
     return copy

@@ -52,9 +52,11 @@ def test_environment_fills_in_and_flags_win() -> None:
         "LEADSCORE_CLOCK": "event",
         "LEADSCORE_TOPIC_PREFIX": "prod.",
         "LEADSCORE_LOG_JSON": "true",
+        "LEADSCORE_COMMIT_INTERVAL": "5s",
     }
     settings = _settings(["--web-port", "7001", "--timer-interval", "30s"], env)
     assert (settings.plans, settings.bootstrap) == (Path("env.yaml"), "env:9092")
+    assert settings.commit_interval == 5.0
     assert (settings.web_port, settings.clock, settings.timer_interval) == (7001, "event", 30.0)
     assert settings.topics.alerts == "prod.sales-alerts"
     assert settings.faust_id == "prod.leadscore"
@@ -101,6 +103,7 @@ SASL = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL"}
             REQUIRED,
             "is set, but --security-protocol (LEADSCORE_SECURITY_PROTOCOL) is PLAINTEXT",
         ),
+        (["--commit-interval", "0"], REQUIRED, "--commit-interval: expected a positive"),
     ],
 )
 def test_bad_options_name_the_flag_or_variable(

@@ -11,8 +11,9 @@ from typing import cast
 import faust
 import pytest
 
-from streams.kafka.client import Headers, KeyedProducer
+from streams.kafka.client import Headers
 from streams.scoring import ContactState, load_plans, score_event
+from streams.worker.fencing import PartitionProducers
 from streams.worker.states import ContactStates, Held
 from streams.worker.store import ContactTable, record_applied
 from tests.support import event
@@ -22,7 +23,8 @@ PLANS = load_plans(EXAMPLE_PLANS)
 
 
 class _Changelog:
-    """Takes what `persist` sends, acknowledging each at the next offset of its partition."""
+    """Takes what `persist` sends, acknowledging each at the next offset of its partition;
+    one producer for every partition."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, bytes]] = []
@@ -36,11 +38,11 @@ class _Changelog:
         where = (topic, partition)
         self.acknowledged[where] = self.acknowledged.get(where, -1) + 1
 
-    async def wait_delivered(self) -> None:
-        """Everything is acknowledged as it is sent."""
+    def producer(self, partition: int) -> _Changelog:
+        return self
 
-    def check(self) -> None:
-        """Nothing is ever refused."""
+    async def commit(self) -> None:
+        """Everything is acknowledged and committed as it is sent."""
 
 
 @pytest.fixture
@@ -55,8 +57,8 @@ def _states(table: ContactTable, changelog: _Changelog) -> ContactStates:
     async def no_outputs() -> None:
         """The tests send no outputs."""
 
-    producer = cast(KeyedProducer, changelog)
-    return ContactStates(lambda: table.store, lambda: producer, "changelog", PLANS, no_outputs)
+    producers = cast(PartitionProducers, changelog)
+    return ContactStates(lambda: table.store, producers, "changelog", PLANS, no_outputs)
 
 
 def _opened(contact: str, minute: int) -> ContactState:

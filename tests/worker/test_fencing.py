@@ -1,0 +1,267 @@
+"""Fencing: once another worker has claimed a partition, the old owner cannot write for it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import faust
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from faust.types import TP
+
+from streams.backtest.simulate import generate
+from streams.kafka.admin import TopicSpec, ensure_topics
+from streams.models.events import CONTACT_ERASED, TrackingEvent
+from streams.scoring import ContactState, current_score, decode_state, load_plans
+from streams.worker.fencing import FencedError, PartitionProducers, fatal_cause, transactional_id
+from streams.worker.store import (
+    CONTACT,
+    ContactTable,
+    contact_key,
+    pack_record,
+    record_applied_offset,
+    record_state,
+)
+from tests.worker.conftest import StartWorker
+from tests.worker.expected import Scores, differences, expected_outcome
+from tests.worker.harness import (
+    EXAMPLE_PLANS,
+    TopicReader,
+    WorkerProcess,
+    http_get,
+    key_on_partition,
+    publish,
+    wait_until,
+)
+from tests.worker.test_replay_equivalence import assert_matches_replay, end_events
+
+PLANS = load_plans(EXAMPLE_PLANS)
+
+
+def test_every_worker_of_an_app_uses_the_same_id_per_partition() -> None:
+    assert transactional_id("t1.leadscore", 3) == transactional_id("t1.leadscore", 3)
+    assert transactional_id("t1.leadscore", 3) != transactional_id("t1.leadscore", 4)
+    assert transactional_id("t1.leadscore", 3) != transactional_id("t2.leadscore", 3)
+
+
+def test_a_fenced_producer_is_told_from_other_errors() -> None:
+    fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    assert fatal_cause(fenced) is not None
+    # confluent-kafka raises a fatal error from poll/flush as the cause of a SystemError.
+    wrapped = SystemError("append returned a result with an exception set")
+    wrapped.__cause__ = fenced
+    assert fatal_cause(wrapped) is not None
+    # And every produce after that fails with this one, which is not flagged fatal itself.
+    assert fatal_cause(KafkaException(KafkaError(KafkaError._FATAL, "fatal error"))) is not None
+    assert fatal_cause(KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "slow"))) is None
+    assert fatal_cause(SystemError("unrelated")) is None
+
+
+def test_a_partition_never_claimed_cannot_be_written() -> None:
+    producers = PartitionProducers("127.0.0.1:9", {}, "app")  # nothing connects unclaimed
+    with pytest.raises(FencedError, match="partition 2: not claimed"):
+        producers.producer(2)
+
+
+@pytest.mark.integration
+def test_a_new_owner_fences_the_old_one_and_recovery_skips_what_it_left(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    app_id = f"fence-{uuid.uuid4().hex[:8]}"
+    topic = f"{app_id}-changelog"
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 1, config={"cleanup.policy": "compact"})])
+
+    async def scenario() -> None:
+        old, new = (PartitionProducers(kafka_bootstrap, {}, app_id) for _ in range(2))
+        await old.claim({0})
+        await old.producer(0).send(topic, contact_key("a"), pack_record(None, 1, b"old"), [], 0)
+        await old.commit()
+        # Frozen mid-transaction: sent, not committed, when the new owner claims.
+        await old.producer(0).send(topic, contact_key("a"), pack_record(None, 2, b"zombie"), [], 0)
+        await old.barrier()
+        await new.claim({0})
+        await new.producer(0).send(topic, contact_key("a"), pack_record(None, 3, b"new"), [], 0)
+        await new.commit()
+        with pytest.raises(FencedError):
+            await old.producer(0).send(topic, contact_key("a"), pack_record(None, 4, b"z"), [], 0)
+            await old.commit()
+        old.close()
+        new.close()
+
+    asyncio.run(scenario())
+    values = [m.value() for m in TopicReader(kafka_bootstrap, topic).catch_up()]
+    assert [record_state(v) for v in values] == [b"old", b"new"]  # the open one was aborted
+
+    app = faust.App(app_id, broker=f"kafka://{kafka_bootstrap}", datadir=str(tmp_path))
+    table = ContactTable(app, name="contacts", partitions=1, key_type=bytes, value_type=bytes)
+    try:
+        store = table.store
+        store.catch_up(topic, [0], lambda: False, time.monotonic() + 60)
+        record = store.read(0, "a")
+        assert record is not None and record_state(record) == b"new"
+        # old, marker, zombie, abort marker, new, marker: the offset covers the last marker,
+        # so Faust's recovery finds nothing left to wait for.
+        assert store.persisted_offset(TP(topic, 0)) == 5
+    finally:
+        store.close()
+
+
+SESSION_TIMEOUT = ("--session-timeout", "6")
+EVENTS = 16_000
+CONTACTS = 300
+PARTITIONS = 2
+
+
+def _stream(zombie_partition: int) -> tuple[list[TrackingEvent], int, int, str]:
+    """Simulated events with a contact of the zombie's partition active all along, erased at
+    the start of the third phase; the phase boundaries; the erased contact's id."""
+    erased = key_on_partition(zombie_partition, PARTITIONS, "erased")
+    simulated = list(generate(CONTACTS, EVENTS, seed=31))
+    events: list[TrackingEvent] = []
+    for number, item in enumerate(simulated):
+        if number % 40 == 0 and number < EVENTS * 4 // 5:
+            events.append(
+                TrackingEvent(
+                    id=f"erased-{number}",
+                    source="/test",
+                    type="email.clicked",  # no limit: every one changes the state
+                    time=item.time,
+                    subject=erased,
+                    data={"url": "https://example.com/offer"},
+                )
+            )
+        events.append(item)
+    second = len(events) // 5
+    third = max(i for i, e in enumerate(events) if e.contact_id == erased) + 1
+    erase = TrackingEvent(
+        id="erase", source="/test", type=CONTACT_ERASED, time=events[third].time, subject=erased
+    )
+    ends = end_events(events[-1].time, PARTITIONS)
+    return [*events[:third], erase, *events[third:], *ends], second, third, erased
+
+
+def _partitions(worker: WorkerProcess) -> list[int] | None:
+    status, body = http_get(worker.url + "/readyz")
+    return body.get("partitions") if status == 200 and isinstance(body, dict) else None
+
+
+def _caught_up(worker: WorkerProcess, partitions: int) -> bool:
+    lags = {k: v for k, v in worker.metrics().items() if k.startswith("leadscore_consumer_lag{")}
+    return len(lags) == 2 * partitions and not any(lags.values())
+
+
+def _stale_records(bootstrap: str, topic: str) -> list[str]:
+    """Changelog records whose applied offset is below an earlier record's for the same key:
+    a state older than one already written, from a worker that was no longer the owner."""
+    latest: dict[bytes, int] = {}
+    stale = []
+    for message in TopicReader(bootstrap, topic).catch_up():
+        key, value = message.key(), message.value()
+        if not key.startswith(CONTACT) or value is None:
+            continue
+        offset = record_applied_offset(value)
+        if offset < latest.get(key, -1):
+            stale.append(f"{key.decode()}: applied {offset} after {latest[key]}")
+        latest[key] = max(offset, latest.get(key, -1))
+    return stale
+
+
+def _last_states(bootstrap: str, topic: str) -> dict[str, ContactState]:
+    """What the next recovery restores: the last record of every contact, decoded."""
+    last = {}
+    for message in TopicReader(bootstrap, topic).catch_up():
+        key = message.key()
+        if key.startswith(CONTACT):
+            last[key[len(CONTACT) :].decode()] = decode_state(record_state(message.value()))
+    return last
+
+
+def _restored_scores(bootstrap: str, topic: str) -> Scores:
+    return {
+        (contact, plan.name): current_score(plan, state)
+        for contact, state in _last_states(bootstrap, topic).items()
+        for plan in PLANS
+    }
+
+
+@pytest.mark.integration
+def test_a_worker_frozen_past_its_session_cannot_write_after_the_takeover(
+    start_worker: StartWorker, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    first = start_worker(name="zombie", partitions=PARTITIONS, extra_args=SESSION_TIMEOUT)
+    prefix = first.prefix
+    owner = start_worker(
+        name="owner", prefix=prefix, partitions=PARTITIONS, extra_args=SESSION_TIMEOUT
+    )
+    wait_until(
+        lambda: _partitions(first) and _partitions(owner),
+        90,
+        "the partitions to be split between the two workers",
+    )
+    zombie_partition = (_partitions(first) or [])[0]
+    events, second, third, erased = _stream(zombie_partition)
+    changelog = f"{prefix}leadscore-contacts-changelog"
+
+    publish(kafka_bootstrap, first.topics.events, events[:second])
+    wait_until(
+        lambda: first.consumed() + owner.consumed() == second, 60, "the first phase consumed"
+    )
+    done = first.consumed()
+    publish(kafka_bootstrap, first.topics.events, events[second:third])
+    wait_until(lambda: first.consumed() >= done + 300, 60, "the zombie busy with phase two", 0.05)
+    assert first.process is not None
+    first.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: _partitions(owner) == list(range(PARTITIONS)),
+            90,
+            "the owner to take the frozen worker's partition over",
+        )
+        publish(kafka_bootstrap, first.topics.events, events[third:])
+        wait_until(
+            lambda: owner.contact(erased)[0] == 404 and _caught_up(owner, PARTITIONS),
+            90,
+            "the owner to process everything, the erasure included",
+        )
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+
+    # Thawed, the zombie scores what it had fetched and persists: fenced, it must stop
+    # without writing (and is restarted, as an orchestrator would); unfenced, it rejoins.
+    def settled() -> bool:
+        if first.process is not None and first.process.poll() is not None:
+            return True
+        parts = (_partitions(first), _partitions(owner))
+        return all(parts) and len(parts[1] or []) < PARTITIONS
+
+    wait_until(settled, 90, "the thawed worker to stop or rejoin")
+    stale = _stale_records(kafka_bootstrap, changelog)
+    assert not stale, f"{len(stale)} stale changelog records, e.g. {stale[:5]}"
+    if first.process.poll() is not None:
+        assert first.process.returncode != 0
+        assert "fenced" in first.log(400)
+        first.start()
+        wait_until(
+            lambda: _partitions(first) and _partitions(owner),
+            90,
+            "the restarted worker to take a partition again",
+        )
+
+    assert _last_states(kafka_bootstrap, changelog)[erased].erased_at is not None, (
+        "the erased contact came back"
+    )
+    for worker in (first, owner):
+        assert worker.contact(erased)[0] == 404
+        assert_matches_replay(worker, kafka_bootstrap, events, PLANS)
+    # What the next recovery restores is right too, once the last ticks are persisted.
+    expected, _ = expected_outcome(events, PLANS)
+    wait_until(
+        lambda: not differences(expected, _restored_scores(kafka_bootstrap, changelog)),
+        60,
+        "the changelog's last records to hold the replay's scores",
+        1.0,
+    )
