@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -32,11 +33,14 @@ VARIABLES = {"$__rate_interval": "15s", "$instance": ".*"}
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("generate", GRAFANA / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """deploy/ is not a package: load the script by path (registered, for its dataclasses)."""
+    name = "deploy_grafana_generate"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, GRAFANA / "generate.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
 def _dashboard() -> dict[str, Any]:
