@@ -80,7 +80,11 @@ def test_the_dashboard_is_well_formed() -> None:
             used = set(re.findall(r"\$\w+", target["expr"]))
             assert used <= {*VARIABLES, "$instance"}, used
         pos = panel["gridPos"]
-        cell = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        cell = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not cells & cell, f"{panel['title']} overlaps another panel"
         cells |= cell
     for wanted in (
@@ -179,4 +183,6 @@ def test_every_panel_query_runs_against_a_prometheus_that_scraped_a_worker(
         if any(metric in expr for metric in NOT_YET_EXPORTED):
             _query(url, expr)  # evaluates without error
             continue
-        wait_until(lambda expr=expr: _query(url, expr), 60, f"data for {target['legendFormat']}: {expr}")
+        wait_until(
+            lambda expr=expr: _query(url, expr), 60, f"data for {target['legendFormat']}: {expr}"
+        )
