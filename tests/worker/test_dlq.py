@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Message as KafkaMessage
 from faust.types.tuples import Message
 
-from streams.cli import main
+from streams.cli import build_parser, main
 from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.client import KeyedProducer
 from streams.kafka.security import KafkaConnection
@@ -18,10 +18,8 @@ from streams.models.events import EventError
 from streams.worker.dlq import replay_headers
 from streams.worker.processor import DLQ_HEADER, dead_letter_headers
 from streams.worker.reroute import REROUTED_HEADER
-from streams.worker.settings import TopicNames
+from streams.worker.settings import TopicNames, resolve_client
 from tests.worker.harness import TopicReader, new_prefix, partition_of
-
-pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
 Headers = list[tuple[str, bytes]]
@@ -68,6 +66,7 @@ def _expected(key: str, value: bytes, headers: Headers) -> tuple[Any, ...]:
     return key.encode(), value, headers, partition_of(key, PARTITIONS)
 
 
+@pytest.mark.integration
 def test_replay_by_reason_then_the_rest_each_once(
     kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -119,6 +118,7 @@ def test_replay_by_reason_then_the_rest_each_once(
     assert len(_received(reader)) == 3
 
 
+@pytest.mark.integration
 def test_a_later_run_replays_only_the_new_dead_letters(
     kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -137,6 +137,7 @@ def test_a_later_run_replays_only_the_new_dead_letters(
     assert "replayed 1 dead letter(s)" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_a_missing_topic_is_an_error_naming_the_prefix(
     kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -154,3 +155,33 @@ def test_replayed_headers_drop_only_the_workers_own() -> None:
         ("leadscore.other", b"kept"),
     ]
     assert replay_headers(headers) == [("ce_id", b"1"), ("leadscore.other", b"kept")]
+
+
+def test_the_options_are_the_workers_own(tmp_path: Any) -> None:
+    """Prefix, app id and security resolve as for the worker, so a replay reaches a secured
+    cluster with the same flags and variables."""
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    command = "dlq replay --bootstrap b:9093 --topic-prefix p. --app-id scorer"
+    security = ["--security-protocol", "SASL_SSL", "--sasl-password-file", str(password)]
+    args = build_parser().parse_args([*command.split(), *security])
+    settings = resolve_client(args, {"LEADSCORE_SASL_USERNAME": "ops"})
+    assert settings.kafka.librdkafka()["sasl.username"] == "ops"
+    assert settings.kafka.librdkafka()["sasl.password"] == "s3cret"
+    assert (settings.topics.events, settings.topics.dead_letters, settings.group) == (
+        "p.tracking-events",
+        "p.tracking-events-dlq",
+        "p.scorer",
+    )
+
+
+def test_settings_that_cannot_work_stop_it_before_kafka(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LEADSCORE_SASL_PASSWORD", raising=False)
+    command = "dlq replay --bootstrap 127.0.0.1:1 --security-protocol SASL_SSL --sasl-username ops"
+    code = main(command.split())
+    assert code == 2
+    assert (
+        "LEADSCORE_SASL_PASSWORD (or --sasl-password-file) is required" in capsys.readouterr().err
+    )
