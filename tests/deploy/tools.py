@@ -26,10 +26,14 @@ def require(tool: str, package: str) -> str:
     return path
 
 
-def runbook_anchors() -> set[str]:
-    """GitHub's anchors of the runbook's headings: lower case, punctuation dropped."""
-    headings = re.findall(r"^#+ (.+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+def anchors(document: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped."""
+    headings = re.findall(r"^#+ (.+)$", document.read_text(), flags=re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+def runbook_anchors() -> set[str]:
+    return anchors(RUNBOOK)
 
 
 def load_yaml_documents(path: Path) -> list[dict[str, object]]:
