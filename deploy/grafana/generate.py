@@ -56,6 +56,12 @@ def mean(histogram: str) -> str:
     )
 
 
+def durations(title: str, description: str, histogram: str) -> Panel:
+    """Mean and p99 of a duration histogram."""
+    queries = (Query(mean(histogram), "mean"), Query(quantile(0.99, histogram), "p99"))
+    return Panel(title, description, "s", queries)
+
+
 PANELS = (
     Panel(
         "Events consumed by type and outcome",
@@ -106,23 +112,15 @@ PANELS = (
         "ops",
         (Query(rate("leadscore_events_rerouted_total", "instance"), "{{instance}}"),),
     ),
-    Panel(
+    durations(
         "Timer pass time",
         "One timer pass over a worker's partitions: finds due deadlines, sends ticks.",
-        "s",
-        (
-            Query(mean("leadscore_timer_pass_seconds"), "mean"),
-            Query(quantile(0.99, "leadscore_timer_pass_seconds"), "p99"),
-        ),
+        "leadscore_timer_pass_seconds",
     ),
-    Panel(
+    durations(
         "Persist time",
         "Making states durable before an offset commit (RocksDB and changelog).",
-        "s",
-        (
-            Query(mean("leadscore_state_persist_seconds"), "mean"),
-            Query(quantile(0.99, "leadscore_state_persist_seconds"), "p99"),
-        ),
+        "leadscore_state_persist_seconds",
     ),
     Panel(
         "Contacts in state",

@@ -41,6 +41,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.kafka.client import Headers, KeyedProducer
 from streams.kafka.security import KafkaAccessError, verify_access
+from streams.worker.cli import ACCESS_TIMEOUT, EXIT_KAFKA, EXIT_TOPICS, EXIT_USAGE
 from streams.worker.processor import DLQ_HEADER
 from streams.worker.reroute import REROUTED_HEADER
 from streams.worker.settings import (
@@ -58,9 +59,6 @@ DROPPED_PREFIXES = (DLQ_HEADER, REROUTED_HEADER)
 """Headers the worker added; a replayed message carries the producer's headers only."""
 IDLE_TIMEOUT = 30.0
 """Seconds without a message before a run that has not reached its end offsets gives up."""
-EXIT_USAGE = 2
-EXIT_TOPICS = 3
-EXIT_KAFKA = 4
 
 
 class ReplayError(RuntimeError):
@@ -311,27 +309,19 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    """Replay and print the report; exit 2 on bad settings, 3 without the topics, 4 when
-    Kafka refuses or does not answer."""
+    """Replay and print the report; the worker's exit codes: 2 bad settings, 3 a topic
+    missing or unreadable, 4 Kafka refused or did not answer."""
     try:
         settings = resolve_client(args)
     except SettingsError as error:
         print(f"leadscore dlq replay: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        verify_access(settings.kafka, 30.0, setting_name)
+        verify_access(settings.kafka, ACCESS_TIMEOUT, setting_name)
         report = DeadLetterReplay(settings, args.reason, args.dry_run).run()
-    except KafkaAccessError as error:
+    except (KafkaAccessError, ReplayError, KafkaException) as error:
         print(f"leadscore dlq replay: {error}", file=sys.stderr)
-        return EXIT_KAFKA
-    except ReplayError as error:
-        print(f"leadscore dlq replay: {error}", file=sys.stderr)
-        return EXIT_TOPICS
-    except KafkaException as error:
-        print(
-            f"leadscore dlq replay: Kafka at {settings.kafka.bootstrap}: {error}", file=sys.stderr
-        )
-        return EXIT_KAFKA
+        return EXIT_TOPICS if isinstance(error, ReplayError) else EXIT_KAFKA
     for line in report.lines(settings.topics.dead_letters, settings.topics.events, args.dry_run):
         print(line)
     return 0
