@@ -147,7 +147,11 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield url, config
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 @pytest.mark.integration

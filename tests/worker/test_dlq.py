@@ -12,14 +12,16 @@ from faust.types.tuples import Message
 
 from streams.cli import build_parser, main
 from streams.kafka.admin import TopicSpec, ensure_topics
-from streams.kafka.client import KeyedProducer
+from streams.kafka.client import KeyedProducer, binary_message
 from streams.kafka.security import KafkaConnection
 from streams.models.events import EventError
 from streams.worker.dlq import replay_headers
 from streams.worker.processor import DLQ_HEADER, dead_letter_headers
 from streams.worker.reroute import REROUTED_HEADER
 from streams.worker.settings import TopicNames, resolve_client
-from tests.worker.harness import TopicReader, new_prefix, partition_of
+from tests.worker.conftest import StartWorker
+from tests.worker.harness import TopicReader, new_prefix, partition_of, wait_until
+from tests.worker.test_examples import _warm_events
 
 PARTITIONS = 3
 Headers = list[tuple[str, bytes]]
@@ -135,6 +137,28 @@ def test_a_later_run_replays_only_the_new_dead_letters(
     assert _replay(kafka_bootstrap, prefix, "--reason", "not-json") == 0
     assert [m[0] for m in _received(reader)] == [b"n-1", b"n-2"]
     assert "replayed 1 dead letter(s)" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_replayed_events_are_scored_once_by_the_worker(
+    start_worker: StartWorker, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dead letters the worker can score now (the fix was on its side) reach their contact's
+    owner through the input, and a second run sends nothing."""
+    worker = start_worker()
+    contact = "r-warm"
+    dead = [
+        _dead_letter(worker.topics, contact, value, headers, "scoring-error", offset)
+        for offset, (_, value, headers) in enumerate(map(binary_message, _warm_events(contact)))
+    ]
+    _produce(kafka_bootstrap, worker.topics.dead_letters, dead)
+    assert _replay(kafka_bootstrap, worker.prefix) == 0
+    assert "replayed 4 dead letter(s)" in capsys.readouterr().out
+    wait_until(lambda: worker.score(contact) == 110, 60, "the replayed events scored")
+    assert _replay(kafka_bootstrap, worker.prefix) == 0
+    assert "replayed 0 dead letter(s)" in capsys.readouterr().out
+    assert worker.consumed("applied") == 4
+    assert worker.consumed("dead_lettered") == 0
 
 
 @pytest.mark.integration
