@@ -178,8 +178,9 @@ class DeadLetterReplay:
             )
 
     def _partitions(self, topic: str) -> list[int]:
-        metadata = self._admin.list_topics(topic, timeout=30)
-        found = metadata.topics.get(topic)
+        # All topics, not `topic` alone: asking for a missing topic by name can create it on
+        # brokers with auto.create.topics.enable.
+        found = self._admin.list_topics(timeout=30).topics.get(topic)
         if found is None or found.error is not None:
             raise ReplayError(
                 f"topic {topic} does not exist: check {setting_name('topic_prefix')} and "
