@@ -92,11 +92,11 @@ PANELS = (
         (
             Query(
                 f"sum by (topic, partition) (leadscore_consumer_lag{{{SELECTOR}}})",
-                "{{topic}}/{{partition}} to process",
+                "{{topic}}/{{partition}} unprocessed",
             ),
             Query(
                 f"max by (topic, partition) (leadscore_commit_lag{{{SELECTOR}}})",
-                "{{topic}}/{{partition}} to commit",
+                "{{topic}}/{{partition}} uncommitted",
             ),
         ),
     ),
