@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,8 +72,35 @@ def test_workers_can_be_scaled(compose: dict[str, Any]) -> None:
         assert published in (None, ""), f"fixed host port {published}: --scale would clash"
     assert _mounts(worker)["/data"] == ("", "rw")
     assert "LEADSCORE_ADVERTISED_URL" not in worker["environment"]
-    entrypoint = (DEPLOY / "worker" / "entrypoint.sh").read_text()
-    assert 'if [ -z "${LEADSCORE_ADVERTISED_URL:-}" ]' in entrypoint
+    assert "entrypoint" not in worker  # the image's: test_the_entrypoint_advertises_...
+
+
+def _entrypoint(tmp_path: Path, env: dict[str, str], *args: str) -> str:
+    """Run the image's entrypoint with a stand-in `python` that resolves the container's
+    address to 10.1.2.3 and prints what the worker would be started with."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = -c ] && { echo 10.1.2.3; exit 0; }\n'
+        'echo "$LEADSCORE_ADVERTISED_URL $*"\n'
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "worker" / "entrypoint.sh"), *args],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_the_entrypoint_advertises_the_containers_address(tmp_path: Path) -> None:
+    assert _entrypoint(tmp_path, {}, "--reset-state") == (
+        "http://10.1.2.3:6066 -m streams.worker --reset-state"
+    )
+    assert _entrypoint(tmp_path, {"LEADSCORE_WEB_PORT": "7000"}).startswith("http://10.1.2.3:7000 ")
+    given = {"LEADSCORE_ADVERTISED_URL": "http://leadscore-0.leadscore-workers.ns.svc:6066"}
+    assert _entrypoint(tmp_path, given) == f"{given['LEADSCORE_ADVERTISED_URL']} -m streams.worker"
 
 
 def test_plans_come_from_the_host_read_only(compose: dict[str, Any]) -> None:
