@@ -11,6 +11,7 @@ from streams.backtest import cli as backtest_cli
 from streams.kafka import broker
 from streams.scoring import PlanError
 from streams.worker import cli as worker_cli
+from streams.worker import dlq
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"leadscore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (backtest_cli, broker, worker_cli):
+    for module in (backtest_cli, broker, worker_cli, dlq):
         module.add_cli(subparsers)
     return parser
 

@@ -14,7 +14,9 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -49,6 +51,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._types = BUILT_IN_TYPES | frozenset(known_types)
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
+        GCCollector(registry=r)
         self.events = Counter(
             "leadscore_events_consumed",
             "Tracking events consumed, by event type and outcome "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -272,9 +272,12 @@ class SettingsError(ValueError):
     """A missing or malformed option; the message names the flag and the variable."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare every option as a flag; defaults stay None so the environment can fill in."""
+def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:
+    """Declare every option (or those in `names`) as a flag; defaults stay None so the
+    environment can fill in."""
     for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
         if option.env_only:
             parser.add_argument(
                 option.flag, nargs="?", action=_Refused, help=argparse.SUPPRESS, env=option.env_name
@@ -326,6 +329,38 @@ def resolve_security(environ: Mapping[str, str] | None = None) -> KafkaSecurity:
     env = os.environ if environ is None else environ
     options = [option for option in OPTIONS if option.name in SECURITY_OPTIONS]
     return _security(_values(options, argparse.Namespace(), env))
+
+
+CLIENT_OPTIONS = SECURITY_OPTIONS | {"bootstrap", "topic_prefix", "app_id"}
+"""The options of a tool that works on a worker's topics (`leadscore dlq replay`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Where the cluster is, how to get in, and whose topics: `CLIENT_OPTIONS` resolved."""
+
+    kafka: KafkaConnection
+    topics: TopicNames
+    group: str
+    """The worker's consumer group (`WorkerSettings.faust_id`), the stem of the tool's own."""
+
+
+def resolve_client(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> ClientSettings:
+    """`CLIENT_OPTIONS` as the worker resolves them: flag, variable, default, checked."""
+    env = os.environ if environ is None else environ
+    options = [option for option in OPTIONS if option.name in CLIENT_OPTIONS]
+    values = _values(options, args, env)
+    security = _security(values)
+    default = {option.name: option.default for option in options}
+    prefix = values.get("topic_prefix", default["topic_prefix"])
+    app_id = values.get("app_id", default["app_id"])
+    return ClientSettings(
+        KafkaConnection(values["bootstrap"], security),
+        TopicNames.with_prefix(prefix, app_id),
+        f"{prefix}{app_id}",
+    )
 
 
 def setting_name(name: str) -> str:

@@ -15,6 +15,7 @@ from faust.types import TP
 
 from streams.backtest.simulate import generate
 from streams.kafka.admin import TopicSpec, ensure_topics
+from streams.kafka.security import KafkaConnection
 from streams.models.events import CONTACT_ERASED, TrackingEvent
 from streams.scoring import ContactState, current_score, decode_state, load_plans
 from streams.worker.fencing import FencedError, PartitionProducers, fatal_cause, transactional_id
@@ -23,7 +24,7 @@ from streams.worker.store import (
     ContactTable,
     contact_key,
     pack_record,
-    record_applied_offset,
+    record_applied,
     record_state,
 )
 from tests.worker.conftest import StartWorker
@@ -62,7 +63,9 @@ def test_a_fenced_producer_is_told_from_other_errors() -> None:
 
 
 def test_a_partition_never_claimed_cannot_be_written() -> None:
-    producers = PartitionProducers("127.0.0.1:9", {}, "app")  # nothing connects unclaimed
+    producers = PartitionProducers(
+        KafkaConnection("127.0.0.1:9"), dict, "app"
+    )  # nothing connects unclaimed
     with pytest.raises(FencedError, match="partition 2: not claimed"):
         producers.producer(2)
 
@@ -76,7 +79,9 @@ def test_a_new_owner_fences_the_old_one_and_recovery_skips_what_it_left(
     ensure_topics(kafka_bootstrap, [TopicSpec(topic, 1, config={"cleanup.policy": "compact"})])
 
     async def scenario() -> None:
-        old, new = (PartitionProducers(kafka_bootstrap, {}, app_id) for _ in range(2))
+        old, new = (
+            PartitionProducers(KafkaConnection(kafka_bootstrap), dict, app_id) for _ in range(2)
+        )
         await old.claim({0})
         await old.producer(0).send(topic, contact_key("a"), pack_record(None, 1, b"old"), [], 0)
         await old.commit()
@@ -155,18 +160,20 @@ def _caught_up(worker: WorkerProcess, partitions: int) -> bool:
 
 
 def _stale_records(bootstrap: str, topic: str) -> list[str]:
-    """Changelog records whose applied offset is below an earlier record's for the same key:
+    """Changelog records whose applied offset (per input partition) is below an earlier
+    record's for the same key:
     a state older than one already written, from a worker that was no longer the owner."""
-    latest: dict[bytes, int] = {}
+    latest: dict[tuple[bytes, int], int] = {}
     stale = []
     for message in TopicReader(bootstrap, topic).catch_up():
         key, value = message.key(), message.value()
         if not key.startswith(CONTACT) or value is None:
             continue
-        offset = record_applied_offset(value)
-        if offset < latest.get(key, -1):
-            stale.append(f"{key.decode()}: applied {offset} after {latest[key]}")
-        latest[key] = max(offset, latest.get(key, -1))
+        for partition, offset in record_applied(value).items():
+            before = latest.get((key, partition), -1)
+            if offset < before:
+                stale.append(f"{key.decode()}: applied {partition}@{offset} after {before}")
+            latest[(key, partition)] = max(offset, before)
     return stale
 
 
