@@ -42,7 +42,7 @@ from confluent_kafka.admin import AdminClient
 from streams.kafka.client import Headers, KeyedProducer
 from streams.kafka.security import KafkaAccessError, verify_access
 from streams.worker.cli import ACCESS_TIMEOUT, EXIT_KAFKA, EXIT_TOPICS, EXIT_USAGE
-from streams.worker.processor import DLQ_HEADER
+from streams.worker.dead_letters import DLQ_HEADER, TRUNCATED_HEADER
 from streams.worker.reroute import REROUTED_HEADER
 from streams.worker.settings import (
     CLIENT_OPTIONS,
@@ -54,7 +54,6 @@ from streams.worker.settings import (
 )
 
 REASON_HEADER = DLQ_HEADER + "reason"
-TRUNCATED_HEADER = DLQ_HEADER + "truncated"
 DROPPED_PREFIXES = (DLQ_HEADER, REROUTED_HEADER)
 """Headers the worker added; a replayed message carries the producer's headers only."""
 IDLE_TIMEOUT = 30.0
