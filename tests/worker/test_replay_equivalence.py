@@ -37,16 +37,20 @@ PARTITIONS = 3
 def simulated_stream(seed: int) -> list[TrackingEvent]:
     """Simulated events, then one `test.end` event per partition at the last event's time."""
     events = list(generate(CONTACTS, EVENTS, seed=seed))
-    end = events[-1].time
-    return events + [
+    return events + end_events(events[-1].time, PARTITIONS)
+
+
+def end_events(end: float, partitions: int) -> list[TrackingEvent]:
+    """One `test.end` event per partition at `end`: every partition's stream time gets there."""
+    return [
         TrackingEvent(
             id=f"end-{partition}",
             source="/test",
             type="test.end",
             time=end,
-            subject=key_on_partition(partition, PARTITIONS, "end"),
+            subject=key_on_partition(partition, partitions, "end"),
         )
-        for partition in range(PARTITIONS)
+        for partition in range(partitions)
     ]
 
 
