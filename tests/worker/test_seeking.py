@@ -10,9 +10,11 @@ from streams.worker.seeking import SeekGate
 
 
 class Seeks:
-    def __init__(self) -> None:
+    """A seek that records the task it ran in, and fails when told to."""
+
+    def __init__(self, error: Exception | None = None) -> None:
         self.tasks: list[asyncio.Task[object] | None] = []
-        self.error: Exception | None = None
+        self.error = error
 
     async def seek(self) -> None:
         self.tasks.append(asyncio.current_task())
@@ -20,26 +22,36 @@ class Seeks:
             raise self.error
 
 
+async def fetch_loop(gate: SeekGate, batch_done: asyncio.Event, *, serve: bool) -> None:
+    """A fetch loop with one batch in hand until `batch_done`; then it serves, or stops."""
+    gate.attach()
+    try:
+        await batch_done.wait()
+        if serve:
+            await gate.serve()
+    finally:
+        gate.detach()
+
+
+async def requested_while_a_batch_is_in_hand(
+    seeks: Seeks, *, serve: bool
+) -> tuple[asyncio.Task[None], asyncio.Task[None], SeekGate]:
+    """Start a fetch loop and a request; check the request waits; then end the batch."""
+    gate = SeekGate(seeks.seek)
+    batch_done = asyncio.Event()
+    loop = asyncio.create_task(fetch_loop(gate, batch_done, serve=serve))
+    await asyncio.sleep(0)
+    request = asyncio.create_task(gate.request())
+    await asyncio.sleep(0.01)
+    assert gate.pending and not request.done() and not seeks.tasks
+    batch_done.set()
+    return loop, request, gate
+
+
 def test_a_seek_asked_for_by_another_task_waits_for_the_fetch_loop() -> None:
     async def scenario() -> None:
         seeks = Seeks()
-        gate = SeekGate(seeks.seek)
-        batch_done = asyncio.Event()
-
-        async def fetch_loop() -> None:
-            gate.attach()
-            try:
-                await batch_done.wait()  # a batch in hand
-                await gate.serve()
-            finally:
-                gate.detach()
-
-        loop = asyncio.create_task(fetch_loop())
-        await asyncio.sleep(0)
-        request = asyncio.create_task(gate.request())
-        await asyncio.sleep(0.01)
-        assert gate.pending and not request.done() and not seeks.tasks
-        batch_done.set()
+        loop, request, gate = await requested_while_a_batch_is_in_hand(seeks, serve=True)
         await asyncio.wait_for(request, 5)
         assert seeks.tasks == [loop] and not gate.pending
         await loop
@@ -47,34 +59,10 @@ def test_a_seek_asked_for_by_another_task_waits_for_the_fetch_loop() -> None:
     asyncio.run(scenario())
 
 
-def test_without_a_fetch_loop_the_seek_runs_at_once() -> None:
-    async def scenario() -> None:
-        seeks = Seeks()
-        gate = SeekGate(seeks.seek)
-        await gate.request()
-        assert seeks.tasks == [asyncio.current_task()]
-
-    asyncio.run(scenario())
-
-
 def test_a_fetch_loop_that_stops_lets_the_waiting_seek_run() -> None:
     async def scenario() -> None:
         seeks = Seeks()
-        gate = SeekGate(seeks.seek)
-        stop = asyncio.Event()
-
-        async def fetch_loop() -> None:
-            gate.attach()
-            try:
-                await stop.wait()
-            finally:
-                gate.detach()
-
-        loop = asyncio.create_task(fetch_loop())
-        await asyncio.sleep(0)
-        request = asyncio.create_task(gate.request())
-        await asyncio.sleep(0.01)
-        stop.set()
+        loop, request, gate = await requested_while_a_batch_is_in_hand(seeks, serve=False)
         await asyncio.wait_for(request, 5)
         assert seeks.tasks == [request] and not gate.pending
         await loop
@@ -84,26 +72,20 @@ def test_a_fetch_loop_that_stops_lets_the_waiting_seek_run() -> None:
 
 def test_a_failed_seek_fails_the_request() -> None:
     async def scenario() -> None:
-        seeks = Seeks()
-        seeks.error = RuntimeError("seek failed")
-        gate = SeekGate(seeks.seek)
-        served = asyncio.Event()
-
-        async def fetch_loop() -> None:
-            gate.attach()
-            try:
-                while not gate.pending:
-                    await asyncio.sleep(0)
-                await gate.serve()
-                served.set()
-            finally:
-                gate.detach()
-
-        loop = asyncio.create_task(fetch_loop())
-        await asyncio.sleep(0)
+        seeks = Seeks(RuntimeError("seek failed"))
+        loop, request, _ = await requested_while_a_batch_is_in_hand(seeks, serve=True)
         with pytest.raises(RuntimeError, match="seek failed"):
-            await asyncio.wait_for(gate.request(), 5)
+            await asyncio.wait_for(request, 5)
+        assert seeks.tasks == [loop]
         await loop
-        assert served.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_without_a_fetch_loop_the_seek_runs_at_once() -> None:
+    async def scenario() -> None:
+        seeks = Seeks()
+        await SeekGate(seeks.seek).request()
+        assert seeks.tasks == [asyncio.current_task()]
 
     asyncio.run(scenario())
