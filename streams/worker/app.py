@@ -133,6 +133,22 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
             seeks.detach()
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        """Fetch for the partitions active now, not for those active when the fetch returns.
+
+        Faust hands aiokafka its live set of active partitions, and aiokafka reads an empty
+        set as "every partition". When recovery paused the last active partition while a
+        fetch waited (the active changelogs when they are caught up, just before the standby
+        partitions are sought and resumed), aiokafka returned the records of every paused
+        partition, which Faust then dropped: the fetch position had passed them, so a standby
+        started past its backlog and never wrote it (issue 13: a standby that started 238
+        records behind applied nothing before its highwater). A copy keeps the request as
+        made; records of a partition paused meanwhile are still dropped, but recovery seeks
+        every partition before it resumes it.
+        """
+        wanted = None if active_partitions is None else set(active_partitions)
+        return await super()._getmany(wanted, timeout)
+
     @functools.cached_property
     def _seeks(self) -> SeekGate:
         return SeekGate(self._seek_to_committed_now)
