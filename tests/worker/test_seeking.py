@@ -48,23 +48,17 @@ async def requested_while_a_batch_is_in_hand(
     return loop, request, gate
 
 
-def test_a_seek_asked_for_by_another_task_waits_for_the_fetch_loop() -> None:
+@pytest.mark.parametrize(
+    "serve", [pytest.param(True, id="the-loop-serves"), pytest.param(False, id="the-loop-stops")]
+)
+def test_a_seek_asked_for_by_another_task_runs_in_the_fetch_loop_or_once_it_stopped(
+    serve: bool,
+) -> None:
     async def scenario() -> None:
         seeks = Seeks()
-        loop, request, gate = await requested_while_a_batch_is_in_hand(seeks, serve=True)
+        loop, request, gate = await requested_while_a_batch_is_in_hand(seeks, serve=serve)
         await asyncio.wait_for(request, 5)
-        assert seeks.tasks == [loop] and not gate.pending
-        await loop
-
-    asyncio.run(scenario())
-
-
-def test_a_fetch_loop_that_stops_lets_the_waiting_seek_run() -> None:
-    async def scenario() -> None:
-        seeks = Seeks()
-        loop, request, gate = await requested_while_a_batch_is_in_hand(seeks, serve=False)
-        await asyncio.wait_for(request, 5)
-        assert seeks.tasks == [request] and not gate.pending
+        assert seeks.tasks == [loop if serve else request] and not gate.pending
         await loop
 
     asyncio.run(scenario())
