@@ -32,6 +32,7 @@ from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
 from streams.worker.reroute import Rerouter
+from streams.worker.seeking import SeekGate
 from streams.worker.settings import WorkerSettings
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactTable
@@ -72,7 +73,8 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         handled and acknowledged after, so commits cover only finished messages and a
         rebalance (`wait_empty`) waits for the one in hand; `getmany` still stops yielding
         when the flow is suspended or the generation changes. Other topics (changelogs, read
-        during recovery and for standbys) take Faust's own route, through `_deliver`.
+        during recovery and for standbys) take Faust's own route, through `_deliver`. Seeks
+        to the committed offsets run here, between two batches (`SeekGate` says why).
         """
         app = cast(WorkerApp, self.app)
         direct_topics, handle = app.direct_topics, app.handle
@@ -88,10 +90,13 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        seeks = self._seeks
+        seeks.attach()
         since_yield = 0
         try:
             while not (should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
+                await seeks.serve()
                 await self.sleep(0)
                 if self.should_stop:
                     break
@@ -104,6 +109,8 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
                     read = get_read_offset(tp)
                     if read is not None and offset < read:
                         continue  # fetched before a seek back; it comes again
+                    if seeks.pending and message.topic in direct_topics:
+                        continue  # fetched before the seek asked for; it comes again after it
                     if read and offset - read > 1 and acks_enabled_for(message.topic):
                         await self._add_gap(tp, read + 1, offset)
                     if commit_every is not None and self._n_acked >= commit_every:
@@ -113,7 +120,8 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
                         inbound_times[tp] = monotonic()
                         unacked.add(message)
                         await handle(message)
-                        self.ack(message)
+                        if not self.ack(message):  # below the committed offset: done too
+                            unacked.discard(message)
                     else:
                         await self._deliver(callback(message))
                     set_read_offset(tp, offset)
@@ -125,7 +133,45 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
             if not self.transport.app.should_stop:
                 raise
         finally:
+            seeks.detach()
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        """Fetch for the partitions active now, not for those active when the fetch returns.
+
+        Faust hands aiokafka its live set of active partitions, and aiokafka reads an empty
+        set as "every partition". When recovery paused the last active partition while a
+        fetch waited (the active changelogs when they are caught up, just before the standby
+        partitions are sought and resumed), aiokafka returned the records of every paused
+        partition, which Faust then dropped: the fetch position had passed them, so a standby
+        started past its backlog and never wrote it (issue 13: a standby that started 238
+        records behind applied nothing before its highwater). A copy keeps the request as
+        made; records of a partition paused meanwhile are still dropped, but recovery seeks
+        every partition before it resumes it.
+        """
+        wanted = None if active_partitions is None else set(active_partitions)
+        return await super()._getmany(wanted, timeout)
+
+    @functools.cached_property
+    def _seeks(self) -> SeekGate:
+        return SeekGate(self._seek_to_committed_now)
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, run by the fetch loop (`SeekGate` says why)."""
+        await self._seeks.request()
+
+    async def _seek_to_committed_now(self) -> None:
+        """Seek, then forget what was acknowledged of the input partitions: every message from
+        the committed offset on comes again, and is acknowledged again once handled."""
+        await super().perform_seek()
+        direct_topics = cast(WorkerApp, self.app).direct_topics
+        for tp in self.assignment():
+            if tp.topic in direct_topics:
+                self._acked.pop(tp, None)
+                self._acked_index.pop(tp, None)
+                self._gap.pop(tp, None)
+        for message in [m for m in self._unacked_messages if m.topic in direct_topics]:
+            self._unacked_messages.discard(message)
 
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -175,9 +221,16 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         (tests/worker/test_operations.py reproduces it: a whole partition lost in 4 of 8 runs
         without this seek, none in 16 with it). Seeking them to the beginning, the reset
         policy anyway, delivers every event; one already scored is a duplicate, a no-op.
+        Changelog partitions have no committed offset and stay where recovery put them (sought
+        to the beginning too, every standby read its whole changelog again after each
+        rebalance).
         """
         committed = await super().seek_to_committed()
-        fresh = [tp for tp, offset in committed.items() if offset is None or offset <= 0]
+        fresh = [
+            tp
+            for tp, offset in committed.items()
+            if (offset is None or offset <= 0) and not self._is_changelog_tp(tp)
+        ]
         if fresh:
             await self._thread.seek_to_beginning(*map(aiokafka_driver.ensure_aiokafka_TP, fresh))
         return committed
@@ -319,8 +372,10 @@ class Worker:
         partitions = self.active_partitions()
         metrics.contacts.set(sum(self.table.store.contact_count(p) for p in partitions))
         lag: dict[tuple[str, int], int] = {}
+        commit_lag: dict[tuple[str, int], int] = {}
         topics = self.settings.topics
         assigned = app.consumer.assignment()
+        committed = cast(_WorkerConsumer, app.consumer)._committed_offset
         for topic in (topics.events, topics.ticks, topics.rerouted):
             for partition in partitions:
                 tp = TP(topic, partition)
@@ -333,7 +388,8 @@ class Worker:
                     position = await app.consumer.position(tp)
                     done = -1 if position is None else position - 1
                 lag[(topic, partition)] = max(highwater - done - 1, 0)
-        metrics.set_lag(lag)
+                commit_lag[(topic, partition)] = max(highwater - (committed.get(tp) or 0), 0)
+        metrics.set_lag(lag, commit_lag)
 
 
 def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:

@@ -148,6 +148,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.commit_lag = Gauge(
+            "leadscore_commit_lag",
+            "Messages after the group's committed offset, per input partition: what a restart "
+            "or a new owner reads again. Unlike the consumer lag, it grows when commits stop.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.recovering = Gauge(
             "leadscore_recovery_in_progress",
             "1 while table state is being recovered from the changelog.",
@@ -173,10 +180,14 @@ class Metrics:
                 if timer:
                     self.timer_changes.labels(plan).inc()
 
-    def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
-        self.lag.clear()
-        for (topic, partition), value in lag.items():
-            self.lag.labels(topic, str(partition)).set(value)
+    def set_lag(
+        self, lag: Mapping[tuple[str, int], int], commit_lag: Mapping[tuple[str, int], int]
+    ) -> None:
+        """Both lags by `(topic, partition)`; partitions not given lose their series."""
+        for gauge, values in ((self.lag, lag), (self.commit_lag, commit_lag)):
+            gauge.clear()
+            for (topic, partition), value in values.items():
+                gauge.labels(topic, str(partition)).set(value)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

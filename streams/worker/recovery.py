@@ -18,12 +18,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from confluent_kafka import KafkaException
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, ConsumerT
+from mode.utils.queues import ThrowableQueue
 
 from streams.worker.store import ContactTable
 
@@ -88,8 +89,40 @@ class CatchUpRecovery(Recovery):
                     destination[tp] = offset
 
 
+class ChangelogQueue(ThrowableQueue[Any]):
+    """Faust's changelog queue, emptied when a rebalance suspends the flow but not each time
+    the flow is resumed.
+
+    Why: the fetch loop records a changelog message as read once it is in this queue, and the
+    recovery service records it as applied only when it takes it out. Faust empties the queue
+    on every `flow_control.resume()`, also the one at the end of each recovery, after the
+    standby partitions were already resumed: the standby messages waiting in the queue then
+    were dropped, and nothing read them again, because the fetch position had moved on. The
+    standby applied the messages after them, so its offset passed records it never wrote, and
+    a worker taking the partition over from it found those contacts missing (issue 13).
+    Emptying it when the flow is suspended is safe: before it resumes, recovery seeks every
+    changelog partition back to the offset it applied last.
+    """
+
+    def clear(self) -> None:
+        if self._flow_control.is_active():  # a resume: what is queued is in order, keep it
+            return
+        super().clear()
+
+
 class CatchUpTableManager(TableManager):
-    """Faust's table manager, with `CatchUpRecovery` as its recovery service."""
+    """Faust's table manager, with `CatchUpRecovery` as its recovery service and a
+    `ChangelogQueue`."""
+
+    @property
+    def changelog_queue(self) -> ThrowableQueue[Any]:
+        if self._changelog_queue is None:
+            self._changelog_queue = ChangelogQueue(
+                maxsize=self.app.conf.stream_buffer_maxsize,
+                flow_control=self.app.flow_control,
+                clear_on_resume=True,
+            )
+        return self._changelog_queue
 
     @property
     def recovery(self) -> Recovery:

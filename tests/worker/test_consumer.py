@@ -1,13 +1,15 @@
 """The consumer's inline delivery: a delivery that must wait is finished by a task, and stays
-cancellable as in Faust (`_WorkerConsumer._deliver`)."""
+cancellable as in Faust (`_WorkerConsumer._deliver`); a fetch asks for the partitions active
+when it was made (`_WorkerConsumer._getmany`)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from faust.types import TP
 
-from streams.worker.app import _Rest
+from streams.worker.app import _Rest, _WorkerConsumer
 
 
 async def _put(queue: asyncio.Queue[int], item: int) -> None:
@@ -41,5 +43,31 @@ def test_cancelling_the_rest_cancels_the_delivery() -> None:
         with pytest.raises(asyncio.CancelledError):
             await rest
         assert queue.get_nowait() == 0 and queue.empty()  # the put never happened
+
+    asyncio.run(scenario())
+
+
+class _Thread:
+    """Faust's consumer thread, as `_getmany` sees it: the fetch waits a little."""
+
+    def __init__(self) -> None:
+        self.asked: list[set[TP]] = []
+
+    async def getmany(self, partitions: set[TP], timeout: float) -> dict[TP, list[object]]:
+        await asyncio.sleep(0.01)
+        self.asked.append(set(partitions))
+        return {}
+
+
+def test_a_fetch_keeps_asking_for_the_partitions_active_when_it_was_made() -> None:
+    async def scenario() -> None:
+        consumer = object.__new__(_WorkerConsumer)
+        thread = consumer._thread = _Thread()  # type: ignore[assignment]
+        active = {TP("changelog", 0)}
+        fetch = asyncio.ensure_future(consumer._getmany(active, 1.0))
+        await asyncio.sleep(0)
+        active.clear()  # recovery pauses the last active partition while the fetch waits
+        await asyncio.wait_for(fetch, 5)
+        assert thread.asked == [{TP("changelog", 0)}]  # not empty, which means "every one"
 
     asyncio.run(scenario())

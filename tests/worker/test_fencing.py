@@ -83,16 +83,24 @@ def test_a_new_owner_fences_the_old_one_and_recovery_skips_what_it_left(
             PartitionProducers(KafkaConnection(kafka_bootstrap), dict, app_id) for _ in range(2)
         )
         await old.claim({0})
-        await old.producer(0).send(topic, contact_key("a"), pack_record(None, 1, b"old"), [], 0)
+        await old.producer(0).send(
+            topic, contact_key("a"), pack_record(None, {0: 1}, b"old"), [], 0
+        )
         await old.commit()
         # Frozen mid-transaction: sent, not committed, when the new owner claims.
-        await old.producer(0).send(topic, contact_key("a"), pack_record(None, 2, b"zombie"), [], 0)
+        await old.producer(0).send(
+            topic, contact_key("a"), pack_record(None, {0: 2}, b"zombie"), [], 0
+        )
         await old.barrier()
         await new.claim({0})
-        await new.producer(0).send(topic, contact_key("a"), pack_record(None, 3, b"new"), [], 0)
+        await new.producer(0).send(
+            topic, contact_key("a"), pack_record(None, {0: 3}, b"new"), [], 0
+        )
         await new.commit()
         with pytest.raises(FencedError):
-            await old.producer(0).send(topic, contact_key("a"), pack_record(None, 4, b"z"), [], 0)
+            await old.producer(0).send(
+                topic, contact_key("a"), pack_record(None, {0: 4}, b"z"), [], 0
+            )
             await old.commit()
         old.close()
         new.close()

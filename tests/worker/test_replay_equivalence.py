@@ -55,9 +55,14 @@ def end_events(end: float, partitions: int) -> list[TrackingEvent]:
 
 
 def assert_matches_replay(
-    worker: WorkerProcess, bootstrap: str, events: list[TrackingEvent], plans: PlanSet
+    worker: WorkerProcess,
+    bootstrap: str,
+    events: list[TrackingEvent],
+    plans: PlanSet,
+    http_every: int = CONTACTS // 10,
 ) -> None:
-    """Wait until score-updates and sales-alerts add up to the replay's scores and alert ids."""
+    """Wait until score-updates and sales-alerts add up to the replay's scores and alert ids;
+    then every `http_every`-th contact must answer over HTTP with the replay's scores."""
     expected_scores, expected_alerts = expected_outcome(events, plans)
     updates = TopicReader(bootstrap, worker.topics.updates)
     alerts = TopicReader(bootstrap, worker.topics.alerts)
@@ -80,11 +85,12 @@ def assert_matches_replay(
             + f"\nalerts missing: {len(expected_alerts - alert_ids)}, "
             f"unexpected: {len(alert_ids - expected_alerts)}\n{worker.log()}"
         )
-    for contact_id in sorted({contact for contact, _ in expected_scores})[:: CONTACTS // 10]:
+    for contact_id in sorted({contact for contact, _ in expected_scores})[::http_every]:
         status, body = worker.contact(contact_id)
-        assert status == 200
+        assert status == 200, f"{contact_id}: HTTP {status}"
         for plan in plans:
-            assert body["plans"][plan.name]["score"] == expected_scores[(contact_id, plan.name)]
+            score = body["plans"][plan.name]["score"]
+            assert score == expected_scores[(contact_id, plan.name)], f"{contact_id}/{plan.name}"
 
 
 def test_simulated_stream_equals_backtest(start_worker: StartWorker, kafka_bootstrap: str) -> None:
