@@ -110,6 +110,7 @@ def test_a_new_owner_fences_the_old_one_and_recovery_skips_what_it_left(
     assert [record_state(v) for v in values] == [b"old", b"new"]  # the open one was aborted
 
     app = faust.App(app_id, broker=f"kafka://{kafka_bootstrap}", datadir=str(tmp_path))
+    app.kafka = KafkaConnection(kafka_bootstrap)  # what the catch-up reader connects with
     table = ContactTable(app, name="contacts", partitions=1, key_type=bytes, value_type=bytes)
     try:
         store = table.store
@@ -164,7 +165,8 @@ def _partitions(worker: WorkerProcess) -> list[int] | None:
 
 def _caught_up(worker: WorkerProcess, partitions: int) -> bool:
     lags = {k: v for k, v in worker.metrics().items() if k.startswith("leadscore_consumer_lag{")}
-    return len(lags) == 2 * partitions and not any(lags.values())
+    consumed = (worker.topics.events, worker.topics.ticks, worker.topics.rerouted)
+    return len(lags) == len(consumed) * partitions and not any(lags.values())
 
 
 def _stale_records(bootstrap: str, topic: str) -> list[str]:
