@@ -215,6 +215,10 @@ class _Pool:
         jobs = len(self._workers)
         numbers: list[list[int]] = [[] for _ in range(jobs)]
         lines: list[list[bytes]] = [[] for _ in range(jobs)]
+        if os.environ.get("LEADSCORE_B"):
+            for inbox in self._inboxes:
+                self._put(inbox, None)
+            return
         for number, line in read_lines(self._path, progress):
             index = route(line, jobs)
             numbers[index].append(number)
@@ -311,6 +315,8 @@ class _Worker:
 
     def run(self) -> _Share:
         ordered, safe = False, False
+        if os.environ.get("LEADSCORE_B"):
+            self._drain_inbox()
         while True:
             try:
                 return self._pass(ordered=ordered, safe=safe)
