@@ -12,10 +12,11 @@ import pytest
 
 from streams.backtest import parallel
 from streams.backtest import replay as replay_module
-from streams.backtest.parallel import default_jobs, route
+from streams.backtest.parallel import backtest_file, default_jobs, route
 from streams.backtest.simulate import generate
 from streams.cli import build_parser, main
 from streams.models.events import format_time
+from streams.scoring import load_plans
 from tests.support import BOOM, DAY, failing_score_event
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
@@ -128,3 +129,12 @@ def test_route_sends_every_line_of_a_contact_to_the_contact_s_worker(
 def test_the_default_is_the_cores_this_process_may_use() -> None:
     args = build_parser().parse_args(["backtest", "events.jsonl", "--plans", "plans.yaml"])
     assert args.jobs == default_jobs() == len(os.sched_getaffinity(0))
+
+
+def test_progress_is_reported_while_the_file_is_dealt(events_file: Path) -> None:
+    progress: list[tuple[int, int]] = []
+    result = backtest_file(
+        events_file, load_plans(EXAMPLES), progress=lambda *done: progress.append(done), jobs=2
+    )
+    assert result.scores
+    assert progress[-1] == (events_file.stat().st_size,) * 2
