@@ -111,6 +111,11 @@ READ_LATER: tuple[tuple[Callable[..., Any], str, str], ...] = (
     (AIOKafkaConsumer.start, "self._fetch_max_wait_ms", "the fetcher is built in start()"),
 )
 
+OURS = tuple(dict.fromkeys(row.ours for row in OVERRIDES))
+"""Our subclasses of Faust's classes: each method they override needs a row in `OVERRIDES`."""
+NOT_OVERRIDES = frozenset({"logger", "_abc_impl"})
+"""Set on every subclass by mode and abc, not by us."""
+
 MODULE_NAMES: tuple[tuple[object, str], ...] = (
     (aiokafka_driver, "ensure_aiokafka_TP"),
     (faust_consumer, "CONSUMER_FETCHING"),
@@ -162,6 +167,21 @@ def test_overridden_methods_are_as_the_overrides_expect(row: Override) -> None:
             f"{where} changed (digest {_digest(theirs)}), and {row.ours.__qualname__}.{row.name} "
             "replaces it instead of calling it: compare the two, adapt ours, update the digest"
         )
+
+
+def test_every_override_of_ours_has_a_row() -> None:
+    """So that an override added later (or at a merge) is checked like the others."""
+    listed = {(row.ours, row.name) for row in OVERRIDES}
+    missing = [
+        f"{ours.__qualname__}.{name}"
+        for ours in OURS
+        for name in vars(ours)
+        if (name == "__init__" or not name.startswith("__"))
+        and name not in NOT_OVERRIDES
+        and any(hasattr(base, name) for base in ours.__mro__[1:])
+        and (ours, name) not in listed
+    ]
+    assert not missing, f"add a row to OVERRIDES for each of {missing}"
 
 
 def _has_attribute(klass: type, name: str) -> bool:
