@@ -11,12 +11,12 @@ from typing import Any, TextIO
 
 import orjson
 
-from streams.backtest.replay import ReplayResult, replay_file
+from streams.backtest.parallel import Backtest, backtest_file, default_jobs
 from streams.backtest.report import PlanReport, build_report, plot_png, render_text, report_to_json
 from streams.backtest.simulate import generate, write_jsonl
 from streams.models.events import EventError, format_time, parse_time
 from streams.models.outputs import THRESHOLD_CROSSED
-from streams.scoring import Outcome, PlanSet, current_score, load_plans
+from streams.scoring import Outcome, PlanSet, load_plans
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +33,13 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     backtest.add_argument("--plot", type=Path, metavar="FILE.png", help="histogram picture")
     backtest.add_argument("--scores", type=Path, metavar="FILE.jsonl", help="final score a contact")
     backtest.add_argument("--alerts", type=Path, metavar="FILE.jsonl", help="every alert emitted")
+    backtest.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=default_jobs(),
+        metavar="N",
+        help="processes to spread the contacts over (default: the cores, %(default)s here)",
+    )
     backtest.set_defaults(handler=run_backtest)
 
     simulate = subparsers.add_parser("simulate", help="write realistic sample events (JSONL)")
@@ -78,7 +85,7 @@ def run_backtest(args: argparse.Namespace) -> int:
             raise SystemExit(f"leadscore backtest: {error}") from None
     started = time.perf_counter()
     progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-    result = replay_file(args.events, plans, until, progress)
+    result = backtest_file(args.events, plans, until, progress, jobs=args.jobs)
     if progress is not None:
         progress.finish()
     elapsed = time.perf_counter() - started
@@ -99,19 +106,18 @@ def run_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def final_scores(result: ReplayResult, plans: PlanSet) -> list[dict[str, Any]]:
+def final_scores(result: Backtest, plans: PlanSet) -> list[dict[str, Any]]:
     """One row a contact (erased contacts have none), sorted by contact id."""
+    names = [plan.name for plan in plans]
     return [
-        {"contact_id": contact_id, "scores": {p.name: current_score(p, state) for p in plans}}
-        for contact_id, state in sorted(result.states.items())
-        if state.first_seen is not None
+        {"contact_id": contact_id, "scores": dict(zip(names, scores, strict=True))}
+        for contact_id, scores in result.scores
     ]
 
 
 def plan_reports(
-    result: ReplayResult, plans: PlanSet, suggest_top_pct: float | None
+    result: Backtest, plans: PlanSet, suggest_top_pct: float | None
 ) -> list[PlanReport]:
-    live = [state for state in result.states.values() if state.first_seen is not None]
     crossed: dict[str, Counter[str]] = {plan.name: Counter() for plan in plans}
     dropped: dict[str, Counter[str]] = {plan.name: Counter() for plan in plans}
     for alert in result.alerts:
@@ -120,17 +126,17 @@ def plan_reports(
     return [
         build_report(
             plan.name,
-            [current_score(plan, state) for state in live],
+            [scores[index] for _, scores in result.scores],
             [(threshold.name, threshold.score) for threshold in plan.thresholds],
             crossed[plan.name],
             dropped[plan.name],
             suggest_top_pct=suggest_top_pct,
         )
-        for plan in plans
+        for index, plan in enumerate(plans)
     ]
 
 
-def _summary(result: ReplayResult, elapsed: float) -> dict[str, Any]:
+def _summary(result: Backtest, elapsed: float) -> dict[str, Any]:
     events = sum(result.outcomes.values())
     return {
         "events": events,
@@ -139,7 +145,7 @@ def _summary(result: ReplayResult, elapsed: float) -> dict[str, Any]:
         "ignored_after_erasure": result.outcomes[Outcome.IGNORED],
         "rejected_lines": len(result.rejected),
         "scoring_errors": len(result.failed),
-        "contacts": sum(1 for s in result.states.values() if s.first_seen is not None),
+        "contacts": len(result.scores),
         "alerts": len(result.alerts),
         "score_updates": result.score_updates,
         "until": None if result.until is None else format_time(result.until),
@@ -148,7 +154,7 @@ def _summary(result: ReplayResult, elapsed: float) -> dict[str, Any]:
     }
 
 
-def _summary_text(summary: dict[str, Any], result: ReplayResult) -> str:
+def _summary_text(summary: dict[str, Any], result: Backtest) -> str:
     lines = [
         f"replayed {summary['events']:,} events for {summary['contacts']:,} contacts "
         f"up to {summary['until']} in {summary['seconds']:.1f} s "
@@ -169,6 +175,13 @@ def _summary_text(summary: dict[str, Any], result: ReplayResult) -> str:
     if len(result.failed) > 5:
         lines.append(f"  ... and {len(result.failed) - 5} more scoring errors")
     return "\n".join(lines) + "\n"
+
+
+def _positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
 
 
 def _write_lines(path: Path, lines: Any) -> None:

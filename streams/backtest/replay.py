@@ -65,7 +65,7 @@ class OutOfOrderError(ValueError):
 
 
 @contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+def cyclic_gc_paused() -> Iterator[None]:
     """The core makes no reference cycles, but the collector rescans every live contact state
     as the heap grows: pausing it made a 100,000-contact replay about 30% faster."""
     was_enabled = gc.isenabled()
@@ -89,11 +89,11 @@ def replay(
     """
     if isinstance(events, Sequence):
         return _replay_guarded(lambda: events, plans, until)
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         return _replay(events, plans, until, safe=True)
 
 
-class _CoreFailedError(Exception):
+class CoreFailedError(Exception):
     """The core raised during a fast pass: the replay starts again in safe mode."""
 
 
@@ -105,50 +105,76 @@ def _replay_guarded(
     copied before the core gets it (`copy_state`, 5-7 µs an event, a fifth of the core's time):
     the failing events are then reported and leave their contacts exactly as they were, as the
     worker's dead-lettering does. The copies cost nothing while the core does not fail."""
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         try:
             return _replay(events(), plans, until, safe=False)
-        except _CoreFailedError:
+        except CoreFailedError:
             return _replay(events(), plans, until, safe=True)
 
 
 def _replay(
     events: Iterable[TrackingEvent], plans: PlanSet, until: float | None, *, safe: bool
 ) -> ReplayResult:
-    result = ReplayResult()
-    states = result.states
-    last_time: float | None = None
+    run = ReplayPass(plans, safe=safe)
     for event in events:
-        if last_time is not None and event.time < last_time:
+        run.score(event)
+    end = until if until is not None else run.last_time
+    if end is not None:
+        for contact_id in run.result.states:
+            run.advance(contact_id, end)
+    run.result.until = end
+    return run.result
+
+
+class ReplayPass:
+    """One pass over the events into a `ReplayResult`, an event or a contact at a time, so that
+    a driver can tell which outputs came from which step (`streams.backtest.parallel` does).
+
+    Unsafe (`safe=False`), the core changes the states in place and a failure raises
+    `CoreFailedError`; safe, each state is copied first and a failure is reported instead.
+    """
+
+    __slots__ = ("last_time", "plans", "result", "safe")
+
+    def __init__(self, plans: PlanSet, *, safe: bool) -> None:
+        self.plans = plans
+        self.safe = safe
+        self.result = ReplayResult()
+        self.last_time: float | None = None
+
+    def score(self, event: TrackingEvent) -> None:
+        """Apply the next event; raises `OutOfOrderError` if it is older than the last one."""
+        if self.last_time is not None and event.time < self.last_time:
             raise OutOfOrderError(f"event {event.id!r} is older than the one before it")
-        last_time = event.time
-        state = states.get(event.subject)
+        self.last_time = event.time
+        result = self.result
+        state = result.states.get(event.subject)
         try:
             step = score_event(
-                copy_state(state) if safe and state is not None else state, event, plans
+                copy_state(state) if self.safe and state is not None else state, event, self.plans
             )
         except Exception as error:
-            if not safe:
-                raise _CoreFailedError from error
+            if not self.safe:
+                raise CoreFailedError from error
             result.failed.append(FailedEvent(event.subject, event, str(scoring_error(error))))
-            continue
-        states[event.subject] = step.state
+            return
+        result.states[event.subject] = step.state
         result.outcomes[step.outcome] += 1
         _collect(result, step.outputs)
-    end = until if until is not None else last_time
-    if end is not None:
-        for contact_id, state in states.items():
-            try:
-                advanced, outputs = advance(copy_state(state) if safe else state, end, plans)
-            except Exception as error:
-                if not safe:
-                    raise _CoreFailedError from error
-                result.failed.append(FailedEvent(contact_id, None, str(scoring_error(error))))
-                continue
-            states[contact_id] = advanced
-            _collect(result, outputs)
-    result.until = end
-    return result
+
+    def advance(self, contact_id: str, end: float) -> None:
+        """Advance one contact (already scored) to the end time."""
+        result = self.result
+        state = result.states[contact_id]
+        try:
+            advanced, outputs = advance(copy_state(state) if self.safe else state, end, self.plans)
+        except Exception as error:
+            if not self.safe:
+                raise CoreFailedError from error
+            result.failed.append(FailedEvent(contact_id, None, str(scoring_error(error))))
+            return
+        result.states[contact_id] = advanced
+        _collect(result, outputs)
 
 
 def replay_file(
@@ -162,7 +188,7 @@ def replay_file(
 
     def events() -> Iterator[TrackingEvent]:
         rejected.clear()  # each pass over the file finds the same rejected lines again
-        return _valid(read_events(path, progress), rejected)
+        return (event for _, event in valid_events(read_events(path, progress), rejected))
 
     try:
         result = _replay_guarded(events, plans, until)
@@ -177,30 +203,42 @@ def read_events(
     path: Path, progress: Progress | None = None
 ) -> Iterator[tuple[int, TrackingEvent | EventError]]:
     """(line number, event or the reason it is invalid) for each non-blank line."""
+    return parse_lines(read_lines(path, progress))
+
+
+def read_lines(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its line break) for each non-blank line of a JSONL(.gz)."""
     total = path.stat().st_size
     with path.open("rb") as raw:
         stream: Iterable[bytes] = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
         for number, line in enumerate(stream, start=1):
             if progress is not None and number % 65536 == 0:
                 progress(raw.tell(), total)
-            if not line.strip():
-                continue
-            try:  # the line break is not the event's: the size limit is the worker's
-                yield number, parse_structured(line.removesuffix(b"\n").removesuffix(b"\r"))
-            except EventError as error:
-                yield number, error
+            if line.strip():  # the line break is not the event's: the size limit is the worker's
+                yield number, line.removesuffix(b"\n").removesuffix(b"\r")
     if progress is not None:
         progress(total, total)
 
 
-def _valid(
+def parse_lines(
+    lines: Iterable[tuple[int, bytes]],
+) -> Iterator[tuple[int, TrackingEvent | EventError]]:
+    for number, line in lines:
+        try:
+            yield number, parse_structured(line)
+        except EventError as error:
+            yield number, error
+
+
+def valid_events(
     lines: Iterable[tuple[int, TrackingEvent | EventError]], rejected: list[RejectedLine]
-) -> Iterator[TrackingEvent]:
+) -> Iterator[tuple[int, TrackingEvent]]:
+    """The valid events with their line numbers; the invalid lines go to `rejected`."""
     for number, item in lines:
         if isinstance(item, EventError):
             rejected.append(RejectedLine(number, item.reason, str(item)))
         else:
-            yield item
+            yield number, item
 
 
 def _collect(result: ReplayResult, outputs: list[Output]) -> None:

@@ -3,7 +3,8 @@
 Labels stay bounded: event types outside the built-in ones and those the plans name are
 counted as `other` (producers may send any type), plans and DLQ reasons come from finite sets,
 partitions from the topic's partition count. The registry is the worker's own, not the
-process-global one, so tests can build several workers in one process.
+process-global one, so tests can build several workers in one process; it has the process, GC
+and platform collectors that the global one has (`process_*`, `python_gc_*`, `python_info`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prometheus_client import (
     Gauge,
     GCCollector,
     Histogram,
+    PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
@@ -40,6 +42,9 @@ OTHER_TYPE = "other"
 INVALID_TYPE = "invalid"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+_DELAY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600
+)  # fmt: skip
 _AGENT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1)
 
 
@@ -51,8 +56,6 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._types = BUILT_IN_TYPES | frozenset(known_types)
         r = self.registry
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
-        GCCollector(registry=r)
         self.events = Counter(
             "leadscore_events_consumed",
             "Tracking events consumed, by event type and outcome "
@@ -104,8 +107,19 @@ class Metrics:
         )
         self.event_to_output = Histogram(
             "leadscore_event_to_output_seconds",
-            "From an event's time to the moment its outputs were sent (wall clock).",
+            "Event-time lag: from an event's own time (its CloudEvents time, set by the "
+            "producer) to its outputs being queued, by the worker's wall clock. Only live "
+            "traffic lands in the buckets; replayed or back-filled events land in +Inf. "
+            "For the worker's own delay see leadscore_processing_delay_seconds.",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.processing_delay = Histogram(
+            "leadscore_processing_delay_seconds",
+            "From an input message's Kafka timestamp (event or timer tick) to its outputs "
+            "being queued to the producer, by the worker's wall clock; messages without "
+            "outputs or without a timestamp are not counted.",
+            buckets=_DELAY_BUCKETS,
             registry=r,
         )
         self.agent_time = Histogram(
@@ -163,6 +177,9 @@ class Metrics:
         self.ready = Gauge(
             "leadscore_ready", "1 when the worker is recovered and consuming.", registry=r
         )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)  # registers itself on CPython only, as the global one does
 
     def type_label(self, event_type: str) -> str:
         return event_type if event_type in self._types else OTHER_TYPE

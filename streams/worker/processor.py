@@ -140,8 +140,10 @@ class Processor:
         timers: Timers,
         metrics: Metrics,
         rerouter: Rerouter,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._plans = plans
+        self._clock = clock
         self._ticks_topic = topics.ticks
         self._rerouter = rerouter
         self._states = states
@@ -197,7 +199,7 @@ class Processor:
             )
             return
         self._metrics.events.labels(self._metrics.type_label(event.type), step.outcome).inc()
-        await self._send(partition, step.outputs, event)
+        await self._send(step.outputs, message, event)
         if step.outcome is Outcome.APPLIED:
             before = held or Held(step.state)
             after = before.after(step.state, origin)
@@ -236,7 +238,7 @@ class Processor:
             )
             self._metrics.scoring_errors.labels("tick").inc()
             return
-        await self._send(message.partition, outputs, None)
+        await self._send(outputs, message, None)
         self._states.put(message.partition, contact_id, Held(state, held.applied))
 
     def _own(self, partition: int, contact_id: str, held: Held) -> ContactState:
@@ -271,14 +273,18 @@ class Processor:
         return None if clock is None else min(sent, clock)
 
     async def _send(
-        self, partition: int, outputs: Sequence[Output], event: TrackingEvent | None
+        self, outputs: Sequence[Output], message: Message, event: TrackingEvent | None
     ) -> None:
         if not outputs:
             return
-        await self._outbox.send(partition, outputs)
+        # Queued to the partition's transaction: visible at the next commit (fencing.py).
+        await self._outbox.send(message.partition, outputs)
         self._metrics.outputs_sent(outputs, timer=event is None)
+        now = self._clock()
+        if message.timestamp is not None and message.timestamp > 0:  # Kafka's -1: none
+            self._metrics.processing_delay.observe(max(now - message.timestamp, 0.0))
         if event is not None:
-            self._metrics.event_to_output.observe(max(time.time() - event.time, 0.0))
+            self._metrics.event_to_output.observe(max(now - event.time, 0.0))
 
 
 def plan_event_types(plans: PlanSet) -> Iterable[str]:

@@ -57,8 +57,25 @@ def metrics() -> Metrics:
     return Metrics()
 
 
+class _Clock:
+    """The wall clock the processor reads, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-def parts(tmp_path: Path, metrics: Metrics) -> Iterator[tuple[Processor, ContactStates, _Outbox]]:
+def clock() -> _Clock:
+    return _Clock()
+
+
+@pytest.fixture
+def parts(
+    tmp_path: Path, metrics: Metrics, clock: _Clock
+) -> Iterator[tuple[Processor, ContactStates, _Outbox]]:
     app = faust.App("processor-test", store="rocksdb://", datadir=str(tmp_path))
     table = ContactTable(
         app, name="contacts", partitions=PARTITIONS, key_type=bytes, value_type=bytes
@@ -74,7 +91,9 @@ def parts(tmp_path: Path, metrics: Metrics) -> Iterator[tuple[Processor, Contact
     timers = Timers("event", states, lambda: table.store, lambda: producer, TOPICS.ticks)
     outbox = _Outbox()
     rerouter = Rerouter(TOPICS.events, PARTITIONS, cast(Outbox, outbox), metrics)
-    processor = Processor(plans, TOPICS, states, cast(Outbox, outbox), timers, metrics, rerouter)
+    processor = Processor(
+        plans, TOPICS, states, cast(Outbox, outbox), timers, metrics, rerouter, clock=clock
+    )
     yield processor, states, outbox
     table.store.close()
 
@@ -353,3 +372,48 @@ def test_a_tick_whose_key_is_not_utf8_is_dropped(
     held = states.get(owner("c\ufffd"), "c\ufffd")
     assert held is not None and held.state.plans["lead-score"].score == 10
     assert not outbox.dead
+
+
+def test_the_processing_delay_runs_from_the_message_timestamp_to_the_outputs(
+    parts: tuple[Processor, ContactStates, _Outbox], metrics: Metrics, clock: _Clock
+) -> None:
+    """Kafka's timestamp, not the event's time: a replay of old events is not late."""
+    processor, _, outbox = parts
+    delay, lag = "leadscore_processing_delay_seconds", "leadscore_event_to_output_seconds"
+
+    def observed(name: str) -> tuple[float | None, float | None]:
+        value = metrics.registry.get_sample_value
+        return value(f"{name}_count"), value(f"{name}_sum")
+
+    def stamped(message: Message, timestamp: float) -> Message:
+        return Message(
+            message.topic,
+            message.partition,
+            message.offset,
+            timestamp,
+            0,
+            message.headers,
+            message.key,
+            message.value,
+            None,
+        )
+
+    old = event("email.opened", -30 * DAY, contact="c")
+    clock.now = T0 + 2.5
+
+    async def scenario() -> None:
+        await processor.handle(stamped(_event(old), T0))
+        assert observed(delay) == (1, 2.5)
+        assert observed(lag) == (1, 30 * DAY + 2.5)
+        await processor.handle(stamped(_event(old), T0))  # a duplicate: no outputs, no sample
+        await processor.handle(stamped(_event(event("email.opened", 0, contact="c")), -0.001))
+        assert observed(delay) == (1, 2.5)  # -1 ms is Kafka's "no timestamp"
+        assert observed(lag) == (2, 30 * DAY + 2.5 + 2.5)
+        await processor.handle(_event(event("email.opened", 31 * DAY, contact="other")))
+        clock.now = T0 + 40 * DAY
+        await processor.handle(stamped(_tick("c", T0 + 31 * DAY), T0 + 40 * DAY - 0.25))
+
+    asyncio.run(scenario())
+    assert outbox.sent[-1].data["cause"] == {"rules": ["went-quiet"], "timer": True}
+    assert observed(delay) == (2, 2.75)
+    assert metrics.registry.get_sample_value(f"{delay}_bucket", {"le": "0.25"}) == 1
