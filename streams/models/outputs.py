@@ -3,12 +3,17 @@
 Ids are deterministic (a hash of contact, plan, type, threshold and cause), so an output
 re-sent after a crash or produced again by a replay is recognisably the same output, and
 consumers can deduplicate on `(source, id)`.
+
+An `Output` is a compact record; its CloudEvent (id hash, RFC 3339 time, `data` with the
+breakdown) is built the first time something reads it, so a driver that only counts score
+updates (a backtest without `--alerts`) never pays for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from hashlib import blake2b
 from typing import Any, Literal
 
@@ -27,11 +32,16 @@ OutputKind = Literal["alert", "update"]
 
 @dataclass(frozen=True, slots=True)
 class Cause:
-    """Why a score changed: an event and the rules it triggered, or a timer and its rules."""
+    """Why a score changed: an event and the rules it triggered, or a timer and its rules.
+
+    `text` is the time as the outputs write it: given for a timer's deadline (computed, so
+    formatting it is where a deadline beyond year 9999 fails: inside the core, not where the
+    output is sent), derived from the event's time otherwise."""
 
     time: float
     rules: tuple[str, ...]
     event: TrackingEvent | None = None
+    text: str | None = None
 
     @property
     def identity(self) -> str:
@@ -39,6 +49,10 @@ class Cause:
         if self.event is not None:
             return f"event\x1f{self.event.source}\x1f{self.event.id}"
         return f"timer\x1f{','.join(self.rules)}\x1f{self.time!r}"
+
+    @property
+    def time_text(self) -> str:
+        return self.text if self.text is not None else format_time(self.time)
 
     def to_json(self) -> dict[str, Any]:
         if self.event is None:
@@ -51,57 +65,136 @@ class Cause:
         }
 
 
-@dataclass(frozen=True, slots=True)
+class ScoreChange:
+    """One plan's score change, shared by its update and its alerts; `data` is built once."""
+
+    __slots__ = ("_breakdown", "_data", "cause", "contact_id", "plan", "previous", "score")
+
+    def __init__(
+        self,
+        contact_id: str,
+        plan: str,
+        score: int,
+        previous: int,
+        cause: Cause,
+        breakdown: Callable[[], dict[str, int]],
+    ) -> None:
+        self.contact_id = contact_id
+        self.plan = plan
+        self.score = score
+        self.previous = previous
+        self.cause = cause
+        self._breakdown = breakdown
+        self._data: dict[str, Any] | None = None
+
+    def data(self) -> dict[str, Any]:
+        """The score update's `data` (a new dict each call: callers may keep and change it)."""
+        if self._data is None:
+            self._data = {
+                "contact_id": self.contact_id,
+                "plan": self.plan,
+                "score": self.score,
+                "previous_score": self.previous,
+                "cause": self.cause.to_json(),
+                "breakdown": self._breakdown(),
+            }
+        return dict(self._data)
+
+
 class Output:
     """One CloudEvent to send; `kind` picks the topic (alerts to sales, updates to the log)."""
 
-    kind: OutputKind
-    contact_id: str
-    cloudevent: Mapping[str, Any]
+    __slots__ = (
+        "_cloudevent",
+        "_data",
+        "cause",
+        "contact_id",
+        "discriminator",
+        "kind",
+        "source",
+        "type",
+    )
+
+    def __init__(
+        self,
+        kind: OutputKind,
+        event_type: str,
+        source: str,
+        contact_id: str,
+        cause: Cause,
+        data: Callable[[], dict[str, Any]] | dict[str, Any],
+        discriminator: str = "",
+    ) -> None:
+        self.kind: OutputKind = kind
+        self.type = event_type
+        self.source = source
+        self.contact_id = contact_id
+        self.cause = cause
+        self.discriminator = discriminator
+        self._data: Callable[[], dict[str, Any]] | dict[str, Any] = data
+        self._cloudevent: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
-        return str(self.cloudevent["id"])
-
-    @property
-    def type(self) -> str:
-        return str(self.cloudevent["type"])
+        return output_id(
+            self.contact_id, self.source, self.type, self.discriminator, self.cause.identity
+        )
 
     @property
     def data(self) -> Mapping[str, Any]:
-        data: Mapping[str, Any] = self.cloudevent["data"]
-        return data
+        if callable(self._data):
+            self._data = self._data()
+        return self._data
+
+    @property
+    def cloudevent(self) -> Mapping[str, Any]:
+        if self._cloudevent is None:
+            self._cloudevent = {
+                "specversion": SPEC_VERSION,
+                "id": self.id,
+                "source": self.source,
+                "type": self.type,
+                "subject": self.contact_id,
+                "time": self.cause.time_text,
+                "datacontenttype": "application/json",
+                "data": self.data,
+            }
+        return self._cloudevent
 
     def to_bytes(self) -> bytes:
         """Structured-mode JSON, the form on Kafka and in `backtest --alerts`."""
         return orjson.dumps(self.cloudevent)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Output):
+            return NotImplemented
+        return (self.kind, self.contact_id, self.cloudevent) == (
+            other.kind,
+            other.contact_id,
+            other.cloudevent,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable caches: compared by content only
+
+    def __repr__(self) -> str:
+        return f"Output(kind={self.kind!r}, contact_id={self.contact_id!r}, id={self.id!r})"
 
 
 def output_id(*parts: str) -> str:
     return blake2b("\x1e".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def make_output(
-    kind: OutputKind,
-    event_type: str,
-    source: str,
-    contact_id: str,
-    cause: Cause,
-    data: dict[str, Any],
-    discriminator: str = "",
-) -> Output:
-    """Wrap `data` in a CloudEvent whose id depends only on what caused it."""
-    return Output(
-        kind=kind,
-        contact_id=contact_id,
-        cloudevent={
-            "specversion": SPEC_VERSION,
-            "id": output_id(contact_id, source, event_type, discriminator, cause.identity),
-            "source": source,
-            "type": event_type,
-            "subject": contact_id,
-            "time": format_time(cause.time),
-            "datacontenttype": "application/json",
-            "data": data,
-        },
-    )
+def score_outputs(
+    change: ScoreChange, source: str, alert_type: str, crossed: list[tuple[str, int]]
+) -> list[Output]:
+    """The update for a change, then one alert per `(threshold, threshold score)` crossed."""
+    contact_id, cause = change.contact_id, change.cause
+    outputs = [Output("update", SCORE_CHANGED, source, contact_id, cause, change.data)]
+    for name, at in crossed:
+        data = partial(_alert_data, change, name, at)
+        outputs.append(Output("alert", alert_type, source, contact_id, cause, data, name))
+    return outputs
+
+
+def _alert_data(change: ScoreChange, threshold: str, threshold_score: int) -> dict[str, Any]:
+    return {**change.data(), "threshold": threshold, "threshold_score": threshold_score}

@@ -20,26 +20,27 @@ from __future__ import annotations
 
 import bisect
 from enum import StrEnum
+from functools import partial
+from math import inf
 from typing import Any, NamedTuple
 
 from streams.models.events import (
     CONTACT_ERASED,
     CONTACT_UPDATED,
-    NON_ACTIVITY_TYPES,
     TrackingEvent,
     format_time,
 )
 from streams.models.outputs import (
     CONTACT_FORGOTTEN,
     ENGINE_SOURCE,
-    SCORE_CHANGED,
     THRESHOLD_CROSSED,
     THRESHOLD_DROPPED,
     Cause,
     Output,
-    make_output,
+    ScoreChange,
+    score_outputs,
 )
-from streams.models.plans import BehaviourRule, InactivityRule, Plan, PlanSet
+from streams.models.plans import BehaviourRule, InactivityRule, Plan, PlanSet, Reaction
 from streams.scoring.state import (
     AWARD_LIMIT,
     SEEN_LIMIT,
@@ -77,26 +78,26 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
     if key in state.seen:
         return Step(state, [], Outcome.DUPLICATE)
     outputs: list[Output] = []
+    event_type = event.type
     if state.first_seen is None or event.time < state.first_seen:
         state.first_seen = event.time
     _prune_plans(state, plans)
     _advance(state, event.time, plans, outputs)
-    if event.type == CONTACT_ERASED:
+    if event_type == CONTACT_ERASED:
         return Step(_erase(state, event, outputs), outputs, Outcome.APPLIED)
-    state.seen.append(key)
-    if len(state.seen) > SEEN_LIMIT:
-        del state.seen[0]
+    seen = state.seen
+    seen.append(key)
+    if len(seen) > SEEN_LIMIT:
+        del seen[0]
     old_fit: dict[str, tuple[int, ...]] = {}
-    if event.type == CONTACT_UPDATED:
+    if event_type == CONTACT_UPDATED:
         old_fit = {plan.name: _fit(plan, state) for plan in plans}
         state.attributes = _merged_attributes(state, event)
         state.fit = {}
-    if event.type not in NON_ACTIVITY_TYPES and (
-        state.last_activity is None or event.time > state.last_activity
-    ):
+    elif state.last_activity is None or event.time > state.last_activity:
         state.last_activity = event.time
-    for plan in plans:
-        _score_plan_event(state, plan, event, old_fit.get(plan.name), outputs)
+    for reaction in plans.reactions(event_type):
+        _score_plan_event(state, reaction, event, old_fit.get(reaction.plan.name), outputs)
     return Step(state, outputs, Outcome.APPLIED)
 
 
@@ -125,11 +126,11 @@ def next_deadline(state: ContactState, plans: PlanSet) -> float | None:
     for plan in plans:
         plan_state = state.plans.get(plan.name)
         candidate = (
-            min((state.first_seen + rule.after for rule in plan.inactivity), default=None)
+            min((state.first_seen + rule.after for rule in plan.inactivity), default=inf)
             if plan_state is None
             else _next_due(plan, plan_state)
         )
-        if candidate is not None and (due is None or candidate < due):
+        if candidate != inf and (due is None or candidate < due):
             due = candidate
     return due
 
@@ -169,21 +170,25 @@ def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
 def _advance(state: ContactState, now: float, plans: PlanSet, outputs: list[Output]) -> None:
     for plan in plans:
         plan_state = _plan_state(state, plan)
-        while (due := _next_due(plan, plan_state)) is not None and due <= now:
+        while (due := _next_due(plan, plan_state)) <= now:
             _fire(state, plan, plan_state, due, outputs)
     if state.clock is None or now > state.clock:
         state.clock = now
 
 
-def _next_due(plan: Plan, plan_state: PlanState) -> float | None:
-    due: float | None = None
-    for award in plan_state.awards:
-        if award.expires_at is not None and (due is None or award.expires_at < due):
-            due = award.expires_at
+def _next_due(plan: Plan, plan_state: PlanState) -> float:
+    """The plan's next deadline, `math.inf` for none."""
+    due = plan_state.expiry
+    if due is None:
+        due = plan_state.expiry = min(
+            (award.expires_at for award in plan_state.awards if award.expires_at is not None),
+            default=inf,
+        )
+    quiet = plan_state.quiet
     for rule in plan.inactivity:
-        quiet = plan_state.quiet[rule.id]
-        if not quiet.fired and (due is None or quiet.anchor + rule.after < due):
-            due = quiet.anchor + rule.after
+        clock = quiet[rule.id]
+        if not clock.fired and clock.anchor + rule.after < due:
+            due = clock.anchor + rule.after
     return due
 
 
@@ -199,6 +204,7 @@ def _fire(
         else:
             kept.append(award)
     plan_state.awards = kept
+    _awards_removed(plan_state)
     for rule in plan.inactivity:
         quiet = plan_state.quiet[rule.id]
         if not quiet.fired and quiet.anchor + rule.after <= due:
@@ -207,8 +213,9 @@ def _fire(
             if rule.reset:
                 _reset(plan_state, due)
             else:
-                plan_state.awards.append(Award(rule.id, due, rule.points, None))
-    _report(state, plan, plan_state, Cause(time=due, rules=tuple(fired)), outputs)
+                _add_award(plan_state, Award(rule.id, due, rule.points, None))
+    cause = Cause(time=due, rules=tuple(fired), text=format_time(due))
+    _report(state, plan, plan_state, cause, outputs)
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -216,20 +223,21 @@ def _fire(
 
 def _score_plan_event(
     state: ContactState,
-    plan: Plan,
+    reaction: Reaction,
     event: TrackingEvent,
     old_fit: tuple[int, ...] | None,
     outputs: list[Output],
 ) -> None:
     """`old_fit` is the plan's attribute points before this event changed the attributes."""
+    plan = reaction.plan
     plan_state = state.plans[plan.name]
     clock = state.clock if state.clock is not None else event.time
     triggered: list[str] = []
-    for rule in plan.rules_for(event.type):
-        if rule.when.matches(event) and _apply_rule(plan_state, rule, event.time, clock):
+    for rule in reaction.rules:
+        if rule.when.matches_data(event) and _apply_rule(plan_state, rule, event.time, clock):
             triggered.append(rule.id)
-    for inactivity_rule in plan.inactivity:
-        if inactivity_rule.of.matches(event) and _rearm(
+    for inactivity_rule in reaction.inactivity:
+        if inactivity_rule.of.matches_data(event) and _rearm(
             plan_state, inactivity_rule, event.time, clock
         ):
             triggered.append(inactivity_rule.id)
@@ -261,7 +269,7 @@ def _apply_rule(plan_state: PlanState, rule: BehaviourRule, time: float, clock: 
         expires_at is not None and expires_at <= clock
     ):
         return displaced
-    plan_state.awards.append(Award(rule.id, time, rule.points, expires_at))
+    _add_award(plan_state, Award(rule.id, time, rule.points, expires_at))
     return True
 
 
@@ -293,6 +301,7 @@ def _claim(
     for index, award in enumerate(plan_state.awards):
         if award.rule == rule.id and award.time == latest:
             del plan_state.awards[index]
+            _awards_removed(plan_state)
             return True, True
     return True, False
 
@@ -310,6 +319,7 @@ def _rearm(plan_state: PlanState, rule: InactivityRule, time: float, clock: floa
         return False
     plan_state.awards = [award for award in plan_state.awards if award.rule != rule.id]
     plan_state.folded.pop(rule.id, None)
+    _awards_removed(plan_state)
     return True
 
 
@@ -318,6 +328,7 @@ def _reset(plan_state: PlanState, time: float) -> None:
     plan_state.folded = {
         rule: folded for rule, folded in plan_state.folded.items() if folded.latest >= time
     }
+    _awards_removed(plan_state)
     if plan_state.reset_at is None or time > plan_state.reset_at:
         plan_state.reset_at = time
 
@@ -335,7 +346,7 @@ def _fold(plan: Plan, plan_state: PlanState) -> None:
             excess -= 1
         else:
             kept.append(award)
-    plan_state.awards = kept
+    plan_state.awards = kept  # the same points and expiries: the derived totals still hold
 
 
 def _merged_attributes(state: ContactState, event: TrackingEvent) -> dict[str, Any]:
@@ -355,16 +366,9 @@ def _merged_attributes(state: ContactState, event: TrackingEvent) -> dict[str, A
 def _erase(state: ContactState, event: TrackingEvent, outputs: list[Output]) -> ContactState:
     erased_at = max(event.time, state.clock if state.clock is not None else event.time)
     contact_id = state.contact_id
-    outputs.append(
-        make_output(
-            "update",
-            CONTACT_FORGOTTEN,
-            ENGINE_SOURCE,
-            contact_id,
-            Cause(event.time, (), event),
-            {"contact_id": contact_id, "erased_at": format_time(erased_at)},
-        )
-    )
+    data = {"contact_id": contact_id, "erased_at": format_time(erased_at)}
+    cause = Cause(event.time, (), event)
+    outputs.append(Output("update", CONTACT_FORGOTTEN, ENGINE_SOURCE, contact_id, cause, data))
     return ContactState(contact_id=contact_id, erased_at=erased_at)
 
 
@@ -373,6 +377,8 @@ def _erase(state: ContactState, event: TrackingEvent, outputs: list[Output]) -> 
 
 def _plan_state(state: ContactState, plan: Plan) -> PlanState:
     plan_state = state.plans.get(plan.name)
+    if plan_state is not None and plan_state.quiet.keys() >= plan.inactivity_ids:
+        return plan_state
     anchor = state.first_seen if state.first_seen is not None else 0.0
     if plan_state is None:
         plan_state = PlanState(score=plan.clamp(sum(_fit(plan, state))))
@@ -385,6 +391,8 @@ def _plan_state(state: ContactState, plan: Plan) -> PlanState:
 
 def _prune_plans(state: ContactState, plans: PlanSet) -> None:
     """Forget plans that are no longer active, so a renamed plan leaves no garbage behind."""
+    if plans.active_names.issuperset(state.plans):
+        return
     for name in [name for name in state.plans if name not in plans.active_names]:
         del state.plans[name]
 
@@ -399,19 +407,43 @@ def _fit(plan: Plan, state: ContactState) -> tuple[int, ...]:
 
 
 def _raw_score(plan: Plan, plan_state: PlanState, state: ContactState) -> int:
-    awarded = sum(award.points for award in plan_state.awards)
-    awarded += sum(folded.points for folded in plan_state.folded.values())
+    awarded = plan_state.awarded
+    if awarded is None:
+        awarded = sum(award.points for award in plan_state.awards)
+        awarded += sum(folded.points for folded in plan_state.folded.values())
+        plan_state.awarded = awarded
     return awarded + sum(_fit(plan, state))
+
+
+def _add_award(plan_state: PlanState, award: Award) -> None:
+    """Append an award, keeping the derived total and earliest expiry up to date."""
+    plan_state.awards.append(award)
+    if plan_state.awarded is not None:
+        plan_state.awarded += award.points
+    expires_at = award.expires_at
+    if expires_at is not None and plan_state.expiry is not None and expires_at < plan_state.expiry:
+        plan_state.expiry = expires_at
+
+
+def _awards_removed(plan_state: PlanState) -> None:
+    """After awards or folded points were taken away: the derived totals are recomputed."""
+    plan_state.awarded = None
+    plan_state.expiry = None
 
 
 def _breakdown(plan: Plan, plan_state: PlanState, state: ContactState) -> dict[str, int]:
     """Points per rule id, in plan order, leaving out rules that contribute nothing."""
-    totals: dict[str, int] = {}
-    for award in plan_state.awards:
+    folded = {rule_id: f.points for rule_id, f in plan_state.folded.items()}
+    return _tally(plan, plan_state.awards, folded, _fit(plan, state))
+
+
+def _tally(
+    plan: Plan, awards: list[Award], folded: dict[str, int], fit: tuple[int, ...]
+) -> dict[str, int]:
+    totals: dict[str, int] = folded.copy()
+    for award in awards:
         totals[award.rule] = totals.get(award.rule, 0) + award.points
-    for rule_id, folded in plan_state.folded.items():
-        totals[rule_id] = totals.get(rule_id, 0) + folded.points
-    for rule, points in zip(plan.attributes, _fit(plan, state), strict=True):
+    for rule, points in zip(plan.attributes, fit, strict=True):
         totals[rule.id] = points
     return {rule_id: totals[rule_id] for rule_id in plan.rule_ids if totals.get(rule_id)}
 
@@ -419,30 +451,24 @@ def _breakdown(plan: Plan, plan_state: PlanState, state: ContactState) -> dict[s
 def _report(
     state: ContactState, plan: Plan, plan_state: PlanState, cause: Cause, outputs: list[Output]
 ) -> None:
-    """Emit a score update, and an alert per threshold crossed, when the score changed."""
+    """Emit a score update, and an alert per threshold crossed, when the score changed.
+
+    The breakdown is taken as it is now (a copy of the awards) and tallied only if the
+    output is read."""
     previous = plan_state.score
     score = plan.clamp(_raw_score(plan, plan_state, state))
     if score == previous:
         return
     plan_state.score = score
-    contact_id = state.contact_id
-    data: dict[str, Any] = {
-        "contact_id": contact_id,
-        "plan": plan.name,
-        "score": score,
-        "previous_score": previous,
-        "cause": cause.to_json(),
-        "breakdown": _breakdown(plan, plan_state, state),
-    }
-    outputs.append(make_output("update", SCORE_CHANGED, plan.source, contact_id, cause, data))
+    folded = {rule_id: f.points for rule_id, f in plan_state.folded.items()}
+    breakdown = partial(_tally, plan, plan_state.awards.copy(), folded, _fit(plan, state))
+    change = ScoreChange(state.contact_id, plan.name, score, previous, cause, breakdown)
     if score > previous:
-        crossed = [t for t in plan.thresholds if previous < t.score <= score]
+        crossed = [(t.name, t.score) for t in plan.thresholds if previous < t.score <= score]
         alert_type = THRESHOLD_CROSSED
     else:
-        crossed = [t for t in reversed(plan.thresholds) if previous >= t.score > score]
+        crossed = [
+            (t.name, t.score) for t in reversed(plan.thresholds) if previous >= t.score > score
+        ]
         alert_type = THRESHOLD_DROPPED
-    for threshold in crossed:
-        alert = {**data, "threshold": threshold.name, "threshold_score": threshold.score}
-        outputs.append(
-            make_output("alert", alert_type, plan.source, contact_id, cause, alert, threshold.name)
-        )
+    outputs.extend(score_outputs(change, plan.source, alert_type, crossed))

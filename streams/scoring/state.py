@@ -61,6 +61,13 @@ class PlanState:
     quiet: dict[str, Quiet] = field(default_factory=dict)
     claims: dict[str, list[float]] = field(default_factory=dict)
     """Per limited rule, sorted times of the awards that used its allowance (resets keep them)."""
+    awarded: int | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the points of `awards` and `folded` together (None: not known
+    yet). The engine keeps it up to date as it adds awards, so that a score is not a sum over
+    every award on every change."""
+    expiry: float | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the earliest `expires_at` of `awards` (`math.inf` for none, None:
+    not known yet), so that finding the next deadline is not a scan of every award."""
 
 
 @dataclass(slots=True)
@@ -196,4 +203,6 @@ def _copy_plan(plan: PlanState) -> PlanState:
         plan.reset_at,
         {rule: Quiet(q.anchor, q.fired) for rule, q in plan.quiet.items()},
         {rule: times.copy() for rule, times in plan.claims.items()} if plan.claims else {},
+        plan.awarded,
+        plan.expiry,
     )
