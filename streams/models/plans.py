@@ -104,7 +104,6 @@ class Plan:
     maximum: int | None = None
     source: str = field(init=False)
     rule_ids: tuple[str, ...] = field(init=False)
-    inactivity_ids: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", f"/leadscore/plans/{self.name}")
@@ -114,7 +113,6 @@ class Plan:
             *self.inactivity,
         )
         object.__setattr__(self, "rule_ids", tuple(rule.id for rule in every_rule))
-        object.__setattr__(self, "inactivity_ids", frozenset(rule.id for rule in self.inactivity))
 
     def clamp(self, raw: int) -> int:
         if self.minimum is not None and raw < self.minimum:

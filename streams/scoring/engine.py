@@ -168,8 +168,11 @@ def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
 
 
 def _advance(state: ContactState, now: float, plans: PlanSet, outputs: list[Output]) -> None:
+    plan_states = state.plans
     for plan in plans:
-        plan_state = _plan_state(state, plan)
+        plan_state = plan_states.get(plan.name)
+        if plan_state is None or plan_state.ready_for is not plan:
+            plan_state = _plan_state(state, plan)
         while (due := _next_due(plan, plan_state)) <= now:
             _fire(state, plan, plan_state, due, outputs)
     if state.clock is None or now > state.clock:
@@ -376,9 +379,8 @@ def _erase(state: ContactState, event: TrackingEvent, outputs: list[Output]) -> 
 
 
 def _plan_state(state: ContactState, plan: Plan) -> PlanState:
+    """The contact's state in `plan`, with a clock for each of its inactivity rules."""
     plan_state = state.plans.get(plan.name)
-    if plan_state is not None and plan_state.quiet.keys() >= plan.inactivity_ids:
-        return plan_state
     anchor = state.first_seen if state.first_seen is not None else 0.0
     if plan_state is None:
         plan_state = PlanState(score=plan.clamp(sum(_fit(plan, state))))
@@ -386,6 +388,7 @@ def _plan_state(state: ContactState, plan: Plan) -> PlanState:
     for rule in plan.inactivity:
         if rule.id not in plan_state.quiet:
             plan_state.quiet[rule.id] = Quiet(anchor=max(anchor, state.clock or anchor))
+    plan_state.ready_for = plan
     return plan_state
 
 
@@ -460,7 +463,9 @@ def _report(
     if score == previous:
         return
     plan_state.score = score
-    folded = {rule_id: f.points for rule_id, f in plan_state.folded.items()}
+    folded = (
+        {rule_id: f.points for rule_id, f in plan_state.folded.items()} if plan_state.folded else {}
+    )
     breakdown = partial(_tally, plan, plan_state.awards.copy(), folded, _fit(plan, state))
     change = ScoreChange(state.contact_id, plan.name, score, previous, cause, breakdown)
     if score > previous:

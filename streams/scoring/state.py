@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from streams.models.events import TrackingEvent
+from streams.models.plans import Plan
 
 SEEN_LIMIT = 128
 """Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
@@ -68,6 +69,9 @@ class PlanState:
     expiry: float | None = field(default=None, compare=False, repr=False)
     """Derived, never stored: the earliest `expires_at` of `awards` (`math.inf` for none, None:
     not known yet), so that finding the next deadline is not a scan of every award."""
+    ready_for: Plan | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the plan whose inactivity rules all have a clock in `quiet`
+    (checked once per plan object, not on every event)."""
 
 
 @dataclass(slots=True)
@@ -205,4 +209,5 @@ def _copy_plan(plan: PlanState) -> PlanState:
         {rule: times.copy() for rule, times in plan.claims.items()} if plan.claims else {},
         plan.awarded,
         plan.expiry,
+        plan.ready_for,
     )
