@@ -75,17 +75,18 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
     if state.erased_at is not None and event.time <= state.erased_at:
         return Step(state, [], Outcome.IGNORED)
     key = event_key(event)
-    if key in state.seen:
+    seen = state.seen
+    if key in seen:
         return Step(state, [], Outcome.DUPLICATE)
     outputs: list[Output] = []
     event_type = event.type
-    if state.first_seen is None or event.time < state.first_seen:
-        state.first_seen = event.time
+    time = event.time
+    if state.first_seen is None or time < state.first_seen:
+        state.first_seen = time
     _prune_plans(state, plans)
-    _advance(state, event.time, plans, outputs)
+    _advance(state, time, plans, outputs)
     if event_type == CONTACT_ERASED:
         return Step(_erase(state, event, outputs), outputs, Outcome.APPLIED)
-    seen = state.seen
     seen.append(key)
     if len(seen) > SEEN_LIMIT:
         del seen[0]
@@ -94,8 +95,8 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
         old_fit = {plan.name: _fit(plan, state) for plan in plans}
         state.attributes = _merged_attributes(state, event)
         state.fit = {}
-    elif state.last_activity is None or event.time > state.last_activity:
-        state.last_activity = event.time
+    elif state.last_activity is None or time > state.last_activity:
+        state.last_activity = time
     for reaction in plans.reactions(event_type):
         _score_plan_event(state, reaction, event, old_fit.get(reaction.plan.name), outputs)
     return Step(state, outputs, Outcome.APPLIED)
@@ -169,7 +170,7 @@ def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
 
 def _advance(state: ContactState, now: float, plans: PlanSet, outputs: list[Output]) -> None:
     plan_states = state.plans
-    for plan in plans:
+    for plan in plans.active:
         plan_state = plan_states.get(plan.name)
         if plan_state is None or plan_state.ready_for is not plan:
             plan_state = _plan_state(state, plan)
@@ -383,7 +384,7 @@ def _plan_state(state: ContactState, plan: Plan) -> PlanState:
     plan_state = state.plans.get(plan.name)
     anchor = state.first_seen if state.first_seen is not None else 0.0
     if plan_state is None:
-        plan_state = PlanState(score=plan.clamp(sum(_fit(plan, state))))
+        plan_state = PlanState(score=plan.clamp(sum(_fit(plan, state))), awarded=0, expiry=inf)
         state.plans[plan.name] = plan_state
     for rule in plan.inactivity:
         if rule.id not in plan_state.quiet:
@@ -394,10 +395,11 @@ def _plan_state(state: ContactState, plan: Plan) -> PlanState:
 
 def _prune_plans(state: ContactState, plans: PlanSet) -> None:
     """Forget plans that are no longer active, so a renamed plan leaves no garbage behind."""
-    if plans.active_names.issuperset(state.plans):
-        return
+    if state.pruned_for is plans:
+        return  # only active plans were added since
     for name in [name for name in state.plans if name not in plans.active_names]:
         del state.plans[name]
+    state.pruned_for = plans
 
 
 def _fit(plan: Plan, state: ContactState) -> tuple[int, ...]:

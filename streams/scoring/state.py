@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from streams.models.events import TrackingEvent
-from streams.models.plans import Plan
+from streams.models.plans import Plan, PlanSet
 
 SEEN_LIMIT = 128
 """Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
@@ -97,6 +97,9 @@ class ContactState:
     fit: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     """Points of each attribute rule per plan name: derived from `attributes`, never stored,
     cleared when they change (matching them on every event was a third of the core's time)."""
+    pruned_for: PlanSet | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the plan set whose inactive plans were last removed from `plans`
+    (the engine only adds active ones, so checking once per plan set is enough)."""
 
 
 def event_key(event: TrackingEvent) -> int:
@@ -194,6 +197,7 @@ def copy_state(state: ContactState) -> ContactState:
         {name: _copy_plan(plan) for name, plan in state.plans.items()},
         state.erased_at,
         state.fit.copy(),
+        state.pruned_for,
     )
 
 
