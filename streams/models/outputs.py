@@ -4,16 +4,15 @@ Ids are deterministic (a hash of contact, plan, type, threshold and cause), so a
 re-sent after a crash or produced again by a replay is recognisably the same output, and
 consumers can deduplicate on `(source, id)`.
 
-An `Output` is a compact record; its CloudEvent (id hash, RFC 3339 time, `data` with the
-breakdown) is built the first time something reads it, so a driver that only counts score
-updates (a backtest without `--alerts`) never pays for them.
+An `Output` is a compact record; its `data` (with the breakdown) and its CloudEvent (id hash,
+RFC 3339 time) are built the first time something reads them, so a driver that only counts
+score updates (a backtest without `--alerts`) never pays for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from hashlib import blake2b
 from typing import Any, Literal
 
@@ -63,42 +62,6 @@ class Cause:
             "event_type": self.event.type,
             "rules": list(self.rules),
         }
-
-
-class ScoreChange:
-    """One plan's score change, shared by its update and its alerts; `data` is built once."""
-
-    __slots__ = ("_breakdown", "_data", "cause", "contact_id", "plan", "previous", "score")
-
-    def __init__(
-        self,
-        contact_id: str,
-        plan: str,
-        score: int,
-        previous: int,
-        cause: Cause,
-        breakdown: Callable[[], dict[str, int]],
-    ) -> None:
-        self.contact_id = contact_id
-        self.plan = plan
-        self.score = score
-        self.previous = previous
-        self.cause = cause
-        self._breakdown = breakdown
-        self._data: dict[str, Any] | None = None
-
-    def data(self) -> dict[str, Any]:
-        """The score update's `data` (a new dict each call: callers may keep and change it)."""
-        if self._data is None:
-            self._data = {
-                "contact_id": self.contact_id,
-                "plan": self.plan,
-                "score": self.score,
-                "previous_score": self.previous,
-                "cause": self.cause.to_json(),
-                "breakdown": self._breakdown(),
-            }
-        return dict(self._data)
 
 
 class Output:
@@ -184,17 +147,6 @@ def output_id(*parts: str) -> str:
     return blake2b("\x1e".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def score_outputs(
-    change: ScoreChange, source: str, alert_type: str, crossed: list[tuple[str, int]]
-) -> list[Output]:
-    """The update for a change, then one alert per `(threshold, threshold score)` crossed."""
-    contact_id, cause = change.contact_id, change.cause
-    outputs = [Output("update", SCORE_CHANGED, source, contact_id, cause, change.data)]
-    for name, at in crossed:
-        data = partial(_alert_data, change, name, at)
-        outputs.append(Output("alert", alert_type, source, contact_id, cause, data, name))
-    return outputs
-
-
-def _alert_data(change: ScoreChange, threshold: str, threshold_score: int) -> dict[str, Any]:
-    return {**change.data(), "threshold": threshold, "threshold_score": threshold_score}
+def alert_data(update: Output, threshold: str, threshold_score: int) -> dict[str, Any]:
+    """An alert's `data`: its score update's, and the threshold."""
+    return {**update.data, "threshold": threshold, "threshold_score": threshold_score}

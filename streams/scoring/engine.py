@@ -33,12 +33,12 @@ from streams.models.events import (
 from streams.models.outputs import (
     CONTACT_FORGOTTEN,
     ENGINE_SOURCE,
+    SCORE_CHANGED,
     THRESHOLD_CROSSED,
     THRESHOLD_DROPPED,
     Cause,
     Output,
-    ScoreChange,
-    score_outputs,
+    alert_data,
 )
 from streams.models.plans import BehaviourRule, InactivityRule, Plan, PlanSet, Reaction
 from streams.scoring.state import (
@@ -459,23 +459,58 @@ def _report(
     """Emit a score update, and an alert per threshold crossed, when the score changed.
 
     The breakdown is taken as it is now (a copy of the awards) and tallied only if the
-    output is read."""
+    output's data is read."""
     previous = plan_state.score
     score = plan.clamp(_raw_score(plan, plan_state, state))
     if score == previous:
         return
     plan_state.score = score
+    contact_id = state.contact_id
     folded = (
         {rule_id: f.points for rule_id, f in plan_state.folded.items()} if plan_state.folded else {}
     )
-    breakdown = partial(_tally, plan, plan_state.awards.copy(), folded, _fit(plan, state))
-    change = ScoreChange(state.contact_id, plan.name, score, previous, cause, breakdown)
+    data = partial(
+        _score_data,
+        contact_id,
+        plan,
+        score,
+        previous,
+        cause,
+        plan_state.awards.copy(),
+        folded,
+        _fit(plan, state),
+    )
+    update = Output("update", SCORE_CHANGED, plan.source, contact_id, cause, data)
+    outputs.append(update)
     if score > previous:
-        crossed = [(t.name, t.score) for t in plan.thresholds if previous < t.score <= score]
+        crossed = [t for t in plan.thresholds if previous < t.score <= score]
         alert_type = THRESHOLD_CROSSED
     else:
-        crossed = [
-            (t.name, t.score) for t in reversed(plan.thresholds) if previous >= t.score > score
-        ]
+        crossed = [t for t in reversed(plan.thresholds) if previous >= t.score > score]
         alert_type = THRESHOLD_DROPPED
-    outputs.extend(score_outputs(change, plan.source, alert_type, crossed))
+    for threshold in crossed:
+        alert = partial(alert_data, update, threshold.name, threshold.score)
+        outputs.append(
+            Output("alert", alert_type, plan.source, contact_id, cause, alert, threshold.name)
+        )
+
+
+def _score_data(
+    contact_id: str,
+    plan: Plan,
+    score: int,
+    previous: int,
+    cause: Cause,
+    awards: list[Award],
+    folded: dict[str, int],
+    fit: tuple[int, ...],
+) -> dict[str, Any]:
+    """A score update's `data`, from what `_report` kept of the state."""
+    return {
+        "contact_id": contact_id,
+        "plan": plan.name,
+        "score": score,
+        "previous_score": previous,
+        "cause": cause.to_json(),
+        "breakdown": _tally(plan, awards, folded, fit),
+    }
