@@ -19,6 +19,11 @@ class EventFilter:
 
     types: frozenset[str] | None
     data: tuple[tuple[str, Matcher], ...] = ()
+    _paths: tuple[tuple[tuple[str, ...], Matcher], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        paths = tuple((tuple(path.split(".")), matcher) for path, matcher in self.data)
+        object.__setattr__(self, "_paths", paths)
 
     def matches(self, event: TrackingEvent) -> bool:
         if self.types is None:
@@ -36,7 +41,13 @@ class EventFilter:
 
     def matches_data(self, event: TrackingEvent) -> bool:
         """The data conditions alone, for a caller that already checked the type."""
-        return all(matcher.matches(lookup(event.data, path)) for path, matcher in self.data)
+        data = event.data
+        for path, matcher in self._paths:
+            if not matcher.matches(lookup(data, path)):
+                break
+        else:
+            return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +78,13 @@ class AttributeRule:
     attribute: str
     matcher: Matcher
     points: int
+    _path: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_path", tuple(self.attribute.split(".")))
 
     def points_for(self, attributes: Mapping[str, Any]) -> int:
-        return self.points if self.matcher.matches(lookup(attributes, self.attribute)) else 0
+        return self.points if self.matcher.matches(lookup(attributes, self._path)) else 0
 
 
 @dataclass(frozen=True, slots=True)

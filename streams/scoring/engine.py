@@ -289,9 +289,10 @@ def _claim(
     assert rule.limit is not None
     claims = plan_state.claims.setdefault(rule.id, [])
     per = rule.limit.per
-    if per is not None:
-        claims[:] = [claimed for claimed in claims if claimed > clock - per]
-        if sum(1 for claimed in claims if time - per < claimed <= time) >= rule.limit.count:
+    if per is not None:  # claims are sorted: the window is a slice
+        del claims[: bisect.bisect_right(claims, clock - per)]
+        in_window = bisect.bisect_right(claims, time) - bisect.bisect_right(claims, time - per)
+        if in_window >= rule.limit.count:
             return False, False
         bisect.insort(claims, time)
         return True, False
