@@ -31,16 +31,11 @@ OutputKind = Literal["alert", "update"]
 
 @dataclass(frozen=True, slots=True)
 class Cause:
-    """Why a score changed: an event and the rules it triggered, or a timer and its rules.
-
-    `text` is the time as the outputs write it: given for a timer's deadline (computed, so
-    formatting it is where a deadline beyond year 9999 fails: inside the core, not where the
-    output is sent), derived from the event's time otherwise."""
+    """Why a score changed: an event and the rules it triggered, or a timer and its rules."""
 
     time: float
     rules: tuple[str, ...]
     event: TrackingEvent | None = None
-    text: str | None = None
 
     @property
     def identity(self) -> str:
@@ -48,10 +43,6 @@ class Cause:
         if self.event is not None:
             return f"event\x1f{self.event.source}\x1f{self.event.id}"
         return f"timer\x1f{','.join(self.rules)}\x1f{self.time!r}"
-
-    @property
-    def time_text(self) -> str:
-        return self.text if self.text is not None else format_time(self.time)
 
     def to_json(self) -> dict[str, Any]:
         if self.event is None:
@@ -118,7 +109,7 @@ class Output:
                 "source": self.source,
                 "type": self.type,
                 "subject": self.contact_id,
-                "time": self.cause.time_text,
+                "time": format_time(self.cause.time),
                 "datacontenttype": "application/json",
                 "data": self.data,
             }

@@ -41,6 +41,7 @@ from streams.models.outputs import (
     alert_data,
 )
 from streams.models.plans import BehaviourRule, InactivityRule, Plan, PlanSet, Reaction
+from streams.models.times import END
 from streams.scoring.state import (
     AWARD_LIMIT,
     SEEN_LIMIT,
@@ -218,8 +219,7 @@ def _fire(
                 _reset(plan_state, due)
             else:
                 _add_award(plan_state, Award(rule.id, due, rule.points, None))
-    cause = Cause(time=due, rules=tuple(fired), text=format_time(due))
-    _report(state, plan, plan_state, cause, outputs)
+    _report(state, plan, plan_state, Cause(time=due, rules=tuple(fired)), outputs)
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -466,6 +466,8 @@ def _report(
     if score == previous:
         return
     plan_state.score = score
+    if cause.time >= END:  # a deadline past year 9999: fail here, in the core, as it always did
+        format_time(cause.time)
     contact_id = state.contact_id
     folded = (
         {rule_id: f.points for rule_id, f in plan_state.folded.items()} if plan_state.folded else {}
