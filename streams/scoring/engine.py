@@ -237,11 +237,13 @@ def _score_plan_event(
     plan_state = state.plans[plan.name]
     clock = state.clock if state.clock is not None else event.time
     triggered: list[str] = []
-    for rule in reaction.rules:
-        if rule.when.matches_data(event) and _apply_rule(plan_state, rule, event.time, clock):
+    for rule in reaction.rules:  # a filter without data conditions costs no call
+        if (not rule.when.data or rule.when.matches_data(event)) and _apply_rule(
+            plan_state, rule, event.time, clock
+        ):
             triggered.append(rule.id)
     for inactivity_rule in reaction.inactivity:
-        if inactivity_rule.of.matches_data(event) and _rearm(
+        if (not inactivity_rule.of.data or inactivity_rule.of.matches_data(event)) and _rearm(
             plan_state, inactivity_rule, event.time, clock
         ):
             triggered.append(inactivity_rule.id)
