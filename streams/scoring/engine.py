@@ -142,7 +142,7 @@ def current_score(plan: Plan, state: ContactState) -> int:
     plan_state = state.plans.get(plan.name)
     if plan_state is None:
         return plan.clamp(sum(_fit(plan, state)))
-    return plan.clamp(_raw_score(plan, plan_state, state))
+    return plan.clamp(_raw_score(plan_state, _fit(plan, state)))
 
 
 def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
@@ -414,13 +414,13 @@ def _fit(plan: Plan, state: ContactState) -> tuple[int, ...]:
     return points
 
 
-def _raw_score(plan: Plan, plan_state: PlanState, state: ContactState) -> int:
+def _raw_score(plan_state: PlanState, fit: tuple[int, ...]) -> int:
     awarded = plan_state.awarded
     if awarded is None:
         awarded = sum(award.points for award in plan_state.awards)
         awarded += sum(folded.points for folded in plan_state.folded.values())
         plan_state.awarded = awarded
-    return awarded + sum(_fit(plan, state))
+    return awarded + sum(fit)
 
 
 def _add_award(plan_state: PlanState, award: Award) -> None:
@@ -464,7 +464,8 @@ def _report(
     The breakdown is taken as it is now (a copy of the awards) and tallied only if the
     output's data is read."""
     previous = plan_state.score
-    score = plan.clamp(_raw_score(plan, plan_state, state))
+    fit = _fit(plan, state)
+    score = plan.clamp(_raw_score(plan_state, fit))
     if score == previous:
         return
     plan_state.score = score
@@ -483,7 +484,7 @@ def _report(
         cause,
         plan_state.awards.copy(),
         folded,
-        _fit(plan, state),
+        fit,
     )
     update = Output("update", SCORE_CHANGED, plan.source, contact_id, cause, data)
     outputs.append(update)
