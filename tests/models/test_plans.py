@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streams.backtest.simulate import generate
 from streams.models.events import CONTACT_UPDATED, TrackingEvent
-from streams.scoring import load_plans
+from streams.scoring import PlanSet, load_plans
 from tests.support import plans_from
 
 EXAMPLES = load_plans(Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml")
@@ -31,10 +31,10 @@ plans:
 
 
 def test_only_plans_with_something_for_a_type_react() -> None:
-    def names(plans: object, kind: str) -> list[tuple[str, list[str], list[str], bool]]:
+    def names(plans: PlanSet, kind: str) -> list[tuple[str, list[str], list[str], bool]]:
         return [
             (r.plan.name, [x.id for x in r.rules], [x.id for x in r.inactivity], r.attributes)
-            for r in plans.reactions(kind)  # type: ignore[attr-defined]
+            for r in plans.reactions(kind)
         ]
 
     assert names(EXAMPLES, "email.opened") == [("lead-score", ["opened"], ["went-quiet"], False)]
