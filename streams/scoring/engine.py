@@ -170,15 +170,26 @@ def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
 
 
 def _advance(state: ContactState, now: float, plans: PlanSet, outputs: list[Output]) -> None:
-    plan_states = state.plans
-    for plan in plans.active:
-        plan_state = plan_states.get(plan.name)
-        if plan_state is None or plan_state.ready_for is not plan:
-            plan_state = _plan_state(state, plan)
-        while (due := _next_due(plan, plan_state)) <= now:
-            _fire(state, plan, plan_state, due, outputs)
+    bound = state.due_bound
+    if bound is None or now >= bound:  # else nothing is due, and every plan state is in place
+        plan_states = state.plans
+        bound = inf
+        for plan in plans.active:
+            plan_state = plan_states.get(plan.name)
+            if plan_state is None or plan_state.ready_for is not plan:
+                plan_state = _plan_state(state, plan)
+            while (due := _next_due(plan, plan_state)) <= now:
+                _fire(state, plan, plan_state, due, outputs)
+            bound = min(bound, due)
+        state.due_bound = bound
     if state.clock is None or now > state.clock:
         state.clock = now
+
+
+def _lower_bound(state: ContactState, deadline: float) -> None:
+    """A deadline was added: `due_bound` must not be later than it."""
+    if state.due_bound is not None and deadline < state.due_bound:
+        state.due_bound = deadline
 
 
 def _next_due(plan: Plan, plan_state: PlanState) -> float:
@@ -239,12 +250,12 @@ def _score_plan_event(
     triggered: list[str] = []
     for rule in reaction.rules:  # a filter without data conditions costs no call
         if (not rule.when.data or rule.when.matches_data(event)) and _apply_rule(
-            plan_state, rule, event.time, clock
+            state, plan_state, rule, event.time, clock
         ):
             triggered.append(rule.id)
     for inactivity_rule in reaction.inactivity:
         if (not inactivity_rule.of.data or inactivity_rule.of.matches_data(event)) and _rearm(
-            plan_state, inactivity_rule, event.time, clock
+            state, plan_state, inactivity_rule, event.time, clock
         ):
             triggered.append(inactivity_rule.id)
     if old_fit is not None:
@@ -260,7 +271,9 @@ def _score_plan_event(
     _report(state, plan, plan_state, Cause(event.time, tuple(triggered), event), outputs)
 
 
-def _apply_rule(plan_state: PlanState, rule: BehaviourRule, time: float, clock: float) -> bool:
+def _apply_rule(
+    state: ContactState, plan_state: PlanState, rule: BehaviourRule, time: float, clock: float
+) -> bool:
     """Award (or reset) for one matching rule; False when nothing changed."""
     if rule.reset:
         _reset(plan_state, time)
@@ -276,6 +289,8 @@ def _apply_rule(plan_state: PlanState, rule: BehaviourRule, time: float, clock: 
     ):
         return displaced
     _add_award(plan_state, Award(rule.id, time, rule.points, expires_at))
+    if expires_at is not None:
+        _lower_bound(state, expires_at)
     return True
 
 
@@ -313,7 +328,9 @@ def _claim(
     return True, False
 
 
-def _rearm(plan_state: PlanState, rule: InactivityRule, time: float, clock: float) -> bool:
+def _rearm(
+    state: ContactState, plan_state: PlanState, rule: InactivityRule, time: float, clock: float
+) -> bool:
     """Move the quiet period's anchor; True when a fired penalty was taken back."""
     quiet = plan_state.quiet[rule.id]
     if time <= quiet.anchor:
@@ -322,6 +339,7 @@ def _rearm(plan_state: PlanState, rule: InactivityRule, time: float, clock: floa
     if not quiet.fired or time + rule.after <= clock:
         return False
     quiet.fired = False
+    _lower_bound(state, time + rule.after)
     if not rule.revert_on_activity:
         return False
     plan_state.awards = [award for award in plan_state.awards if award.rule != rule.id]
@@ -403,6 +421,7 @@ def _prune_plans(state: ContactState, plans: PlanSet) -> None:
     for name in [name for name in state.plans if name not in plans.active_names]:
         del state.plans[name]
     state.pruned_for = plans
+    state.due_bound = None  # another plan set: its plan states are checked again
 
 
 def _fit(plan: Plan, state: ContactState) -> tuple[int, ...]:

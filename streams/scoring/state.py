@@ -100,6 +100,10 @@ class ContactState:
     pruned_for: PlanSet | None = field(default=None, compare=False, repr=False)
     """Derived, never stored: the plan set whose inactive plans were last removed from `plans`
     (the engine only adds active ones, so checking once per plan set is enough)."""
+    due_bound: float | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: no deadline of any plan is earlier (None: unknown), and every
+    plan of `pruned_for` has its plan state. Advancing to a time before it has nothing to do;
+    deadlines that move later leave it as it is, new ones lower it."""
 
 
 def event_key(event: TrackingEvent) -> int:
@@ -198,6 +202,7 @@ def copy_state(state: ContactState) -> ContactState:
         state.erased_at,
         state.fit.copy(),
         state.pruned_for,
+        state.due_bound,
     )
 
 

@@ -13,6 +13,7 @@ from streams.scoring import (
     decode_state,
     encode_state,
     load_plans,
+    next_deadline,
     score_event,
 )
 from streams.scoring.state import AWARD_LIMIT, SEEN_LIMIT, copy_state
@@ -131,8 +132,9 @@ plans:
 
 def test_the_derived_totals_always_equal_the_awards() -> None:
     """The engine keeps each plan's points total and earliest expiry up to date as it adds
-    and removes awards (limits displacing, resets, expiries, reverts, folding); over a
-    simulated population with late and repeated events, they always equal a recount."""
+    and removes awards (limits displacing, resets, expiries, reverts, folding), and each
+    contact's bound on its next deadline; over a simulated population with late and repeated
+    events, they always equal a recount, and the bound is never later than the deadline."""
     states: dict[str, ContactState] = {}
     history = list(generate(150, 6_000, seed=5, days=60))
     for index in range(0, len(history) - 2, 7):  # some events arrive late
@@ -143,6 +145,8 @@ def test_the_derived_totals_always_equal_the_awards() -> None:
             advance(states[item.subject], item.time + 4 * DAY, RICH)
     checked = 0
     for state in states.values():
+        if state.due_bound is not None:
+            assert state.due_bound <= (next_deadline(state, RICH) or math.inf)
         for plan_state in state.plans.values():
             expiries = [a.expires_at for a in plan_state.awards if a.expires_at is not None]
             if plan_state.awarded is not None:
