@@ -131,6 +131,13 @@ class Output:
 
     __hash__ = None  # type: ignore[assignment]  # mutable caches: compared by content only
 
+    def __reduce__(self) -> tuple[type[Output], tuple[Any, ...]]:
+        """Pickled with its data built (what `backtest --jobs` sends between processes): the
+        deferred form refers to the plan, whose compiled matchers cannot be pickled."""
+        data = dict(self.data)
+        fields = (self.kind, self.type, self.source, self.contact_id, self.cause, data)
+        return Output, (*fields, self.discriminator)
+
     def __repr__(self) -> str:
         return f"Output(kind={self.kind!r}, contact_id={self.contact_id!r}, id={self.id!r})"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from streams.backtest.replay import replay
 from streams.backtest.simulate import generate
 from streams.models import outputs as outputs_module
 from streams.scoring import Output, advance, load_plans, score_event
-from tests.support import DAY, event
+from tests.support import DAY, event, run
 
 EXAMPLES = load_plans(Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml")
 
@@ -61,3 +62,22 @@ def test_a_replay_that_only_counts_builds_no_cloudevent(monkeypatch: pytest.Monk
     assert built == []
     ids = [alert.id for alert in result.alerts]
     assert len(built) == len(ids) == len(set(ids))
+
+
+def test_an_unread_output_pickles_with_its_data() -> None:
+    """`backtest --jobs` sends alerts between processes: an output whose data was not built
+    yet arrives with the same bytes and id."""
+    _, outputs = run(
+        EXAMPLES,
+        [
+            event("email.replied", 0),
+            event("email.clicked", 30),
+            event("page.visited", 60, {"url": "/pricing"}),
+        ],
+    )
+    copies = [pickle.loads(pickle.dumps(output)) for output in outputs]
+    assert any(output.kind == "alert" for output in copies)
+    assert [c.to_bytes() for c in copies] == [o.to_bytes() for o in outputs]
+    assert [(c.kind, c.id, c.contact_id) for c in copies] == [
+        (o.kind, o.id, o.contact_id) for o in outputs
+    ]
