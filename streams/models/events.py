@@ -189,19 +189,29 @@ def _build(attributes: Mapping[str, Any], data: object, key: str | None) -> Trac
         raise EventError(
             "bad-specversion", f"specversion: expected '1.0', got {specversion!r}", "specversion"
         )
-    for name in _REQUIRED:
-        value = attributes.get(name)
-        if value is None:
-            raise EventError("missing-field", f"{name}: required", name)
-        if not isinstance(value, str):
-            raise EventError("wrong-type", f"{name}: expected a string", name)
-        if not value:
-            raise EventError("wrong-type", f"{name}: must not be empty", name)
+    get = attributes.get
+    event_id: Any = get("id")
+    source: Any = get("source")
+    event_type: Any = get("type")
+    time: Any = get("time")
+    subject: Any = get("subject")
+    if not (  # the usual case in one test; the loop below names the first field that fails
+        type(event_id) is str
+        and type(source) is str
+        and type(event_type) is str
+        and type(time) is str
+        and type(subject) is str
+        and event_id
+        and source
+        and event_type
+        and time
+        and subject
+    ):
+        _check_required(attributes)
     if data is None:
         data = {}
-    if not isinstance(data, Mapping):
+    elif type(data) is not dict and not isinstance(data, Mapping):
         raise EventError("wrong-type", f"data: expected an object, got {_json_kind(data)}", "data")
-    subject = attributes["subject"]
     if len(subject) * 4 > MAX_CONTACT_ID_BYTES:  # only then can it be too long
         size = len(subject.encode("utf-8", errors="surrogatepass"))
         if size > MAX_CONTACT_ID_BYTES:
@@ -214,17 +224,20 @@ def _build(attributes: Mapping[str, Any], data: object, key: str | None) -> Trac
         raise EventError(
             "key-mismatch", f"subject {subject!r} does not match the message key {key!r}", "subject"
         )
-    event_type = attributes["type"]
     if event_type == CONTACT_UPDATED:
         _check_attributes(data)
-    return TrackingEvent(
-        id=attributes["id"],
-        source=attributes["source"],
-        type=event_type,
-        time=parse_time(attributes["time"]),
-        subject=subject,
-        data=data,
-    )
+    return TrackingEvent(event_id, source, event_type, parse_time(time), subject, data)
+
+
+def _check_required(attributes: Mapping[str, Any]) -> None:
+    for name in _REQUIRED:
+        value = attributes.get(name)
+        if value is None:
+            raise EventError("missing-field", f"{name}: required", name)
+        if not isinstance(value, str):
+            raise EventError("wrong-type", f"{name}: expected a string", name)
+        if not value:
+            raise EventError("wrong-type", f"{name}: must not be empty", name)
 
 
 def _check_attributes(data: Mapping[str, Any]) -> None:

@@ -94,18 +94,24 @@ class Matcher:
         present = value is not _MISSING and value is not None
         if self.must_exist is not None and present != self.must_exist:
             return False
-        if not self.checks:
+        if not present:
+            return not self.checks
+        for check in self.checks:  # a loop: `all()` over a generator costs more than a check
+            if not check(value):
+                break
+        else:
             return True
-        return present and all(check(value) for check in self.checks)
+        return False
 
 
-def lookup(data: Mapping[str, Any], dotted_path: str) -> Any:
-    """The value at `a.b.c` inside nested objects, or a private marker when any step is absent.
+def lookup(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at `a.b.c` (split once, when the plan loads) inside nested objects, or a
+    private marker when any step is absent.
 
     Decoded JSON is plain dicts; checking `dict` rather than the `Mapping` ABC is 3x cheaper.
     """
     current: Any = data
-    for part in dotted_path.split("."):
+    for part in path:
         if not isinstance(current, dict):
             return _MISSING
         current = current.get(part, _MISSING)

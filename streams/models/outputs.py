@@ -3,14 +3,17 @@
 Ids are deterministic (a hash of contact, plan, type, threshold and cause), so an output
 re-sent after a crash or produced again by a replay is recognisably the same output, and
 consumers can deduplicate on `(source, id)`.
+
+An `Output` is a compact record; its `data` (with the breakdown) and its CloudEvent (id hash,
+RFC 3339 time) are built the first time something reads them, so a driver that only counts
+score updates (a backtest without `--alerts`) never pays for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from hashlib import blake2b
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -25,9 +28,11 @@ ENGINE_SOURCE = "/leadscore"
 OutputKind = Literal["alert", "update"]
 
 
-@dataclass(frozen=True, slots=True)
-class Cause:
-    """Why a score changed: an event and the rules it triggered, or a timer and its rules."""
+class Cause(NamedTuple):
+    """Why a score changed: an event and the rules it triggered, or a timer and its rules.
+
+    A named tuple: one is made for every score change, and a tuple is made faster than a
+    frozen dataclass."""
 
     time: float
     rules: tuple[str, ...]
@@ -51,57 +56,96 @@ class Cause:
         }
 
 
-@dataclass(frozen=True, slots=True)
 class Output:
     """One CloudEvent to send; `kind` picks the topic (alerts to sales, updates to the log)."""
 
-    kind: OutputKind
-    contact_id: str
-    cloudevent: Mapping[str, Any]
+    __slots__ = (
+        "_cloudevent",
+        "_data",
+        "cause",
+        "contact_id",
+        "discriminator",
+        "kind",
+        "source",
+        "type",
+    )
+
+    def __init__(
+        self,
+        kind: OutputKind,
+        event_type: str,
+        source: str,
+        contact_id: str,
+        cause: Cause,
+        data: Callable[[], dict[str, Any]] | dict[str, Any],
+        discriminator: str = "",
+    ) -> None:
+        self.kind: OutputKind = kind
+        self.type = event_type
+        self.source = source
+        self.contact_id = contact_id
+        self.cause = cause
+        self.discriminator = discriminator
+        self._data: Callable[[], dict[str, Any]] | dict[str, Any] = data
+        self._cloudevent: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
-        return str(self.cloudevent["id"])
-
-    @property
-    def type(self) -> str:
-        return str(self.cloudevent["type"])
+        return output_id(
+            self.contact_id, self.source, self.type, self.discriminator, self.cause.identity
+        )
 
     @property
     def data(self) -> Mapping[str, Any]:
-        data: Mapping[str, Any] = self.cloudevent["data"]
-        return data
+        if callable(self._data):
+            self._data = self._data()
+        return self._data
+
+    @property
+    def cloudevent(self) -> Mapping[str, Any]:
+        if self._cloudevent is None:
+            self._cloudevent = {
+                "specversion": SPEC_VERSION,
+                "id": self.id,
+                "source": self.source,
+                "type": self.type,
+                "subject": self.contact_id,
+                "time": format_time(self.cause.time),
+                "datacontenttype": "application/json",
+                "data": self.data,
+            }
+        return self._cloudevent
 
     def to_bytes(self) -> bytes:
         """Structured-mode JSON, the form on Kafka and in `backtest --alerts`."""
         return orjson.dumps(self.cloudevent)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Output):
+            return NotImplemented
+        return (self.kind, self.contact_id, self.cloudevent) == (
+            other.kind,
+            other.contact_id,
+            other.cloudevent,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable caches: compared by content only
+
+    def __reduce__(self) -> tuple[type[Output], tuple[Any, ...]]:
+        """Pickled with its data built (what `backtest --jobs` sends between processes): the
+        deferred form refers to the plan, whose compiled matchers cannot be pickled."""
+        data = dict(self.data)
+        fields = (self.kind, self.type, self.source, self.contact_id, self.cause, data)
+        return Output, (*fields, self.discriminator)
+
+    def __repr__(self) -> str:
+        return f"Output(kind={self.kind!r}, contact_id={self.contact_id!r}, id={self.id!r})"
 
 
 def output_id(*parts: str) -> str:
     return blake2b("\x1e".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def make_output(
-    kind: OutputKind,
-    event_type: str,
-    source: str,
-    contact_id: str,
-    cause: Cause,
-    data: dict[str, Any],
-    discriminator: str = "",
-) -> Output:
-    """Wrap `data` in a CloudEvent whose id depends only on what caused it."""
-    return Output(
-        kind=kind,
-        contact_id=contact_id,
-        cloudevent={
-            "specversion": SPEC_VERSION,
-            "id": output_id(contact_id, source, event_type, discriminator, cause.identity),
-            "source": source,
-            "type": event_type,
-            "subject": contact_id,
-            "time": format_time(cause.time),
-            "datacontenttype": "application/json",
-            "data": data,
-        },
-    )
+def alert_data(update: Output, threshold: str, threshold_score: int) -> dict[str, Any]:
+    """An alert's `data`: its score update's, and the threshold."""
+    return {**update.data, "threshold": threshold, "threshold_score": threshold_score}

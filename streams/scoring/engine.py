@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import bisect
 from enum import StrEnum
+from functools import partial
+from math import inf
 from typing import Any, NamedTuple
 
 from streams.models.events import (
     CONTACT_ERASED,
     CONTACT_UPDATED,
-    NON_ACTIVITY_TYPES,
     TrackingEvent,
     format_time,
 )
@@ -37,9 +38,10 @@ from streams.models.outputs import (
     THRESHOLD_DROPPED,
     Cause,
     Output,
-    make_output,
+    alert_data,
 )
-from streams.models.plans import BehaviourRule, InactivityRule, Plan, PlanSet
+from streams.models.plans import BehaviourRule, InactivityRule, Plan, PlanSet, Reaction
+from streams.models.times import END
 from streams.scoring.state import (
     AWARD_LIMIT,
     SEEN_LIMIT,
@@ -74,29 +76,30 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
     if state.erased_at is not None and event.time <= state.erased_at:
         return Step(state, [], Outcome.IGNORED)
     key = event_key(event)
-    if key in state.seen:
+    seen = state.seen
+    if key in seen:
         return Step(state, [], Outcome.DUPLICATE)
     outputs: list[Output] = []
-    if state.first_seen is None or event.time < state.first_seen:
-        state.first_seen = event.time
+    event_type = event.type
+    time = event.time
+    if state.first_seen is None or time < state.first_seen:
+        state.first_seen = time
     _prune_plans(state, plans)
-    _advance(state, event.time, plans, outputs)
-    if event.type == CONTACT_ERASED:
+    _advance(state, time, plans, outputs)
+    if event_type == CONTACT_ERASED:
         return Step(_erase(state, event, outputs), outputs, Outcome.APPLIED)
-    state.seen.append(key)
-    if len(state.seen) > SEEN_LIMIT:
-        del state.seen[0]
+    seen.append(key)
+    if len(seen) > SEEN_LIMIT:
+        del seen[0]
     old_fit: dict[str, tuple[int, ...]] = {}
-    if event.type == CONTACT_UPDATED:
+    if event_type == CONTACT_UPDATED:
         old_fit = {plan.name: _fit(plan, state) for plan in plans}
         state.attributes = _merged_attributes(state, event)
         state.fit = {}
-    if event.type not in NON_ACTIVITY_TYPES and (
-        state.last_activity is None or event.time > state.last_activity
-    ):
-        state.last_activity = event.time
-    for plan in plans:
-        _score_plan_event(state, plan, event, old_fit.get(plan.name), outputs)
+    elif state.last_activity is None or time > state.last_activity:
+        state.last_activity = time
+    for reaction in plans.reactions(event_type):
+        _score_plan_event(state, reaction, event, old_fit.get(reaction.plan.name), outputs)
     return Step(state, outputs, Outcome.APPLIED)
 
 
@@ -125,11 +128,11 @@ def next_deadline(state: ContactState, plans: PlanSet) -> float | None:
     for plan in plans:
         plan_state = state.plans.get(plan.name)
         candidate = (
-            min((state.first_seen + rule.after for rule in plan.inactivity), default=None)
+            min((state.first_seen + rule.after for rule in plan.inactivity), default=inf)
             if plan_state is None
             else _next_due(plan, plan_state)
         )
-        if candidate is not None and (due is None or candidate < due):
+        if candidate != inf and (due is None or candidate < due):
             due = candidate
     return due
 
@@ -139,7 +142,7 @@ def current_score(plan: Plan, state: ContactState) -> int:
     plan_state = state.plans.get(plan.name)
     if plan_state is None:
         return plan.clamp(sum(_fit(plan, state)))
-    return plan.clamp(_raw_score(plan, plan_state, state))
+    return plan.clamp(_raw_score(plan_state, _fit(plan, state)))
 
 
 def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
@@ -167,23 +170,41 @@ def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
 
 
 def _advance(state: ContactState, now: float, plans: PlanSet, outputs: list[Output]) -> None:
-    for plan in plans:
-        plan_state = _plan_state(state, plan)
-        while (due := _next_due(plan, plan_state)) is not None and due <= now:
-            _fire(state, plan, plan_state, due, outputs)
+    bound = state.due_bound
+    if bound is None or now >= bound:  # else nothing is due, and every plan state is in place
+        plan_states = state.plans
+        bound = inf
+        for plan in plans.active:
+            plan_state = plan_states.get(plan.name)
+            if plan_state is None or plan_state.ready_for is not plan:
+                plan_state = _plan_state(state, plan)
+            while (due := _next_due(plan, plan_state)) <= now:
+                _fire(state, plan, plan_state, due, outputs)
+            bound = min(bound, due)
+        state.due_bound = bound
     if state.clock is None or now > state.clock:
         state.clock = now
 
 
-def _next_due(plan: Plan, plan_state: PlanState) -> float | None:
-    due: float | None = None
-    for award in plan_state.awards:
-        if award.expires_at is not None and (due is None or award.expires_at < due):
-            due = award.expires_at
+def _lower_bound(state: ContactState, deadline: float) -> None:
+    """A deadline was added: `due_bound` must not be later than it."""
+    if state.due_bound is not None and deadline < state.due_bound:
+        state.due_bound = deadline
+
+
+def _next_due(plan: Plan, plan_state: PlanState) -> float:
+    """The plan's next deadline, `math.inf` for none."""
+    due = plan_state.expiry
+    if due is None:
+        due = plan_state.expiry = min(
+            (award.expires_at for award in plan_state.awards if award.expires_at is not None),
+            default=inf,
+        )
+    quiet = plan_state.quiet
     for rule in plan.inactivity:
-        quiet = plan_state.quiet[rule.id]
-        if not quiet.fired and (due is None or quiet.anchor + rule.after < due):
-            due = quiet.anchor + rule.after
+        clock = quiet[rule.id]
+        if not clock.fired and clock.anchor + rule.after < due:
+            due = clock.anchor + rule.after
     return due
 
 
@@ -199,6 +220,7 @@ def _fire(
         else:
             kept.append(award)
     plan_state.awards = kept
+    _awards_removed(plan_state)
     for rule in plan.inactivity:
         quiet = plan_state.quiet[rule.id]
         if not quiet.fired and quiet.anchor + rule.after <= due:
@@ -207,7 +229,7 @@ def _fire(
             if rule.reset:
                 _reset(plan_state, due)
             else:
-                plan_state.awards.append(Award(rule.id, due, rule.points, None))
+                _add_award(plan_state, Award(rule.id, due, rule.points, None))
     _report(state, plan, plan_state, Cause(time=due, rules=tuple(fired)), outputs)
 
 
@@ -216,21 +238,24 @@ def _fire(
 
 def _score_plan_event(
     state: ContactState,
-    plan: Plan,
+    reaction: Reaction,
     event: TrackingEvent,
     old_fit: tuple[int, ...] | None,
     outputs: list[Output],
 ) -> None:
     """`old_fit` is the plan's attribute points before this event changed the attributes."""
+    plan = reaction.plan
     plan_state = state.plans[plan.name]
     clock = state.clock if state.clock is not None else event.time
     triggered: list[str] = []
-    for rule in plan.rules_for(event.type):
-        if rule.when.matches(event) and _apply_rule(plan_state, rule, event.time, clock):
+    for rule in reaction.rules:  # a filter without data conditions costs no call
+        if (not rule.when.data or rule.when.matches_data(event)) and _apply_rule(
+            state, plan_state, rule, event.time, clock
+        ):
             triggered.append(rule.id)
-    for inactivity_rule in plan.inactivity:
-        if inactivity_rule.of.matches(event) and _rearm(
-            plan_state, inactivity_rule, event.time, clock
+    for inactivity_rule in reaction.inactivity:
+        if (not inactivity_rule.of.data or inactivity_rule.of.matches_data(event)) and _rearm(
+            state, plan_state, inactivity_rule, event.time, clock
         ):
             triggered.append(inactivity_rule.id)
     if old_fit is not None:
@@ -246,7 +271,9 @@ def _score_plan_event(
     _report(state, plan, plan_state, Cause(event.time, tuple(triggered), event), outputs)
 
 
-def _apply_rule(plan_state: PlanState, rule: BehaviourRule, time: float, clock: float) -> bool:
+def _apply_rule(
+    state: ContactState, plan_state: PlanState, rule: BehaviourRule, time: float, clock: float
+) -> bool:
     """Award (or reset) for one matching rule; False when nothing changed."""
     if rule.reset:
         _reset(plan_state, time)
@@ -261,7 +288,9 @@ def _apply_rule(plan_state: PlanState, rule: BehaviourRule, time: float, clock: 
         expires_at is not None and expires_at <= clock
     ):
         return displaced
-    plan_state.awards.append(Award(rule.id, time, rule.points, expires_at))
+    _add_award(plan_state, Award(rule.id, time, rule.points, expires_at))
+    if expires_at is not None:
+        _lower_bound(state, expires_at)
     return True
 
 
@@ -277,9 +306,10 @@ def _claim(
     assert rule.limit is not None
     claims = plan_state.claims.setdefault(rule.id, [])
     per = rule.limit.per
-    if per is not None:
-        claims[:] = [claimed for claimed in claims if claimed > clock - per]
-        if sum(1 for claimed in claims if time - per < claimed <= time) >= rule.limit.count:
+    if per is not None:  # claims are sorted: the window is a slice
+        del claims[: bisect.bisect_right(claims, clock - per)]
+        in_window = bisect.bisect_right(claims, time) - bisect.bisect_right(claims, time - per)
+        if in_window >= rule.limit.count:
             return False, False
         bisect.insort(claims, time)
         return True, False
@@ -293,11 +323,14 @@ def _claim(
     for index, award in enumerate(plan_state.awards):
         if award.rule == rule.id and award.time == latest:
             del plan_state.awards[index]
+            _awards_removed(plan_state)
             return True, True
     return True, False
 
 
-def _rearm(plan_state: PlanState, rule: InactivityRule, time: float, clock: float) -> bool:
+def _rearm(
+    state: ContactState, plan_state: PlanState, rule: InactivityRule, time: float, clock: float
+) -> bool:
     """Move the quiet period's anchor; True when a fired penalty was taken back."""
     quiet = plan_state.quiet[rule.id]
     if time <= quiet.anchor:
@@ -306,10 +339,12 @@ def _rearm(plan_state: PlanState, rule: InactivityRule, time: float, clock: floa
     if not quiet.fired or time + rule.after <= clock:
         return False
     quiet.fired = False
+    _lower_bound(state, time + rule.after)
     if not rule.revert_on_activity:
         return False
     plan_state.awards = [award for award in plan_state.awards if award.rule != rule.id]
     plan_state.folded.pop(rule.id, None)
+    _awards_removed(plan_state)
     return True
 
 
@@ -318,6 +353,7 @@ def _reset(plan_state: PlanState, time: float) -> None:
     plan_state.folded = {
         rule: folded for rule, folded in plan_state.folded.items() if folded.latest >= time
     }
+    _awards_removed(plan_state)
     if plan_state.reset_at is None or time > plan_state.reset_at:
         plan_state.reset_at = time
 
@@ -335,7 +371,7 @@ def _fold(plan: Plan, plan_state: PlanState) -> None:
             excess -= 1
         else:
             kept.append(award)
-    plan_state.awards = kept
+    plan_state.awards = kept  # the same points and expiries: the derived totals still hold
 
 
 def _merged_attributes(state: ContactState, event: TrackingEvent) -> dict[str, Any]:
@@ -355,16 +391,9 @@ def _merged_attributes(state: ContactState, event: TrackingEvent) -> dict[str, A
 def _erase(state: ContactState, event: TrackingEvent, outputs: list[Output]) -> ContactState:
     erased_at = max(event.time, state.clock if state.clock is not None else event.time)
     contact_id = state.contact_id
-    outputs.append(
-        make_output(
-            "update",
-            CONTACT_FORGOTTEN,
-            ENGINE_SOURCE,
-            contact_id,
-            Cause(event.time, (), event),
-            {"contact_id": contact_id, "erased_at": format_time(erased_at)},
-        )
-    )
+    data = {"contact_id": contact_id, "erased_at": format_time(erased_at)}
+    cause = Cause(event.time, (), event)
+    outputs.append(Output("update", CONTACT_FORGOTTEN, ENGINE_SOURCE, contact_id, cause, data))
     return ContactState(contact_id=contact_id, erased_at=erased_at)
 
 
@@ -372,21 +401,27 @@ def _erase(state: ContactState, event: TrackingEvent, outputs: list[Output]) -> 
 
 
 def _plan_state(state: ContactState, plan: Plan) -> PlanState:
+    """The contact's state in `plan`, with a clock for each of its inactivity rules."""
     plan_state = state.plans.get(plan.name)
     anchor = state.first_seen if state.first_seen is not None else 0.0
     if plan_state is None:
-        plan_state = PlanState(score=plan.clamp(sum(_fit(plan, state))))
+        plan_state = PlanState(score=plan.clamp(sum(_fit(plan, state))), awarded=0, expiry=inf)
         state.plans[plan.name] = plan_state
     for rule in plan.inactivity:
         if rule.id not in plan_state.quiet:
             plan_state.quiet[rule.id] = Quiet(anchor=max(anchor, state.clock or anchor))
+    plan_state.ready_for = plan
     return plan_state
 
 
 def _prune_plans(state: ContactState, plans: PlanSet) -> None:
     """Forget plans that are no longer active, so a renamed plan leaves no garbage behind."""
+    if state.pruned_for is plans:
+        return  # only active plans were added since
     for name in [name for name in state.plans if name not in plans.active_names]:
         del state.plans[name]
+    state.pruned_for = plans
+    state.due_bound = None  # another plan set: its plan states are checked again
 
 
 def _fit(plan: Plan, state: ContactState) -> tuple[int, ...]:
@@ -398,20 +433,44 @@ def _fit(plan: Plan, state: ContactState) -> tuple[int, ...]:
     return points
 
 
-def _raw_score(plan: Plan, plan_state: PlanState, state: ContactState) -> int:
-    awarded = sum(award.points for award in plan_state.awards)
-    awarded += sum(folded.points for folded in plan_state.folded.values())
-    return awarded + sum(_fit(plan, state))
+def _raw_score(plan_state: PlanState, fit: tuple[int, ...]) -> int:
+    awarded = plan_state.awarded
+    if awarded is None:
+        awarded = sum(award.points for award in plan_state.awards)
+        awarded += sum(folded.points for folded in plan_state.folded.values())
+        plan_state.awarded = awarded
+    return awarded + sum(fit)
+
+
+def _add_award(plan_state: PlanState, award: Award) -> None:
+    """Append an award, keeping the derived total and earliest expiry up to date."""
+    plan_state.awards.append(award)
+    if plan_state.awarded is not None:
+        plan_state.awarded += award.points
+    expires_at = award.expires_at
+    if expires_at is not None and plan_state.expiry is not None and expires_at < plan_state.expiry:
+        plan_state.expiry = expires_at
+
+
+def _awards_removed(plan_state: PlanState) -> None:
+    """After awards or folded points were taken away: the derived totals are recomputed."""
+    plan_state.awarded = None
+    plan_state.expiry = None
 
 
 def _breakdown(plan: Plan, plan_state: PlanState, state: ContactState) -> dict[str, int]:
     """Points per rule id, in plan order, leaving out rules that contribute nothing."""
-    totals: dict[str, int] = {}
-    for award in plan_state.awards:
+    folded = {rule_id: f.points for rule_id, f in plan_state.folded.items()}
+    return _tally(plan, plan_state.awards, folded, _fit(plan, state))
+
+
+def _tally(
+    plan: Plan, awards: list[Award], folded: dict[str, int], fit: tuple[int, ...]
+) -> dict[str, int]:
+    totals: dict[str, int] = folded.copy()
+    for award in awards:
         totals[award.rule] = totals.get(award.rule, 0) + award.points
-    for rule_id, folded in plan_state.folded.items():
-        totals[rule_id] = totals.get(rule_id, 0) + folded.points
-    for rule, points in zip(plan.attributes, _fit(plan, state), strict=True):
+    for rule, points in zip(plan.attributes, fit, strict=True):
         totals[rule.id] = points
     return {rule_id: totals[rule_id] for rule_id in plan.rule_ids if totals.get(rule_id)}
 
@@ -419,22 +478,35 @@ def _breakdown(plan: Plan, plan_state: PlanState, state: ContactState) -> dict[s
 def _report(
     state: ContactState, plan: Plan, plan_state: PlanState, cause: Cause, outputs: list[Output]
 ) -> None:
-    """Emit a score update, and an alert per threshold crossed, when the score changed."""
+    """Emit a score update, and an alert per threshold crossed, when the score changed.
+
+    The breakdown is taken as it is now (a copy of the awards) and tallied only if the
+    output's data is read."""
     previous = plan_state.score
-    score = plan.clamp(_raw_score(plan, plan_state, state))
+    fit = _fit(plan, state)
+    score = plan.clamp(_raw_score(plan_state, fit))
     if score == previous:
         return
     plan_state.score = score
+    if cause.time >= END:  # a deadline past year 9999: fail here, in the core, as it always did
+        format_time(cause.time)
     contact_id = state.contact_id
-    data: dict[str, Any] = {
-        "contact_id": contact_id,
-        "plan": plan.name,
-        "score": score,
-        "previous_score": previous,
-        "cause": cause.to_json(),
-        "breakdown": _breakdown(plan, plan_state, state),
-    }
-    outputs.append(make_output("update", SCORE_CHANGED, plan.source, contact_id, cause, data))
+    folded = (
+        {rule_id: f.points for rule_id, f in plan_state.folded.items()} if plan_state.folded else {}
+    )
+    data = partial(
+        _score_data,
+        contact_id,
+        plan,
+        score,
+        previous,
+        cause,
+        plan_state.awards.copy(),
+        folded,
+        fit,
+    )
+    update = Output("update", SCORE_CHANGED, plan.source, contact_id, cause, data)
+    outputs.append(update)
     if score > previous:
         crossed = [t for t in plan.thresholds if previous < t.score <= score]
         alert_type = THRESHOLD_CROSSED
@@ -442,7 +514,28 @@ def _report(
         crossed = [t for t in reversed(plan.thresholds) if previous >= t.score > score]
         alert_type = THRESHOLD_DROPPED
     for threshold in crossed:
-        alert = {**data, "threshold": threshold.name, "threshold_score": threshold.score}
+        alert = partial(alert_data, update, threshold.name, threshold.score)
         outputs.append(
-            make_output("alert", alert_type, plan.source, contact_id, cause, alert, threshold.name)
+            Output("alert", alert_type, plan.source, contact_id, cause, alert, threshold.name)
         )
+
+
+def _score_data(
+    contact_id: str,
+    plan: Plan,
+    score: int,
+    previous: int,
+    cause: Cause,
+    awards: list[Award],
+    folded: dict[str, int],
+    fit: tuple[int, ...],
+) -> dict[str, Any]:
+    """A score update's `data`, from what `_report` kept of the state."""
+    return {
+        "contact_id": contact_id,
+        "plan": plan.name,
+        "score": score,
+        "previous_score": previous,
+        "cause": cause.to_json(),
+        "breakdown": _tally(plan, awards, folded, fit),
+    }

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from streams.models.events import TrackingEvent
+from streams.models.plans import Plan, PlanSet
 
 SEEN_LIMIT = 128
 """Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
@@ -61,6 +62,16 @@ class PlanState:
     quiet: dict[str, Quiet] = field(default_factory=dict)
     claims: dict[str, list[float]] = field(default_factory=dict)
     """Per limited rule, sorted times of the awards that used its allowance (resets keep them)."""
+    awarded: int | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the points of `awards` and `folded` together (None: not known
+    yet). The engine keeps it up to date as it adds awards, so that a score is not a sum over
+    every award on every change."""
+    expiry: float | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the earliest `expires_at` of `awards` (`math.inf` for none, None:
+    not known yet), so that finding the next deadline is not a scan of every award."""
+    ready_for: Plan | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the plan whose inactivity rules all have a clock in `quiet`
+    (checked once per plan object, not on every event)."""
 
 
 @dataclass(slots=True)
@@ -86,6 +97,13 @@ class ContactState:
     fit: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     """Points of each attribute rule per plan name: derived from `attributes`, never stored,
     cleared when they change (matching them on every event was a third of the core's time)."""
+    pruned_for: PlanSet | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the plan set whose inactive plans were last removed from `plans`
+    (the engine only adds active ones, so checking once per plan set is enough)."""
+    due_bound: float | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: no deadline of any plan is earlier (None: unknown), and every
+    plan of `pruned_for` has its plan state. Advancing to a time before it has nothing to do;
+    deadlines that move later leave it as it is, new ones lower it."""
 
 
 def event_key(event: TrackingEvent) -> int:
@@ -183,6 +201,8 @@ def copy_state(state: ContactState) -> ContactState:
         {name: _copy_plan(plan) for name, plan in state.plans.items()},
         state.erased_at,
         state.fit.copy(),
+        state.pruned_for,
+        state.due_bound,
     )
 
 
@@ -196,4 +216,7 @@ def _copy_plan(plan: PlanState) -> PlanState:
         plan.reset_at,
         {rule: Quiet(q.anchor, q.fired) for rule, q in plan.quiet.items()},
         {rule: times.copy() for rule, times in plan.claims.items()} if plan.claims else {},
+        plan.awarded,
+        plan.expiry,
+        plan.ready_for,
     )

@@ -549,3 +549,18 @@ def test_contact_view_shows_scores_reached_thresholds_and_breakdown(examples: Pl
         "attributes": {},
         "last_activity": "2026-01-01T00:00:01Z",
     }
+
+
+def test_a_deadline_past_year_9999_fails_in_the_core() -> None:
+    """Outputs are built when read, but a time they cannot write still fails inside the
+    core, where the drivers catch it (dead letter, failed event), not where it is sent."""
+    plans = plans_from("""
+plans:
+  - name: p
+    rules: [{id: visit, when: {type: page.visited}, points: 5, expires: 90d}]
+""")
+    late = 253_402_300_800.0 - T0 - 30 * DAY  # 30 days before 10000-01-01T00:00:00Z
+    state, _ = run(plans, [event("page.visited", late)])
+    assert state is not None
+    with pytest.raises((ValueError, OverflowError)):
+        advance(state, T0 + late + 100 * DAY, plans)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from streams.backtest.simulate import generate
@@ -12,6 +13,7 @@ from streams.scoring import (
     decode_state,
     encode_state,
     load_plans,
+    next_deadline,
     score_event,
 )
 from streams.scoring.state import AWARD_LIMIT, SEEN_LIMIT, copy_state
@@ -105,3 +107,53 @@ def test_the_core_changing_a_copy_leaves_the_original_as_it_was() -> None:
         states[item.subject] = score_event(copied, item, plans).state
         advance(copied, item.time + 400 * DAY, plans)
         assert encode_state(original) == before
+
+
+RICH = plans_from("""
+plans:
+  - name: p
+    thresholds: [{name: warm, score: 60}]
+    min: -20
+    rules:
+      - {id: opened, when: {type: email.opened}, points: 10, limit: {count: 3, per: 1d}}
+      - {id: clicked, when: {type: email.clicked}, points: 20, limit: {count: 2}}
+      - {id: replied, when: {type: email.replied}, points: 30, expires: 10d}
+      - {id: pricing, when: {type: page.visited, data: {url: {glob: "*/pricing*"}}},
+         points: 50, expires: 5d}
+      - {id: anything, when: {}, points: 1}
+      - {id: unsubscribed, when: {type: list.unsubscribed}, reset: true}
+    attributes:
+      - {id: city, attribute: city, equals: Kraków, points: 6}
+    inactivity:
+      - {id: quiet, after: 20d, reset: true}
+      - {id: cooled, after: 3d, points: -15, revert_on_activity: true}
+""")
+
+
+def test_the_derived_totals_always_equal_the_awards() -> None:
+    """The engine keeps each plan's points total and earliest expiry up to date as it adds
+    and removes awards (limits displacing, resets, expiries, reverts, folding), and each
+    contact's bound on its next deadline; over a simulated population with late and repeated
+    events, they always equal a recount, and the bound is never later than the deadline."""
+    states: dict[str, ContactState] = {}
+    history = list(generate(150, 6_000, seed=5, days=60))
+    for index in range(0, len(history) - 2, 7):  # some events arrive late
+        history[index], history[index + 2] = history[index + 2], history[index]
+    for index, item in enumerate(history + history[::50]):
+        states[item.subject] = score_event(states.get(item.subject), item, RICH).state
+        if index % 5 == 0:
+            advance(states[item.subject], item.time + 4 * DAY, RICH)
+    checked = 0
+    for state in states.values():
+        if state.due_bound is not None:
+            assert state.due_bound <= (next_deadline(state, RICH) or math.inf)
+        for plan_state in state.plans.values():
+            expiries = [a.expires_at for a in plan_state.awards if a.expires_at is not None]
+            if plan_state.awarded is not None:
+                points = sum(a.points for a in plan_state.awards)
+                points += sum(f.points for f in plan_state.folded.values())
+                assert plan_state.awarded == points
+                checked += 1
+            if plan_state.expiry is not None:
+                assert plan_state.expiry == min(expiries, default=math.inf)
+    assert checked > 100
