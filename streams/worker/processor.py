@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from faust.types import HeadersArg
 from faust.types.tuples import Message
 
 from streams.models.errors import scoring_error
@@ -23,7 +22,7 @@ from streams.worker import dead_letters
 from streams.worker.dead_letters import DLQ_HEADER
 from streams.worker.fencing import PartitionProducers
 from streams.worker.metrics import INVALID_TYPE, Metrics
-from streams.worker.reroute import REROUTED_HEADER, Rerouter, origin_headers
+from streams.worker.reroute import REROUTED_HEADER, Rerouter, header_list, origin_headers
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates, Held
 from streams.worker.timers import Timers, decode_tick
@@ -33,23 +32,13 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = ("content-type", b"application/cloudevents+json; charset=UTF-8")
 
 
-def _header_list(headers: HeadersArg | None) -> list[tuple[str, bytes]]:
-    if headers is None:
-        return []
-    if isinstance(headers, Mapping):
-        return list(headers.items())
-    return list(headers)
-
-
 def dead_letter_headers(message: Message, error: EventError) -> list[tuple[str, bytes]]:
     """The original headers plus why and where from, like Kafka Connect's error headers."""
     return [
-        *_header_list(message.headers),
+        *header_list(message.headers),
         (DLQ_HEADER + "reason", error.reason.encode()),
         (DLQ_HEADER + "error", dead_letters.error_text(str(error))),
-        (DLQ_HEADER + "topic", message.topic.encode()),
-        (DLQ_HEADER + "partition", str(message.partition).encode()),
-        (DLQ_HEADER + "offset", str(message.offset).encode()),
+        *origin_headers(DLQ_HEADER, message),
     ]
 
 
@@ -105,7 +94,7 @@ class Outbox:
         """Forward `message` as it is, plus where it came from, to `partition` of the rerouted
         topic (`streams.worker.reroute`); `barrier` waits for it like for any output, and it
         goes out in the transaction of the partition it was consumed from."""
-        headers = [*_header_list(message.headers), *origin_headers(REROUTED_HEADER, message)]
+        headers = [*header_list(message.headers), *origin_headers(REROUTED_HEADER, message)]
         await self._send(
             message.partition, self._topics.rerouted, message.key, message.value, headers, partition
         )
@@ -164,7 +153,7 @@ class Processor:
 
     async def _event(self, message: Message) -> None:
         try:
-            event = decode_kafka_message(message.key, message.value, _header_list(message.headers))
+            event = decode_kafka_message(message.key, message.value, header_list(message.headers))
             origin = self._rerouter.origin(message)
         except EventError as error:
             await self._dead_letter(message, error, INVALID_TYPE)

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from faust.types import HeadersArg
 from faust.types.tuples import Message
 
 from streams.kafka.partitioning import LIBRDKAFKA_PARTITIONER, partition_for
@@ -43,6 +44,15 @@ _ORIGIN_OFFSET = REROUTED_HEADER + "offset"
 _ORIGIN = (_ORIGIN_PARTITION, _ORIGIN_OFFSET)
 BAD_FORWARD = "bad-forward"
 """Dead-letter reason of a message on the rerouted topic without a readable origin."""
+
+
+def header_list(headers: HeadersArg | None) -> list[tuple[str, bytes]]:
+    """A Faust message's headers as `(name, value)` pairs, whichever form Faust gave them in."""
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
 
 
 def origin_headers(prefix: str, message: Message) -> list[tuple[str, bytes]]:
@@ -69,9 +79,7 @@ class Rerouter:
         on the rerouted topic that does not say (nothing but the worker should write there)."""
         if message.topic == self._input_topic:
             return message.partition, message.offset
-        headers = message.headers or ()
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
-        found = {name: value for name, value in pairs if name in _ORIGIN}
+        found = {name: value for name, value in header_list(message.headers) if name in _ORIGIN}
         try:
             return int(found[_ORIGIN_PARTITION] or b""), int(found[_ORIGIN_OFFSET] or b"")
         except (KeyError, ValueError):
