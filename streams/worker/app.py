@@ -314,6 +314,8 @@ class Worker:
     timers: Timers
     processor: Processor
     metrics: Metrics
+    dead_letter_limit: Callable[[], int]
+    """The dead-letter topic's `max.message.bytes`, read once (the CLI checks it at start)."""
 
     def topic_specs(self) -> list[TopicSpec]:
         """Topics to create before starting; the first four are co-partitioned."""
@@ -459,7 +461,9 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     timers = Timers(settings.clock, states, lambda: table.store, lambda: app.producer, topics.ticks)
     rerouter = Rerouter(topics.events, settings.partitions, outbox, metrics)
     processor = Processor(plans, topics, states, outbox, timers, metrics, rerouter)
-    worker = Worker(settings, plans, app, table, states, timers, processor, metrics)
+    worker = Worker(
+        settings, plans, app, table, states, timers, processor, metrics, dead_letter_limit
+    )
     _wire(worker, producers)
     register_views(worker)
     return worker

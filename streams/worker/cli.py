@@ -22,7 +22,7 @@ from streams.kafka.security import KafkaAccessError, verify_access
 from streams.scoring import PlanError, load_plans
 from streams.worker import demo
 from streams.worker.app import build_worker
-from streams.worker.dead_letters import DeadLetterTopicError, read_max_message_bytes
+from streams.worker.dead_letters import DeadLetterTopicError
 from streams.worker.settings import (
     SettingsError,
     WorkerSettings,
@@ -93,7 +93,7 @@ def run_worker(args: argparse.Namespace) -> int:
             replication_factor=settings.replication_factor,
         )
         check_state(settings.kafka, state)
-        read_max_message_bytes(settings.kafka, settings.topics.dead_letters)
+        worker.dead_letter_limit()  # refuses a topic too small for dead letters
     except KafkaAccessError as error:
         print(f"leadscore worker: {error}", file=sys.stderr)
         return EXIT_KAFKA
