@@ -37,15 +37,25 @@ class Cause(NamedTuple):
     time: float
     rules: tuple[str, ...]
     event: TrackingEvent | None = None
+    plan_change: str | None = None
+    """The label of the plan version whose switch changed the score (no event, no rules)."""
+    rescore: bool = False
+    """The switch rescored the contact's history (`change: rescore`)."""
 
     @property
     def identity(self) -> str:
         """Stable text naming this cause; it feeds the output ids."""
         if self.event is not None:
             return f"event\x1f{self.event.source}\x1f{self.event.id}"
+        if self.plan_change is not None:
+            return f"plan\x1f{self.plan_change}\x1f{self.rescore}\x1f{self.time!r}"
         return f"timer\x1f{','.join(self.rules)}\x1f{self.time!r}"
 
     def to_json(self) -> dict[str, Any]:
+        if self.plan_change is not None:
+            if self.rescore:
+                return {"plan_change": self.plan_change, "rescore": True}
+            return {"plan_change": self.plan_change}
         if self.event is None:
             return {"rules": list(self.rules), "timer": True}
         return {

@@ -7,12 +7,15 @@ marketer or an operator looking at a failed start, not at a stack trace.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import orjson
 import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
@@ -42,14 +45,18 @@ def load_plans(path: str | Path) -> PlanSet:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise PlanError(f"{origin}: cannot read the plans file: {error.strerror}") from None
+    return parse_plans(read_plans_document(text, origin), origin)
+
+
+def read_plans_document(text: str, origin: str) -> Any:
+    """The YAML document of a plans file, or a `PlanError` naming the line."""
     try:
-        document = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise PlanError(f"{origin}: {where}not valid YAML: {problem}") from None
-    return parse_plans(document, origin)
 
 
 def parse_plans(document: Any, origin: str = "<memory>") -> PlanSet:
@@ -64,7 +71,19 @@ def parse_plans(document: Any, origin: str = "<memory>") -> PlanSet:
         "plan name",
         origin,
     )
-    return PlanSet(plans=tuple(plans), origin=origin)
+    label = document.get("version") or content_label(document)
+    stamped = tuple(replace(plan, version=label) for plan in plans)
+    return PlanSet(plans=stamped, origin=origin, version=label)
+
+
+def content_label(document: Mapping[str, Any]) -> str:
+    """A short hash of what the file says (not of its spacing or comments): a version's
+    default label."""
+    canonical = orjson.dumps(
+        {key: value for key, value in document.items() if key != "version"},
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()[:12]
 
 
 def format_path(parts: Iterable[str | int]) -> str:

@@ -117,6 +117,8 @@ class Plan:
     thresholds: tuple[Threshold, ...]
     minimum: int | None = None
     maximum: int | None = None
+    version: str = ""
+    """The label of the plan version it belongs to, carried into its outputs."""
     source: str = field(init=False)
     rule_ids: tuple[str, ...] = field(init=False)
 
@@ -154,6 +156,7 @@ class PlanSet:
 
     plans: tuple[Plan, ...]
     origin: str = "<memory>"
+    version: str = ""
     active: tuple[Plan, ...] = field(init=False)
     active_names: frozenset[str] = field(init=False)
     _reactions: Mapping[str, tuple[Reaction, ...]] = field(init=False, repr=False)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 from enum import StrEnum
 from functools import partial
-from math import inf
+from math import inf, nextafter
 from typing import Any, NamedTuple
 
 from streams.models.events import (
@@ -40,7 +40,15 @@ from streams.models.outputs import (
     Output,
     alert_data,
 )
-from streams.models.plans import BehaviourRule, InactivityRule, Plan, PlanSet, Reaction
+from streams.models.plan_versions import PlanHistory, PlanVersion
+from streams.models.plans import (
+    BehaviourRule,
+    InactivityRule,
+    Plan,
+    PlanSet,
+    Reaction,
+    Threshold,
+)
 from streams.models.times import END
 from streams.scoring.state import (
     AWARD_LIMIT,
@@ -69,8 +77,15 @@ class Step(NamedTuple):
     outcome: Outcome
 
 
-def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet) -> Step:
-    """Apply one event to a contact (None for a contact never seen)."""
+Plans = PlanSet | PlanHistory
+"""What the core scores with: one plan set, or a history of versions taking over in turn."""
+
+
+def score_event(state: ContactState | None, event: TrackingEvent, plans: Plans) -> Step:
+    """Apply one event to a contact (None for a contact never seen).
+
+    With a history, the contact first switches to every version that took over since it was
+    last scored (see `_in_force`), so the event is scored by the version in force at its time."""
     if state is None:
         state = ContactState(contact_id=event.subject)
     if state.erased_at is not None and event.time <= state.erased_at:
@@ -82,6 +97,9 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
     outputs: list[Output] = []
     event_type = event.type
     time = event.time
+    if type(plans) is PlanHistory:
+        plans = _in_force(state, time, plans, outputs)
+    assert type(plans) is PlanSet
     if state.first_seen is None or time < state.first_seen:
         state.first_seen = time
     _prune_plans(state, plans)
@@ -104,27 +122,36 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet
 
 
 def apply(
-    state: ContactState | None, event: TrackingEvent, plans: PlanSet
+    state: ContactState | None, event: TrackingEvent, plans: Plans
 ) -> tuple[ContactState, list[Output]]:
     """`score_event` without the outcome: the core's API as the design states it."""
     step = score_event(state, event, plans)
     return step.state, step.outputs
 
 
-def advance(state: ContactState, now: float, plans: PlanSet) -> tuple[ContactState, list[Output]]:
-    """Let time pass up to `now`: award expiries and inactivity deadlines fire at their own time."""
+def advance(state: ContactState, now: float, plans: Plans) -> tuple[ContactState, list[Output]]:
+    """Let time pass up to `now`: award expiries and inactivity deadlines fire at their own time,
+    and plan versions take over at theirs."""
     outputs: list[Output] = []
     if state.first_seen is not None:
+        if type(plans) is PlanHistory:
+            plans = _in_force(state, now, plans, outputs)
+        assert type(plans) is PlanSet
         _prune_plans(state, plans)
         _advance(state, now, plans, outputs)
     return state, outputs
 
 
-def next_deadline(state: ContactState, plans: PlanSet) -> float | None:
-    """When `advance` next has something to do for this contact, or None."""
+def next_deadline(state: ContactState, plans: Plans) -> float | None:
+    """When `advance` next has something to do for this contact, or None: a deadline of its
+    plans, or the next plan version taking over."""
     if state.first_seen is None:
         return None
     due: float | None = None
+    if type(plans) is PlanHistory:
+        due = _next_switch(state, plans)
+        plans = plans_for(state, plans)
+    assert type(plans) is PlanSet
     for plan in plans:
         plan_state = state.plans.get(plan.name)
         candidate = (
@@ -135,6 +162,13 @@ def next_deadline(state: ContactState, plans: PlanSet) -> float | None:
         if candidate != inf and (due is None or candidate < due):
             due = candidate
     return due
+
+
+def plans_for(state: ContactState, history: PlanHistory) -> PlanSet:
+    """The plan set a contact is scored with now: its version's, or the latest for a version
+    the history does not know (what `GET /contacts/{id}` shows it with)."""
+    index = history.index_of(state.plan_version)
+    return history.versions[-1 if index is None else index].plans
 
 
 def current_score(plan: Plan, state: ContactState) -> int:
@@ -164,6 +198,120 @@ def contact_view(state: ContactState, plans: PlanSet) -> dict[str, Any] | None:
         "attributes": state.attributes,
         "last_activity": None if state.last_activity is None else format_time(state.last_activity),
     }
+
+
+# --- plan versions ---------------------------------------------------------------------------
+
+
+def rescore(
+    old: ContactState | None,
+    old_plans: PlanSet,
+    rebuilt: ContactState,
+    version: PlanVersion,
+    at: float,
+) -> tuple[ContactState, list[Output]]:
+    """Replace a contact's state by `rebuilt`, its retained history replayed from scratch with
+    `version`'s plans (`change: rescore`), advanced to `at`.
+
+    The outputs are what changed for the contact's readers: a score update per plan whose
+    score differs, and an alert per threshold entered or left; none for a threshold the contact
+    stays above. The rebuild's own outputs happened in a history that was never sent."""
+    before = {} if old is None else _scores_before(old, old_plans)
+    rebuilt, _ = advance(rebuilt, at, version.plans)
+    rebuilt.plan_version = version.label
+    outputs: list[Output] = []
+    cause = Cause(at, (), None, version.label, True)
+    for plan in version.plans:
+        plan_state = rebuilt.plans.get(plan.name) or _plan_state(rebuilt, plan)
+        previous, reached = before.get(plan.name, (plan.clamp(0), ()))
+        _report_switch(rebuilt, plan, plan_state, previous, reached, cause, outputs)
+    return rebuilt, outputs
+
+
+def _in_force(
+    state: ContactState, time: float, history: PlanHistory, outputs: list[Output]
+) -> PlanSet:
+    """Switch the contact to every version that took over since it was last scored, and return
+    the plan set in force for it at `time` (or at its clock, when that is later: a contact
+    never goes back to an older version).
+
+    Each switch happens at the version's start: the old version's deadlines before it fire
+    first. A contact whose version the history does not know (scored with another file before
+    a restart) switches at `time`, without the old rules, which are gone."""
+    clock = state.clock
+    moment = time if clock is None or time > clock else clock
+    target = history.index_at(moment)
+    version = history.versions[target]
+    if state.first_seen is None:  # nothing scored yet: it starts with the version in force
+        state.plan_version = version.label
+        return version.plans
+    current = history.index_of(state.plan_version)
+    if current is None:
+        _switch(state, None, version, moment, outputs)
+        return version.plans
+    for index in range(current + 1, target + 1):
+        old = history.versions[index - 1].plans
+        at = max(history.start(index), state.clock if state.clock is not None else moment)
+        _prune_plans(state, old)
+        _advance(state, nextafter(at, -inf), old, outputs)
+        _switch(state, old, history.versions[index], at, outputs)
+    return history.versions[max(current, target)].plans
+
+
+def _next_switch(state: ContactState, history: PlanHistory) -> float | None:
+    """When the contact next switches version: the next version's start, or now (its clock)
+    for a version the history does not know."""
+    current = history.index_of(state.plan_version)
+    if current is None:
+        return state.clock
+    if current + 1 < len(history.versions):
+        return history.start(current + 1)
+    return None
+
+
+def _switch(
+    state: ContactState,
+    old_plans: PlanSet | None,
+    version: PlanVersion,
+    at: float,
+    outputs: list[Output],
+) -> None:
+    """`change: forward` at `at`: awards keep their points, attribute points are re-evaluated
+    under the new rules, a removed plan is forgotten, a new one starts from the attributes.
+
+    A contact's score update and alerts say what changed: the score, and the thresholds it
+    entered or left (a threshold that moved counts, a score that did not change is not sent).
+    Without the old plans (`old_plans` None) thresholds are compared under the new ones."""
+    new_plans = version.plans
+    before = _scores_before(state, old_plans if old_plans is not None else new_plans)
+    if state.clock is None or at > state.clock:
+        state.clock = at
+    state.fit = {}
+    state.plan_version = version.label
+    _prune_plans(state, new_plans)
+    cause = Cause(at, (), None, version.label)
+    for plan in new_plans:
+        rule_ids = set(plan.rule_ids)
+        plan_state = state.plans.get(plan.name)
+        if plan_state is not None:
+            plan_state.quiet = {r: q for r, q in plan_state.quiet.items() if r in rule_ids}
+            plan_state.claims = {r: c for r, c in plan_state.claims.items() if r in rule_ids}
+        plan_state = _plan_state(state, plan)
+        previous, reached = before.get(plan.name, (plan.clamp(0), ()))
+        _report_switch(state, plan, plan_state, previous, reached, cause, outputs)
+    state.due_bound = None
+
+
+def _scores_before(
+    state: ContactState, plans: PlanSet
+) -> dict[str, tuple[int, tuple[Threshold, ...]]]:
+    """Per plan, the score last reported and the thresholds it had reached."""
+    before = {}
+    for plan in plans:
+        plan_state = state.plans.get(plan.name)
+        score = plan_state.score if plan_state is not None else current_score(plan, state)
+        before[plan.name] = (score, tuple(t for t in plan.thresholds if score >= t.score))
+    return before
 
 
 # --- time ------------------------------------------------------------------------------------
@@ -520,6 +668,42 @@ def _report(
         )
 
 
+def _report_switch(
+    state: ContactState,
+    plan: Plan,
+    plan_state: PlanState,
+    previous: int,
+    reached: tuple[Threshold, ...],
+    cause: Cause,
+    outputs: list[Output],
+) -> None:
+    """A plan version's switch: the score update when the score changed, and an alert per
+    threshold entered or left (the thresholds themselves may have changed)."""
+    fit = _fit(plan, state)
+    score = plan.clamp(_raw_score(plan_state, fit))
+    plan_state.score = score
+    was = {threshold.name for threshold in reached}
+    entered = [t for t in plan.thresholds if score >= t.score and t.name not in was]
+    now = {t.name for t in plan.thresholds if score >= t.score}
+    left = [t for t in reversed(reached) if t.name not in now]
+    if score == previous and not entered and not left:
+        return
+    folded = {rule_id: f.points for rule_id, f in plan_state.folded.items()}
+    contact_id = state.contact_id
+    data = partial(
+        _score_data, contact_id, plan, score, previous, cause, plan_state.awards.copy(), folded, fit
+    )
+    update = Output("update", SCORE_CHANGED, plan.source, contact_id, cause, data)
+    if score != previous:
+        outputs.append(update)
+    for alert_type, thresholds in ((THRESHOLD_CROSSED, entered), (THRESHOLD_DROPPED, left)):
+        for threshold in thresholds:
+            alert = partial(alert_data, update, threshold.name, threshold.score)
+            outputs.append(
+                Output("alert", alert_type, plan.source, contact_id, cause, alert, threshold.name)
+            )
+
+
 def _score_data(
     contact_id: str,
     plan: Plan,
@@ -538,4 +722,5 @@ def _score_data(
         "previous_score": previous,
         "cause": cause.to_json(),
         "breakdown": _tally(plan, awards, folded, fit),
+        "plan_version": plan.version,
     }

@@ -23,7 +23,7 @@ SEEN_LIMIT = 128
 """Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
 AWARD_LIMIT = 64
 """Individual awards kept per plan before the oldest foldable ones are summed per rule."""
-_FORMAT = 1
+_FORMAT = 2
 
 
 class Award(NamedTuple):
@@ -94,6 +94,8 @@ class ContactState:
     seen: list[int] = field(default_factory=list)
     plans: dict[str, PlanState] = field(default_factory=dict)
     erased_at: float | None = None
+    plan_version: str | None = None
+    """The label of the plan version the contact was last scored with (None: not yet)."""
     fit: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     """Points of each attribute rule per plan name: derived from `attributes`, never stored,
     cleared when they change (matching them on every event was a third of the core's time)."""
@@ -137,6 +139,7 @@ def encode_state(state: ContactState) -> bytes:
             state.seen,
             plans,
             state.erased_at,
+            state.plan_version,
         ],
         use_bin_type=True,
     )
@@ -145,6 +148,9 @@ def encode_state(state: ContactState) -> bytes:
 
 def decode_state(raw: bytes) -> ContactState:
     """The inverse of `encode_state`."""
+    fields = msgpack.unpackb(raw, raw=False)
+    if fields[0] == 1:  # before plan versions: scored with a version no history knows
+        fields.append(None)
     (
         version,
         contact_id,
@@ -156,8 +162,9 @@ def decode_state(raw: bytes) -> ContactState:
         seen,
         plans,
         erased_at,
-    ) = msgpack.unpackb(raw, raw=False)
-    if version != _FORMAT:
+        plan_version,
+    ) = fields
+    if version not in (_FORMAT, 1):
         raise ValueError(f"state format {version} is not supported (expected {_FORMAT})")
     return ContactState(
         contact_id=contact_id,
@@ -179,6 +186,7 @@ def decode_state(raw: bytes) -> ContactState:
             for name, (score, awards, folded, reset_at, quiet, claims) in plans.items()
         },
         erased_at=erased_at,
+        plan_version=plan_version,
     )
 
 
@@ -200,6 +208,7 @@ def copy_state(state: ContactState) -> ContactState:
         state.seen.copy(),
         {name: _copy_plan(plan) for name, plan in state.plans.items()},
         state.erased_at,
+        state.plan_version,
         state.fit.copy(),
         state.pruned_for,
         state.due_bound,
