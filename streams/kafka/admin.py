@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import (  # admin does not re-export them to mypy
     AlterConfigOpType,
@@ -30,6 +31,17 @@ from confluent_kafka.cimpl import NewTopic  # admin does not re-export it to myp
 from streams.kafka.security import KafkaConnection, as_connection
 
 logger = logging.getLogger(__name__)
+
+WATERMARK_TIMEOUT = 60.0
+_NEW_TOPIC_ERRORS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+"""What a topic created a moment ago answers until every broker knows its leader."""
 
 USE_BROKER_DEFAULT = -1
 """Replication factor that lets the broker apply `default.replication.factor`."""
@@ -206,3 +218,33 @@ def _check_partitions(specs: Sequence[TopicSpec], existing: Mapping[str, int]) -
         "Start with --partitions set to the existing count, or delete and recreate the "
         "topics (their data is lost), or use another --topic-prefix."
     )
+
+
+def watermarks(
+    kafka: str | KafkaConnection, topic: str, partitions: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """Each partition's (log start, end) offsets, retrying the answers of a topic created a
+    moment ago; the consumer has a throwaway group and commits nothing."""
+    consumer = Consumer(
+        as_connection(kafka).librdkafka(
+            {"group.id": f"leadscore-watermarks-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
+    )
+    try:
+        return {p: _watermark(consumer, TopicPartition(topic, p)) for p in partitions}
+    finally:
+        consumer.close()
+
+
+def _watermark(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+    deadline = time.monotonic() + WATERMARK_TIMEOUT
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=WATERMARK_TIMEOUT)
+            return int(low), int(high)
+        except KafkaException as error:
+            failure: KafkaError = error.args[0]
+            transient = failure.retriable() or failure.code() in _NEW_TOPIC_ERRORS
+            if not transient or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)

@@ -39,6 +39,7 @@ from confluent_kafka import (
 from confluent_kafka import TopicPartition as Partition
 from confluent_kafka.admin import AdminClient
 
+from streams.kafka.admin import watermarks
 from streams.kafka.client import Headers, KeyedProducer
 from streams.kafka.security import KafkaAccessError, verify_access
 from streams.worker.cli import ACCESS_TIMEOUT, EXIT_KAFKA, EXIT_TOPICS, EXIT_USAGE
@@ -139,7 +140,8 @@ class DeadLetterReplay:
     def run(self) -> ReplayReport:
         topic = self._topics.dead_letters
         self._partitions(self._topics.events)  # it must exist: replays never create it
-        ends = self._ends = self._end_offsets(topic, self._partitions(topic))
+        marks = watermarks(self._kafka, topic, self._partitions(topic))
+        ends = self._ends = {p: end for p, (_, end) in marks.items()}
         starts = {p: self._start(p) for p in ends}
         report = ReplayReport()
         producer = None if self._dry_run else KeyedProducer(self._kafka)
@@ -186,16 +188,6 @@ class DeadLetterReplay:
                 f"{setting_name('bootstrap')}"
             )
         return sorted(found.partitions)
-
-    def _end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-        consumer = Consumer(self._consumer_config())
-        try:
-            return {
-                p: consumer.get_watermark_offsets(Partition(topic, p), timeout=30)[1]
-                for p in partitions
-            }
-        finally:
-            consumer.close()
 
     def _committed(self, reason: str | None) -> dict[int, int]:
         """The offsets a replay group committed on the dead-letter topic (0 where none)."""

@@ -40,7 +40,7 @@ from confluent_kafka import (
 from faust.stores.rocksdb import Store
 from rocksdict import AccessType, Options, Rdict
 
-from streams.kafka.admin import topic_ids
+from streams.kafka.admin import topic_ids, watermarks
 from streams.kafka.security import KafkaConnection, as_connection
 from streams.worker.store import meta_key
 
@@ -49,14 +49,6 @@ logger = logging.getLogger(__name__)
 INPUT_TOPIC = meta_key("input-topic")
 """Changelog key of the input topic's name and id."""
 READ_TIMEOUT = 60.0
-_NEW_TOPIC_ERRORS = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_PARTITION,
-    }
-)
 
 
 class StateMismatchError(RuntimeError):
@@ -102,8 +94,8 @@ def check_local_offsets(kafka: str | KafkaConnection, topics: StateTopics) -> No
     }
     if not local:
         return
-    ends = _high_watermarks(kafka, topics.changelog, sorted(local))
-    ahead = {p: (offset, ends[p]) for p, offset in local.items() if offset >= ends[p]}
+    ends = watermarks(kafka, topics.changelog, sorted(local))
+    ahead = {p: (offset, ends[p][1]) for p, offset in local.items() if offset >= ends[p][1]}
     if not ahead:
         return
     lines = [
@@ -174,32 +166,6 @@ def _consumer(kafka: str | KafkaConnection) -> Consumer:
             }
         )
     )
-
-
-def _high_watermarks(
-    kafka: str | KafkaConnection, topic: str, partitions: list[int]
-) -> dict[int, int]:
-    consumer = _consumer(kafka)
-    try:
-        return {p: _high_watermark(consumer, TopicPartition(topic, p)) for p in partitions}
-    finally:
-        consumer.close()
-
-
-def _high_watermark(consumer: Consumer, partition: TopicPartition) -> int:
-    """Retrying what a topic created a moment ago answers until every broker knows its
-    leader (`NOT_LEADER_FOR_PARTITION`, say)."""
-    deadline = time.monotonic() + READ_TIMEOUT
-    while True:
-        try:
-            high: int = consumer.get_watermark_offsets(partition, timeout=READ_TIMEOUT)[1]
-            return high
-        except KafkaException as error:
-            failure: KafkaError = error.args[0]
-            transient = failure.retriable() or failure.code() in _NEW_TOPIC_ERRORS
-            if not transient or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 def _recorded_ids(kafka: str | KafkaConnection, changelog: str, partitions: int) -> dict[int, str]:
