@@ -84,14 +84,29 @@ def parse_structured(raw: bytes | str | Mapping[str, Any], key: str | None = Non
 def parse_binary(
     headers: Iterable[tuple[str, bytes | None]], value: bytes | None, key: str | None = None
 ) -> TrackingEvent:
-    """A binary-mode CloudEvent (Kafka binding): attributes in `ce_` headers, data as value."""
+    """A binary-mode CloudEvent (Kafka binding): attributes in `ce_` headers, data as value,
+    its media type in `content-type` (JSON when absent, as the binding says)."""
     attributes: dict[str, Any] = {}
+    content_type: str | None = None
     for name, raw_header in headers:
-        if name.startswith(_BINARY_PREFIX) and raw_header is not None:
+        if raw_header is None:
+            continue
+        is_attribute = name.startswith(_BINARY_PREFIX)
+        if is_attribute or name.lower() == "content-type":
             try:
-                attributes[name[len(_BINARY_PREFIX) :]] = raw_header.decode("utf-8")
+                text = raw_header.decode("utf-8")
             except UnicodeDecodeError:
                 raise EventError("bad-header", f"header {name}: not UTF-8", name) from None
+            if is_attribute:
+                attributes[name[len(_BINARY_PREFIX) :]] = text
+            else:
+                content_type = text
+    if value and not is_json_content_type(content_type):
+        raise EventError(
+            "unsupported-content-type",
+            f"content-type: {content_type!r} is not JSON; only JSON data can be scored",
+            "content-type",
+        )
     data = None if not value else _load_json(value)
     return _build(attributes, data, key)
 

@@ -50,6 +50,30 @@ def test_binary_mode_reads_ce_headers_and_data_value() -> None:
     assert event.data == VALID["data"] and event.subject == "c-1"
 
 
+@pytest.mark.parametrize(
+    ("content_type", "reason"),
+    [
+        (None, None),
+        (b"application/cloudevents+json; charset=utf-8", None),
+        (b"text/plain", "unsupported-content-type"),
+        (b"application/\xff", "bad-header"),
+    ],
+)
+def test_binary_mode_scores_json_data_only(content_type: bytes | None, reason: str | None) -> None:
+    """The Kafka binding puts the data's media type in `content-type`: a text or XML body is
+    refused with its own reason rather than parsed as JSON (or as `not-json`)."""
+    headers = [(f"ce_{k}", str(v).encode()) for k, v in VALID.items() if k != "data"]
+    if content_type is not None:
+        headers.append(("Content-Type", content_type))
+    value = orjson.dumps(VALID["data"])
+    if reason is None:
+        assert decode_kafka_message(b"c-1", value, headers).data == VALID["data"]
+        return
+    with pytest.raises(EventError) as caught:
+        decode_kafka_message(b"c-1", value, headers)
+    assert caught.value.reason == reason
+
+
 def test_data_is_optional() -> None:
     assert parse_structured({k: v for k, v in VALID.items() if k != "data"}).data == {}
 
