@@ -213,11 +213,12 @@ def render_text(explanation: Explanation, plan_names: Iterable[str]) -> str:
     if explanation.erased:
         lines.append("")
         lines.extend(
-            f"Erased at {time}: every plan starts again from 0" for time in explanation.erased
+            f"Erased at {time}: forgotten, later events start a new history"
+            for time in explanation.erased
         )
     for failed in explanation.failed:
         what = "advancing" if failed.event is None else f"event {failed.event.id!r}"
         lines.append(f"scoring error, {what}: {failed.message}")
     if explanation.rejected:
-        lines.append(f"{len(explanation.rejected):,} lines of the file were rejected")
+        lines.append(f"rejected lines in the file: {len(explanation.rejected):,}")
     return "\n".join(lines) + "\n"
