@@ -65,7 +65,9 @@ class AlertSample:
 
 @dataclass(frozen=True, slots=True)
 class AlertDiff:
-    """Alerts of one threshold and kind (`crossed`/`dropped`) that only one side sent."""
+    """Alerts of one threshold and kind (`crossed`/`dropped`) that only one side sent, and
+    the contacts that only one side sent any such alert (the others got theirs at another
+    event)."""
 
     threshold: str
     kind: str
@@ -73,6 +75,8 @@ class AlertDiff:
     only_after: int
     only_before_sample: tuple[AlertSample, ...]
     only_after_sample: tuple[AlertSample, ...]
+    contacts_only_before: int
+    contacts_only_after: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +239,8 @@ def _alerts(
     for threshold, kind in kinds:
         olds = [a for a in only_before if _kind(a) == (threshold, kind)]
         news = [a for a in only_after if _kind(a) == (threshold, kind)]
+        alerted_before = {a.contact_id for a in before.values() if _kind(a) == (threshold, kind)}
+        alerted_after = {a.contact_id for a in after.values() if _kind(a) == (threshold, kind)}
         diffs.append(
             AlertDiff(
                 threshold,
@@ -243,6 +249,8 @@ def _alerts(
                 len(news),
                 tuple(_sample(alert) for alert in olds[:sample]),
                 tuple(_sample(alert) for alert in news[:sample]),
+                len(alerted_before - alerted_after),
+                len(alerted_after - alerted_before),
             )
         )
     return tuple(sorted(diffs, key=lambda d: (order.get(d.threshold, len(order)), d.kind)))
@@ -354,10 +362,18 @@ def _render_thresholds(thresholds: Sequence[ThresholdDiff]) -> list[str]:
 def _render_alerts(alerts: Sequence[AlertDiff]) -> list[str]:
     if not alerts:
         return ["  alerts: the same on both sides"]
-    rows = [["alerts only one side sent", "before only", "after only"]]
+    rows = [["one side only", "alerts before", "after", "contacts before", "after"]]
     samples = []
     for a in alerts:
-        rows.append([f"{a.threshold} {a.kind}", f"{a.only_before:,}", f"{a.only_after:,}"])
+        rows.append(
+            [
+                f"{a.threshold} {a.kind}",
+                f"{a.only_before:,}",
+                f"{a.only_after:,}",
+                f"{a.contacts_only_before:,}",
+                f"{a.contacts_only_after:,}",
+            ]
+        )
         for side, count, sent in (
             ("before", a.only_before, a.only_before_sample),
             ("after", a.only_after, a.only_after_sample),

@@ -109,6 +109,9 @@ def test_who_enters_and_leaves_and_the_alerts_one_side_sends(
         "warm crossed": (["c", "d"], ["b", "d"]),
         "hot crossed": ([], ["a", "d"]),
     }
+    # c and b got a warm alert on one side only; d on both, at different clicks
+    counts = [(a.contacts_only_before, a.contacts_only_after) for a in engage.alerts]
+    assert counts == [(1, 1), (0, 2)]
     only_old_d = engage.alerts[0].only_before_sample[1]
     assert (only_old_d.time, only_old_d.score) == ("2026-01-04T02:24:00Z", 40)
     assert engage.contacts_changed == 3
@@ -182,7 +185,7 @@ def test_text_json_plot_and_jobs(
         "  warm       30 → 40            3        1     1",
         "  hot         - → 60        0 → 2        2     0",
         "  100 .. 104                                 0  ███████████████                1",
-        "  warm crossed                         2           2",
+        "  warm crossed               2      2                1      1",
         "  d            40    100     +60",
         "Plan retired (removed: only in before)",
         "Plan newcomer (added: only in after)",
