@@ -36,7 +36,8 @@ TOP = 10
 WIDTH = 80
 """The text report fits a terminal this wide."""
 
-Status = Literal["changed", "added", "removed"]
+Status = Literal["both", "added", "removed"]
+"""Where the plan is: in both plan sets (changed or not), only the new one, only the old one."""
 AlertKey = tuple[str, str, str, str]
 """What makes two alerts the same alert on both sides: contact, type, threshold, cause."""
 
@@ -152,7 +153,7 @@ class _Side:
 def _diff_plan(name: str, old: _Side, new: _Side, *, sample: int, top: int) -> PlanDiff:
     before, after = old.scores(name), new.scores(name)
     old_plan, new_plan = old.plan(name), new.plan(name)
-    status: Status = "added" if old_plan is None else "removed" if new_plan is None else "changed"
+    status: Status = "added" if old_plan is None else "removed" if new_plan is None else "both"
     changes = sorted(
         (
             ScoreChange(contact_id, score, after[contact_id], after[contact_id] - score)
@@ -273,7 +274,7 @@ def render_text(diffs: Sequence[PlanDiff], old_name: str, new_name: str) -> str:
 
 
 def _render_plan(diff: PlanDiff, old_name: str, new_name: str) -> str:
-    where = {"changed": "", "added": f" (added: only in {new_name})"}
+    where = {"both": "", "added": f" (added: only in {new_name})"}
     where["removed"] = f" (removed: only in {old_name})"
     lines = [f"Plan {diff.plan}{where[diff.status]}"]
     lines += _render_stats(diff.before, diff.after)
@@ -285,7 +286,7 @@ def _render_plan(diff: PlanDiff, old_name: str, new_name: str) -> str:
         lines += _render_thresholds(diff.thresholds)
     lines.append("")
     lines += _render_alerts(diff.alerts)
-    if diff.status == "changed":
+    if diff.status == "both":
         lines.append("")
         lines += _render_changes(diff)
     return "\n".join(lines)
@@ -475,7 +476,7 @@ def plot_png(diffs: Sequence[PlanDiff], path: Path) -> None:
     for axes, diff in zip(figure.subplots(len(diffs), 1, squeeze=False)[:, 0], diffs, strict=True):
         axes.set_title(
             f"{diff.plan}: before and after"
-            + ("" if diff.status == "changed" else f" ({diff.status})")
+            + ("" if diff.status == "both" else f" ({diff.status})")
         )
         if diff.histogram:
             edges = [old.low for old, _ in diff.histogram] + [diff.histogram[-1][0].high + 1]

@@ -60,7 +60,7 @@ class Change:
     """The thresholds it moved the contact across, as `crossed warm` or `dropped hot`."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Explanation:
     """The contact's changes in the order the core sent them, and the times it was erased."""
 
@@ -93,34 +93,31 @@ def explain_file(
     end = until if until is not None else last
     if end is not None and contact_id in run.result.states:
         run.advance(contact_id, end)
-    explanation = explain_updates(contact_id, run.result.updates or [], run.result.alerts)
-    explanation.events = len(events)
-    explanation.until = end
-    explanation.rejected = rejected
-    explanation.failed = run.result.failed
-    return explanation
+    changes, erased = ledger_of(run.result.updates or [], run.result.alerts)
+    return Explanation(contact_id, len(events), end, changes, erased, rejected, run.result.failed)
 
 
-def explain_updates(
-    contact_id: str, updates: Iterable[Output], alerts: Iterable[Output] = ()
-) -> Explanation:
-    """The ledger of one contact's score updates, in the order they were sent, each with the
-    alerts sent with it (same plan, cause and score)."""
+def ledger_of(
+    updates: Iterable[Output], alerts: Iterable[Output] = ()
+) -> tuple[list[Change], list[str]]:
+    """One contact's score changes from its score updates, in the order they were sent, each
+    with the alerts sent with it (same plan, cause and score); and the times it was erased."""
     crossings: dict[tuple[str, str, int], list[str]] = {}
     for alert in alerts:
         key = (alert.source, alert.cause.identity, alert.data["score"])
         verb = "crossed" if alert.type == THRESHOLD_CROSSED else "dropped"
         crossings.setdefault(key, []).append(f"{verb} {alert.discriminator}")
     ledger = Ledger()
-    explanation = Explanation(contact_id, events=0, until=None)
+    changes: list[Change] = []
+    erased: list[str] = []
     for update in updates:
         data = update.data
         points = ledger.record(update.type, data)
         time = update.cloudevent["time"]
         if points is None:
-            explanation.erased.append(time)
+            erased.append(time)
             continue
-        explanation.changes.append(
+        changes.append(
             Change(
                 plan=data["plan"],
                 time=time,
@@ -134,7 +131,7 @@ def explain_updates(
                 ),
             )
         )
-    return explanation
+    return changes, erased
 
 
 def run_explain(args: argparse.Namespace) -> int:

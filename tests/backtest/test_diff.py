@@ -98,7 +98,7 @@ def test_who_enters_and_leaves_and_the_alerts_one_side_sends(
     files: tuple[Path, Path, Path],
 ) -> None:
     engage, retired, newcomer = _diffs(*files, jobs=1)
-    assert (engage.plan, engage.status) == ("engage", "changed")
+    assert (engage.plan, engage.status) == ("engage", "both")
     warm, hot = engage.thresholds
     assert (warm.name, warm.score_before, warm.score_after) == ("warm", 30, 40)
     assert (warm.at_or_above_before, warm.at_or_above_after) == (3, 3)
@@ -174,7 +174,7 @@ def test_text_json_plot_and_jobs(
     assert engage["thresholds"][0]["entered_sample"] == ["b"]
     assert engage["top_changes"][0] == {"contact_id": "d", "before": 40, "after": 100, "change": 60}
     assert engage["before"]["thresholds"][0]["alerts_crossed"] == 3
-    assert [plan["status"] for plan in outputs[0]["plans"]] == ["changed", "removed", "added"]
+    assert [plan["status"] for plan in outputs[0]["plans"]] == ["both", "removed", "added"]
 
     assert main(["plans", "diff", old, new, events, "--jobs", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()

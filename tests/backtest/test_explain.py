@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.backtest.explain import Change, explain_file, explain_updates, render_text
+from streams.backtest.explain import Change, Explanation, explain_file, ledger_of, render_text
 from streams.cli import main
 from streams.models.events import TrackingEvent
 from streams.models.outputs import SCORE_CHANGED, THRESHOLD_CROSSED, Cause, Output
@@ -159,11 +159,13 @@ def test_plan_version_is_shown_when_the_update_has_one() -> None:
         "plan_version": "v2",
     }
     update = Output("update", SCORE_CHANGED, "/leadscore/plans/engage", "c-9", cause, data)
-    explanation = explain_updates("c-9", [update])
-    assert explanation.changes[0].plan_version == "v2"
-    assert "now 10 (was 0)  version v2" in render_text(explanation, ["engage"])
+    changes, _ = ledger_of([update])
+    assert changes[0].plan_version == "v2"
+    text = render_text(Explanation("c-9", 1, None, changes), ["engage"])
+    assert "now 10 (was 0)  version v2" in text
     without = Output("update", SCORE_CHANGED, "/x", "c-9", cause, {**data, "plan_version": None})
-    assert "version" not in render_text(explain_updates("c-9", [without]), ["engage"])
+    text = render_text(Explanation("c-9", 1, None, ledger_of([without])[0]), ["engage"])
+    assert "version" not in text
 
 
 def test_explain_command_text_json_and_unknown_contact(
