@@ -64,13 +64,18 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     diff.add_argument("old_plans", type=Path, metavar="OLD.yaml")
     diff.add_argument("new_plans", type=Path, metavar="NEW.yaml")
-    diff.add_argument("events", type=Path, help="JSONL(.gz), one structured CloudEvent a line")
+    diff.add_argument(
+        "events", type=Path, metavar="EVENTS", help="JSONL(.gz), one structured CloudEvent a line"
+    )
     diff.add_argument("--until", type=until_argument, help="RFC 3339 time to advance to")
     diff.add_argument("--json", action="store_true", help="machine-readable comparison")
     diff.add_argument("--plot", type=Path, metavar="FILE.png", help="both histograms")
-    diff.add_argument("--sample", type=_positive_int, default=SAMPLE, help="ids shown per list")
-    diff.add_argument("--top", type=_positive_int, default=TOP, help="largest changes shown")
-    diff.add_argument("--jobs", type=_positive_int, default=default_jobs(), metavar="N")
+    for option, default, text in (
+        ("--sample", SAMPLE, "ids shown per list (%(default)s)"),
+        ("--top", TOP, "largest changes shown (%(default)s)"),
+        ("--jobs", default_jobs(), "processes for each backtest (%(default)s)"),
+    ):
+        diff.add_argument(option, type=_positive_int, default=default, metavar="N", help=text)
     diff.set_defaults(handler=run_plans_diff)
 
 

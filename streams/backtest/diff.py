@@ -351,12 +351,8 @@ def _render_thresholds(thresholds: Sequence[ThresholdDiff]) -> list[str]:
                 f"{t.left:,}",
             ]
         )
-        for verb, count, ids in (
-            ("entered", t.entered, t.entered_sample),
-            ("left", t.left, t.left_sample),
-        ):
-            if ids:
-                samples += _wrap(f"{verb} {t.name}{_more(count, len(ids))}", ids)
+        samples += _listed(f"entered {t.name}", t.entered, t.entered_sample)
+        samples += _listed(f"left {t.name}", t.left, t.left_sample)
     return _table(rows) + samples
 
 
@@ -375,16 +371,14 @@ def _render_alerts(alerts: Sequence[AlertDiff]) -> list[str]:
                 f"{a.contacts_only_after:,}",
             ]
         )
-        for side, count, sent in (
-            ("before", a.only_before, a.only_before_sample),
-            ("after", a.only_after, a.only_after_sample),
-        ):
-            if sent:
-                shown = (f"{s.contact_id} {s.time[:10]}" for s in sent)
-                samples += _wrap(
-                    f"{side} only, {a.threshold} {a.kind}{_more(count, len(sent))}", shown
-                )
+        kind = f"{a.threshold} {a.kind}"
+        samples += _listed(f"before only, {kind}", a.only_before, _dated(a.only_before_sample))
+        samples += _listed(f"after only, {kind}", a.only_after, _dated(a.only_after_sample))
     return _table(rows) + samples
+
+
+def _dated(alerts: Sequence[AlertSample]) -> list[str]:
+    return [f"{alert.contact_id} {alert.time[:10]}" for alert in alerts]
 
 
 def _render_changes(diff: PlanDiff) -> list[str]:
@@ -407,13 +401,13 @@ def _before_after(before: int | None, after: int | None) -> str:
     return f"{'-' if before is None else f'{before:,}'} → {'-' if after is None else f'{after:,}'}"
 
 
-def _more(count: int, shown: int) -> str:
-    return f" (first {shown} of {count:,})" if count > shown else ""
-
-
-def _wrap(head: str, items: Iterable[str]) -> list[str]:
-    """`head: a, b, c` in lines of at most WIDTH columns, never breaking an item."""
-    lines = [f"    {head}:"]
+def _listed(head: str, count: int, items: Sequence[str]) -> list[str]:
+    """`head (first 2 of 7): a, b` in lines of at most WIDTH columns, never breaking an
+    item; nothing without items."""
+    if not items:
+        return []
+    more = f" (first {len(items)} of {count:,})" if count > len(items) else ""
+    lines = [f"    {head}{more}:"]
     for item in items:
         if len(lines[-1]) + len(item) + 2 > WIDTH:
             lines[-1] += ","
