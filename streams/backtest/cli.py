@@ -91,7 +91,7 @@ def run_plans_check(args: argparse.Namespace) -> int:
 
 def run_plans_diff(args: argparse.Namespace) -> int:
     """Two backtests of the same file, one bar over both, then the comparison."""
-    sides = []
+    sides, summaries = [], []
     progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     for half, plans_file in enumerate((args.old_plans, args.new_plans)):
         plans = load_plans(plans_file)
@@ -103,26 +103,22 @@ def run_plans_diff(args: argparse.Namespace) -> int:
             None if progress is None else partial(_half, progress, half),
             jobs=args.jobs,
         )
-        summary = _summary(result, time.perf_counter() - started)
-        sides.append((result, plans, plan_reports(result, plans, None), summary))
+        summaries.append(_summary(result, time.perf_counter() - started))
+        sides.append((result, plans, plan_reports(result, plans, None)))
     if progress is not None:
         progress.finish()
-    (old, old_plans, old_reports, old_summary), (new, new_plans, new_reports, new_summary) = sides
-    diffs = diff_plans(
-        (old, old_plans, old_reports),
-        (new, new_plans, new_reports),
-        sample=args.sample,
-        top=args.top,
-    )
+    diffs = diff_plans(sides[0], sides[1], sample=args.sample, top=args.top)
     if args.plot is not None:
         diff_plot_png(diffs, args.plot)
     if args.json:
-        replays = {"before": old_summary, "after": new_summary}
+        replays = {"before": summaries[0], "after": summaries[1]}
         document = {"replay": replays, **diff_to_json(diffs)}
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(f"before: {args.old_plans}\n{_summary_text(old_summary, old)}")
-        print(f"after: {args.new_plans}\n{_summary_text(new_summary, new)}")
+        for side, path, summary, (result, _, _) in zip(
+            ("before", "after"), (args.old_plans, args.new_plans), summaries, sides, strict=True
+        ):
+            print(f"{side}: {path}\n{_summary_text(summary, result)}")
         print(render_diff(diffs, "before", "after"))
     return 0
 
@@ -245,8 +241,8 @@ def until_argument(text: str) -> float:
     """`--until`: an RFC 3339 time, or a usage error saying what is wrong with it."""
     try:
         return parse_time(text, "--until")
-    except EventError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    except EventError as error:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--until: ")) from None
 
 
 def _positive_int(text: str) -> int:
