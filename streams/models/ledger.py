@@ -5,7 +5,9 @@ reader of one update sees a rule's total (`opened +100`) where it wants the chan
 (`opened +10`). The effect is the difference between an update's breakdown and the one of the
 contact's update before it in the same plan. `leadscore explain` and the demo both read it
 from here, from the outputs the core sent, so what they show is what consumers of
-`score-updates` can compute too.
+`score-updates` can compute too. The core reports a change only when the score changes, so
+points that moved without changing it (an award at a `max` clamp, +10 and -10 at once) show in
+the next reported change.
 """
 
 from __future__ import annotations
