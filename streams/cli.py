@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from streams import __version__
 from streams.backtest import cli as backtest_cli
+from streams.backtest import explain
 from streams.kafka import broker
 from streams.scoring import PlanError
 from streams.worker import cli as worker_cli
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"leadscore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (backtest_cli, broker, worker_cli, dlq):
+    for module in (backtest_cli, explain, broker, worker_cli, dlq):
         module.add_cli(subparsers)
     return parser
 

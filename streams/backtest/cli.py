@@ -6,11 +6,15 @@ import argparse
 import sys
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
+from streams.backtest.diff import SAMPLE, TOP, diff_plans, diff_to_json
+from streams.backtest.diff import plot_png as diff_plot_png
+from streams.backtest.diff import render_text as render_diff
 from streams.backtest.parallel import Backtest, backtest_file, default_jobs
 from streams.backtest.report import PlanReport, build_report, plot_png, render_text, report_to_json
 from streams.backtest.simulate import generate, write_jsonl
@@ -55,6 +59,24 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     check = plans_commands.add_parser("check", help="validate a plans file")
     check.add_argument("plans_file", type=Path)
     check.set_defaults(handler=run_plans_check)
+    diff = plans_commands.add_parser(
+        "diff", help="replay events through two plan files and compare the outcomes"
+    )
+    diff.add_argument("old_plans", type=Path, metavar="OLD.yaml")
+    diff.add_argument("new_plans", type=Path, metavar="NEW.yaml")
+    diff.add_argument(
+        "events", type=Path, metavar="EVENTS", help="JSONL(.gz), one structured CloudEvent a line"
+    )
+    diff.add_argument("--until", type=until_argument, help="RFC 3339 time to advance to")
+    diff.add_argument("--json", action="store_true", help="machine-readable comparison")
+    diff.add_argument("--plot", type=Path, metavar="FILE.png", help="both histograms")
+    for option, default, text in (
+        ("--sample", SAMPLE, "ids shown per list (%(default)s)"),
+        ("--top", TOP, "largest changes shown (%(default)s)"),
+        ("--jobs", default_jobs(), "processes for each backtest (%(default)s)"),
+    ):
+        diff.add_argument(option, type=_positive_int, default=default, metavar="N", help=text)
+    diff.set_defaults(handler=run_plans_diff)
 
 
 def run_plans_check(args: argparse.Namespace) -> int:
@@ -65,6 +87,44 @@ def run_plans_check(args: argparse.Namespace) -> int:
         print(f"{plan.name}: {state}, {rules} rules, {len(plan.thresholds)} thresholds")
     print(f"{args.plans_file}: OK")
     return 0
+
+
+def run_plans_diff(args: argparse.Namespace) -> int:
+    """Two backtests of the same file, one bar over both, then the comparison."""
+    sides, summaries = [], []
+    progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    for half, plans_file in enumerate((args.old_plans, args.new_plans)):
+        plans = load_plans(plans_file)
+        started = time.perf_counter()
+        result = backtest_file(
+            args.events,
+            plans,
+            args.until,
+            None if progress is None else partial(_half, progress, half),
+            jobs=args.jobs,
+        )
+        summaries.append(_summary(result, time.perf_counter() - started))
+        sides.append((result, plans, plan_reports(result, plans, None)))
+    if progress is not None:
+        progress.finish()
+    diffs = diff_plans(sides[0], sides[1], sample=args.sample, top=args.top)
+    if args.plot is not None:
+        diff_plot_png(diffs, args.plot)
+    if args.json:
+        replays = {"before": summaries[0], "after": summaries[1]}
+        document = {"replay": replays, **diff_to_json(diffs)}
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for side, path, summary, (result, _, _) in zip(
+            ("before", "after"), (args.old_plans, args.new_plans), summaries, sides, strict=True
+        ):
+            print(f"{side}: {path}\n{_summary_text(summary, result)}")
+        print(render_diff(diffs, "before", "after"))
+    return 0
+
+
+def _half(progress: _ProgressBar, half: int, done: int, total: int) -> None:
+    progress(half * total + done, 2 * total)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -175,6 +235,14 @@ def _summary_text(summary: dict[str, Any], result: Backtest) -> str:
     if len(result.failed) > 5:
         lines.append(f"  ... and {len(result.failed) - 5} more scoring errors")
     return "\n".join(lines) + "\n"
+
+
+def until_argument(text: str) -> float:
+    """`--until`: an RFC 3339 time, or a usage error saying what is wrong with it."""
+    try:
+        return parse_time(text, "--until")
+    except EventError as error:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--until: ")) from None
 
 
 def _positive_int(text: str) -> int:

@@ -58,6 +58,8 @@ class ReplayResult:
     rejected: list[RejectedLine] = field(default_factory=list)
     failed: list[FailedEvent] = field(default_factory=list)
     until: float | None = None
+    updates: list[Output] | None = None
+    """The score updates themselves, kept only when a driver asks (`leadscore explain`)."""
 
 
 class OutOfOrderError(ValueError):
@@ -139,10 +141,10 @@ class ReplayPass:
 
     __slots__ = ("last_time", "plans", "result", "safe")
 
-    def __init__(self, plans: PlanSet, *, safe: bool) -> None:
+    def __init__(self, plans: PlanSet, *, safe: bool, keep_updates: bool = False) -> None:
         self.plans = plans
         self.safe = safe
-        self.result = ReplayResult()
+        self.result = ReplayResult(updates=[] if keep_updates else None)
         self.last_time: float | None = None
 
     def score(self, event: TrackingEvent) -> None:
@@ -250,3 +252,5 @@ def _collect(result: ReplayResult, outputs: list[Output]) -> None:
             result.alerts.append(output)
         else:
             result.score_updates += 1
+            if result.updates is not None:
+                result.updates.append(output)

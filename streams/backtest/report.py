@@ -149,20 +149,27 @@ def _stats(ordered: Sequence[int]) -> ScoreStats:
 
 
 def _histogram(ordered: Sequence[int]) -> tuple[Bucket, ...]:
-    """Equal-width integer buckets from the minimum, at most MAX_BUCKETS of them.
+    return histogram(ordered, bucket_bounds(ordered[0], ordered[-1]))
+
+
+def bucket_bounds(low: int, high: int) -> list[tuple[int, int]]:
+    """Equal-width integer buckets from `low`, at most MAX_BUCKETS of them, covering `high`.
 
     One bucket per score when the range holds at most MAX_BUCKETS integers, else the narrowest
-    width that needs no more (11 to 20 buckets). The last bucket may reach past the maximum.
+    width that needs no more (11 to 20 buckets). The last bucket may reach past `high`.
     """
-    low = ordered[0]
-    span = ordered[-1] - low + 1
+    span = high - low + 1
     width = -(-span // MAX_BUCKETS)
-    buckets = []
-    for index in range(-(-span // width)):
-        start = low + index * width
-        count = bisect_left(ordered, start + width) - bisect_left(ordered, start)
-        buckets.append(Bucket(start, start + width - 1, count))
-    return tuple(buckets)
+    starts = [low + index * width for index in range(-(-span // width))]
+    return [(start, start + width - 1) for start in starts]
+
+
+def histogram(ordered: Sequence[int], bounds: Sequence[tuple[int, int]]) -> tuple[Bucket, ...]:
+    """How many of the sorted scores fall in each of the buckets."""
+    return tuple(
+        Bucket(low, high, bisect_left(ordered, high + 1) - bisect_left(ordered, low))
+        for low, high in bounds
+    )
 
 
 def render_text(reports: Sequence[PlanReport]) -> str:
@@ -195,24 +202,28 @@ def _render_plan(report: PlanReport) -> str:
 
 
 def _render_histogram(buckets: Sequence[Bucket]) -> list[str]:
-    if all(b.low == b.high for b in buckets):
-        labels = [f"{b.low:,}" for b in buckets]
-    else:
-        low_width = max(len(f"{b.low:,}") for b in buckets)
-        high_width = max(len(f"{b.high:,}") for b in buckets)
-        labels = [f"{b.low:>{low_width},} .. {b.high:>{high_width},}" for b in buckets]
+    labels = bucket_labels(buckets)
     label_width = max(len("score"), *map(len, labels))
     peak = max(b.count for b in buckets)
     lines = [f"  {'score':>{label_width}}  contacts"]
     for label, bucket in zip(labels, buckets, strict=True):
-        bar = _bar(bucket.count, peak).ljust(BAR_WIDTH)
-        lines.append(f"  {label:>{label_width}}  {bar} {bucket.count:,}")
+        bar_text = bar(bucket.count, peak).ljust(BAR_WIDTH)
+        lines.append(f"  {label:>{label_width}}  {bar_text} {bucket.count:,}")
     return lines
 
 
-def _bar(count: int, peak: int) -> str:
-    """BAR_WIDTH characters at `peak`, in eighths; any non-zero count shows at least one."""
-    eighths = round(count * BAR_WIDTH * 8 / peak) if peak else 0
+def bucket_labels(buckets: Sequence[Bucket]) -> list[str]:
+    """`7` for one-score buckets, else `low .. high` aligned on both ends."""
+    if all(b.low == b.high for b in buckets):
+        return [f"{b.low:,}" for b in buckets]
+    low_width = max(len(f"{b.low:,}") for b in buckets)
+    high_width = max(len(f"{b.high:,}") for b in buckets)
+    return [f"{b.low:>{low_width},} .. {b.high:>{high_width},}" for b in buckets]
+
+
+def bar(count: int, peak: int, width: int = BAR_WIDTH) -> str:
+    """`width` characters at `peak`, in eighths; any non-zero count shows at least one."""
+    eighths = round(count * width * 8 / peak) if peak else 0
     if count and not eighths:
         eighths = 1
     full, part = divmod(eighths, 8)
@@ -249,10 +260,10 @@ def _percent(part: int, whole: int) -> str:
 
 def report_to_json(reports: Sequence[PlanReport]) -> dict[str, Any]:
     """The reports as JSON-ready data (`--json`); keys are stable, absent values are null."""
-    return {"plans": [_plan_json(report) for report in reports]}
+    return {"plans": [plan_to_json(report) for report in reports]}
 
 
-def _plan_json(report: PlanReport) -> dict[str, Any]:
+def plan_to_json(report: PlanReport) -> dict[str, Any]:
     stats = report.stats
     return {
         "plan": report.plan,

@@ -34,6 +34,7 @@ from streams.backtest.simulate import generate
 from streams.kafka.broker import BOOTSTRAP_ENV, broker_from_env
 from streams.kafka.client import EventPublisher
 from streams.kafka.security import PLAINTEXT, KafkaConnection
+from streams.models.ledger import Ledger, format_cause, format_points
 from streams.models.outputs import THRESHOLD_CROSSED
 from streams.worker.settings import (
     OPTIONS,
@@ -129,10 +130,15 @@ def _run(args: argparse.Namespace, connection: KafkaConnection, tmp: Path) -> in
             target=_feed, args=(args, connection, topics.events, stop), daemon=True
         )
         feeder.start()
-        for shown, alert in enumerate(_alerts(connection, topics.alerts), start=1):
-            print(describe(alert), flush=True)
-            if shown == args.alerts:
-                break
+        shown = 0
+        why = AlertPoints()
+        for topic, sent in _outputs(connection, [topics.updates, topics.alerts]):
+            ready = why.update(sent) if topic == topics.updates else why.alert(sent)
+            for alert, points in ready:
+                print(describe(alert, points), flush=True)
+                shown += 1
+                if shown == args.alerts:
+                    return 0
         return 0
     finally:
         stop.set()
@@ -181,33 +187,83 @@ def _feed(
     print(f"all {sent} simulated events sent; alerts from timers may follow", file=sys.stderr)
 
 
-def _alerts(connection: KafkaConnection, topic: str) -> Iterator[dict[str, Any]]:
+def _outputs(
+    connection: KafkaConnection, topics: list[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(topic, output) of every output on the topics, from the beginning, as they arrive."""
     consumer = Consumer(
-        connection.librdkafka({"group.id": f"{topic}-demo", "enable.auto.commit": False})
+        connection.librdkafka({"group.id": f"{topics[0]}-demo", "enable.auto.commit": False})
     )
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        assignment = []
+        for topic in topics:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        consumer.assign(assignment)
         while True:
             message = consumer.poll(0.5)
-            value = None if message is None or message.error() else message.value()
-            if value:
-                yield json.loads(value)
+            if message is None or message.error():
+                continue
+            value, source = message.value(), message.topic()
+            if value and source is not None:
+                yield source, json.loads(value)
     finally:
         consumer.close()
 
 
-def describe(alert: dict[str, Any]) -> str:
-    """One line: when, who, which plan and threshold, the score, and why."""
+Explained = tuple[dict[str, Any], dict[str, int]]
+"""An alert and the points each rule gained or lost in the change that sent it."""
+
+
+class AlertPoints:
+    """Each alert with the points its change moved, from the score updates.
+
+    An alert carries the breakdown after its change, not the change itself; that is the
+    difference from the contact's score update before it in the plan (`Ledger`), so the demo
+    reads `score-updates` too. The two topics are read together, with no order between them:
+    an alert that comes before its own update (same plan, cause and scores) waits for it. The
+    points of every update are kept, so an alert later than its update still finds them: the
+    demo's population, and so its number of updates, is fixed by `--events`.
+    """
+
+    def __init__(self) -> None:
+        self._ledger = Ledger()
+        self._points: dict[str, dict[str, int]] = {}
+        self._waiting: dict[str, list[dict[str, Any]]] = {}
+
+    def update(self, update: dict[str, Any]) -> list[Explained]:
+        """A score update read: the alerts that were waiting for it."""
+        points = self._ledger.record(update["type"], update["data"])
+        if points is None:
+            return []
+        key = _change(update)
+        self._points[key] = points
+        return [(alert, points) for alert in self._waiting.pop(key, [])]
+
+    def alert(self, alert: dict[str, Any]) -> list[Explained]:
+        """An alert read: itself if its update came first, else nothing yet."""
+        key = _change(alert)
+        if key in self._points:
+            return [(alert, self._points[key])]
+        self._waiting.setdefault(key, []).append(alert)
+        return []
+
+
+def _change(output: dict[str, Any]) -> str:
+    """What an alert has in common with its score update."""
+    data = output["data"]
+    fields = ("contact_id", "plan", "score", "previous_score", "cause")
+    return json.dumps([output["time"], *(data[name] for name in fields)], sort_keys=True)
+
+
+def describe(alert: dict[str, Any], points: dict[str, int]) -> str:
+    """One line: when, who, which plan and threshold, the score, and why: the cause, and the
+    points each rule gained or lost in this change (not the rules' totals)."""
     data = alert["data"]
-    cause, breakdown = data["cause"], data.get("breakdown", {})
-    rules = ", ".join(
-        f"{rule} {breakdown[rule]:+d}" if rule in breakdown else rule for rule in cause["rules"]
-    )
-    why = f"timer: {rules}" if cause.get("timer") else f"{cause['event_type']}: {rules or '-'}"
     arrow = "crossed" if alert["type"] == THRESHOLD_CROSSED else "dropped"
     return (
         f"{alert['time'][:16].replace('T', ' ')}  {data['contact_id']:<10} {data['plan']:<11} "
         f"{arrow} {data['threshold']} ({data['threshold_score']})  "
-        f"score {data['score']} (was {data['previous_score']})  why: {why}"
+        f"score {data['score']} (was {data['previous_score']})  "
+        f"why: {format_cause(data['cause'])}: {format_points(points)}"
     )

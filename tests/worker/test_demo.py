@@ -1,4 +1,5 @@
-"""`leadscore demo`: alerts printed as they arrive, and nothing left running afterwards."""
+"""`leadscore demo`: alerts printed as they arrive, each with its change's points, and nothing
+left running afterwards."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import subprocess
 import sys
 import threading
 from queue import Empty, Queue
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
+from streams.models.outputs import SCORE_CHANGED, THRESHOLD_CROSSED
+from streams.worker.demo import AlertPoints, describe
 from tests.worker.harness import REPO, free_port
-
-pytestmark = pytest.mark.integration
 
 # The `leadscore` entry point is the lead's; the demo's own parser is enough here.
 DEMO = (
@@ -27,6 +28,7 @@ DEMO = (
     "sys.exit(args.handler(args))\n"
 )
 ALERT = re.compile(r"^\S+ \S+  c-\d+ +(lead-score|icp-fit) +(crossed|dropped) \S+ \(\d+\)  score ")
+WHY = re.compile(r"  why: (\S+ \S+|timer \S+): (-|\S+ [+-]\d+(, \S+ [+-]\d+)*)$")
 
 
 def _demo(kafka_bootstrap: str, *options: str) -> subprocess.Popen[str]:
@@ -56,16 +58,18 @@ def _gone(pid: int) -> bool:
     return False
 
 
+@pytest.mark.integration
 def test_demo_prints_alerts_and_stops_its_worker(kafka_bootstrap: str) -> None:
     demo = _demo(kafka_bootstrap, "--rate", "0", "--alerts", "3")
     stdout, stderr = demo.communicate(timeout=180)
     assert demo.returncode == 0, stderr
     lines = stdout.splitlines()
     assert len(lines) == 3 and all(ALERT.match(line) for line in lines), stdout
-    assert "why: " in lines[0]
+    assert all(WHY.search(line) for line in lines), stdout
     assert _gone(_worker_pid(stderr))
 
 
+@pytest.mark.integration
 def test_sigterm_stops_the_demo_and_its_worker(kafka_bootstrap: str) -> None:
     demo = _demo(kafka_bootstrap, "--rate", "300")
     lines: Queue[str] = Queue()
@@ -86,3 +90,46 @@ def test_sigterm_stops_the_demo_and_its_worker(kafka_bootstrap: str) -> None:
     assert demo.wait(90) == 0
     assert demo.stderr is not None
     assert _gone(_worker_pid(demo.stderr.read()))
+
+
+def _output(
+    kind: str, score: int, previous: int, breakdown: dict[str, int], event_id: str
+) -> dict[str, Any]:
+    cause = {
+        "event_id": event_id,
+        "event_source": "/web",
+        "event_type": "email.opened",
+        "rules": ["opened"],
+    }
+    data = {
+        "contact_id": "c-1",
+        "plan": "lead-score",
+        "score": score,
+        "previous_score": previous,
+        "cause": cause,
+        "breakdown": breakdown,
+    }
+    if kind == THRESHOLD_CROSSED:
+        data |= {"threshold": "warm", "threshold_score": 100}
+    return {"type": kind, "time": f"2026-03-0{score // 100 + 1}T10:00:00Z", "data": data}
+
+
+def test_an_alert_shows_the_points_of_its_own_change_whichever_topic_comes_first() -> None:
+    """The alert's breakdown says `opened +100`; the change that sent it was `opened +10`."""
+    updates = [
+        _output(SCORE_CHANGED, 10 * n, 10 * (n - 1), {"opened": 10 * n}, f"e-{n}")
+        for n in range(1, 11)
+    ]
+    alert = _output(THRESHOLD_CROSSED, 100, 90, {"opened": 100}, "e-10")
+    expected = (
+        "2026-03-02 10:00  c-1        lead-score  crossed warm (100)  score 100 (was 90)  "
+        "why: email.opened e-10: opened +10"
+    )
+    late = AlertPoints()
+    assert [late.update(update) for update in updates] == [[]] * 10
+    assert [describe(*shown) for shown in late.alert(alert)] == [expected]
+
+    early = AlertPoints()
+    assert [early.update(update) for update in updates[:9]] == [[]] * 9
+    assert early.alert(alert) == []  # its own update is not read yet
+    assert [describe(*shown) for shown in early.update(updates[9])] == [expected]
