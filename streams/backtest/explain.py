@@ -176,33 +176,34 @@ def to_json(explanation: Explanation) -> dict[str, Any]:
 
 
 def render_text(explanation: Explanation, plan_names: Iterable[str]) -> str:
-    """Per plan, a line per change: time, cause, points moved, score after and before."""
+    """Per plan, a line per change: time, cause, points moved, score after and before; the
+    plan version in the plan's heading, and again on the change where it switches."""
     until = "-" if explanation.until is None else format_time(explanation.until)
     lines = [f"Contact {explanation.contact_id}: {explanation.events:,} events, up to {until}"]
     names = list(dict.fromkeys([*plan_names, *(change.plan for change in explanation.changes)]))
     for name in names:
         changes = [change for change in explanation.changes if change.plan == name]
+        version = next((c.plan_version for c in changes if c.plan_version is not None), None)
         lines.append("")
-        lines.append(f"Plan {name}: {len(changes):,} score changes")
-        rows = [
-            (
-                change.time,
-                format_cause(change.cause),
-                format_points(change.points),
-                f"now {change.score:,} (was {change.previous_score:,})",
-                ", ".join(
-                    [
-                        *change.alerts,
-                        *(
-                            []
-                            if change.plan_version is None
-                            else [f"version {change.plan_version}"]
-                        ),
-                    ]
-                ),
+        lines.append(
+            f"Plan {name}: {len(changes):,} score changes"
+            + ("" if version is None else f", version {version}")
+        )
+        rows = []
+        for change in changes:
+            notes = list(change.alerts)
+            if change.plan_version is not None and change.plan_version != version:
+                version = change.plan_version  # a switch: said where it happens, once
+                notes.append(f"version {version}")
+            rows.append(
+                (
+                    change.time,
+                    format_cause(change.cause),
+                    format_points(change.points),
+                    f"now {change.score:,} (was {change.previous_score:,})",
+                    ", ".join(notes),
+                )
             )
-            for change in changes
-        ]
         widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
         for row in rows:
             cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]

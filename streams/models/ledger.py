@@ -32,7 +32,10 @@ def format_points(points: Mapping[str, int]) -> str:
 
 
 def format_cause(cause: Mapping[str, Any]) -> str:
-    """`email.opened e-17` for an event, `timer went-quiet` for a deadline."""
+    """`email.opened e-17` for an event, `timer went-quiet` for a deadline, `plan v2` (or
+    `rescore v2`) for a plan version's switch."""
+    if "plan_change" in cause:
+        return f"{'rescore' if cause.get('rescore') else 'plan'} {cause['plan_change']}"
     if cause.get("timer"):
         return "timer " + (",".join(cause["rules"]) or "-")
     return f"{cause['event_type']} {cause['event_id']}"

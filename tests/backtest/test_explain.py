@@ -159,10 +159,26 @@ def test_plan_version_is_shown_when_the_update_has_one() -> None:
         "plan_version": "v2",
     }
     update = Output("update", SCORE_CHANGED, "/leadscore/plans/engage", "c-9", cause, data)
-    changes, _ = ledger_of([update])
-    assert changes[0].plan_version == "v2"
+    switched = Output(
+        "update",
+        SCORE_CHANGED,
+        "/leadscore/plans/engage",
+        "c-9",
+        Cause(T0 + 1, (), None, "v3"),
+        {
+            **data,
+            "score": 15,
+            "previous_score": 10,
+            "plan_version": "v3",
+            "cause": Cause(T0 + 1, (), None, "v3").to_json(),
+        },
+    )
+    changes, _ = ledger_of([update, switched])
+    assert [change.plan_version for change in changes] == ["v2", "v3"]
     text = render_text(Explanation("c-9", 1, None, changes), ["engage"])
-    assert "now 10 (was 0)  version v2" in text
+    assert "Plan engage: 2 score changes, version v2\n" in text
+    assert "now 10 (was 0)\n" in text
+    assert "plan v3" in text and "now 15 (was 10)  version v3" in text
     without = Output("update", SCORE_CHANGED, "/x", "c-9", cause, {**data, "plan_version": None})
     text = render_text(Explanation("c-9", 1, None, ledger_of([without])[0]), ["engage"])
     assert "version" not in text
@@ -174,15 +190,16 @@ def test_explain_command_text_json_and_unknown_contact(
     events_file = str(_write(tmp_path / "events.jsonl", [*C1, *OTHERS]))
     assert main(["explain", "c-1", "--plans", str(plans_file), events_file]) == 0
     updated = f"contact.updated {C1[2].id}"
+    version = load_plans(plans_file).version
     assert capsys.readouterr().out == (
         "Contact c-1: 3 events, up to 2026-02-10T00:00:00Z\n"
         "\n"
-        "Plan engage: 3 score changes\n"
+        f"Plan engage: 3 score changes, version {version}\n"
         "  2026-01-01T00:00:00Z  email.opened e-1   opened +10                                 now 10 (was 0)\n"
         "  2026-01-02T00:00:00Z  email.clicked e-2  clicked +20, pricing-click +5              now 35 (was 10)  crossed warm\n"
         "  2026-02-01T00:00:00Z  timer went-quiet   opened -10, clicked -20, pricing-click -5  now 0 (was 35)   dropped warm\n"
         "\n"
-        "Plan fit: 1 score changes\n"
+        f"Plan fit: 1 score changes, version {version}\n"
         f"  2026-01-03T00:00:00Z  {updated}  president +10  now 10 (was 0)\n"
         "rejected lines in the file: 1\n"
     )
@@ -193,7 +210,7 @@ def test_explain_command_text_json_and_unknown_contact(
     assert document["until"] == "2026-01-20T00:00:00Z"
     assert [c["points"] for c in document["changes"]] == [e[3] for e in EXPECTED[:3]]
     assert document["changes"][1]["alerts"] == ["crossed warm"]
-    assert "plan_version" not in document["changes"][0]
+    assert document["changes"][0]["plan_version"] == version
 
     assert main(["explain", "c-404", "--plans", str(plans_file), events_file]) == 1
     assert "no events of 'c-404'" in capsys.readouterr().err

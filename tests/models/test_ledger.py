@@ -35,6 +35,8 @@ def test_format_points_and_cause() -> None:
     assert format_cause({"rules": ["went-quiet", "expired"], "timer": True}) == (
         "timer went-quiet,expired"
     )
+    assert format_cause({"plan_change": "v2"}) == "plan v2"
+    assert format_cause({"plan_change": "v3", "rescore": True}) == "rescore v3"
 
 
 def test_ledger_follows_each_contact_and_plan_and_forgets_an_erased_contact() -> None:
