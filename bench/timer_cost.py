@@ -24,11 +24,14 @@ from typing import Any, cast
 
 import faust
 from faust.types import ProducerT
+from prometheus_client import CollectorRegistry
 
 from streams.backtest.simulate import generate
+from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
 from streams.worker.app import ROCKSDB_OPTIONS
 from streams.worker.fencing import PartitionProducers
+from streams.worker.live_plans import LivePlans
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactStore, ContactTable, pack_record
 from streams.worker.timers import Timers
@@ -74,7 +77,7 @@ async def _one_pass(
         lambda: store,
         cast(PartitionProducers, None),  # nothing is persisted here
         "bench-changelog",
-        plans,
+        LivePlans(PlanHistory.single(plans), CollectorRegistry(), time.time),
         _nothing,
     )
     for partition in range(partitions):

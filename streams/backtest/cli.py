@@ -17,6 +17,7 @@ from streams.backtest.simulate import generate, write_jsonl
 from streams.models.events import EventError, format_time, parse_time
 from streams.models.outputs import THRESHOLD_CROSSED
 from streams.scoring import Outcome, PlanSet, load_plans
+from streams.worker import plan_publish
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,6 +56,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     check = plans_commands.add_parser("check", help="validate a plans file")
     check.add_argument("plans_file", type=Path)
     check.set_defaults(handler=run_plans_check)
+    plan_publish.add_parser(plans_commands)
 
 
 def run_plans_check(args: argparse.Namespace) -> int:

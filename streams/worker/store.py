@@ -126,6 +126,21 @@ class ContactStore(rocksdb.Store):
             yield deadline, key[len(INDEX) + _DEADLINE.size :].decode()
             iterator.next()
 
+    def records(self, partition: int, after: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """`(contact id, record)` of every contact, in key order, from just after `after`
+        (a pass over a whole partition in slices: `streams.worker.plan_switch`)."""
+        iterator = self._db(partition).iter()
+        if after is None:
+            iterator.seek(CONTACT)
+        else:
+            iterator.seek(contact_key(after) + b"\0")
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if not key.startswith(CONTACT):
+                return
+            yield key[len(CONTACT) :].decode(), iterator.value()
+            iterator.next()
+
     def write(
         self,
         partition: int,
