@@ -72,8 +72,6 @@ class LivePlans:
         """The worker's time (wall or stream time, as `--clock` says): a version without
         `effective_from` takes over then, and it decides which version is in force."""
         self.rescorer: Rescorer = rescorer or ForwardOnly()
-        self.on_installed: list[Callable[[PlanVersion], None]] = []
-        """Called after each installation (the timers' switch passes listen)."""
         self._info = Gauge(
             "leadscore_plan_version_info",
             "1 for the plan version in force now (state=current) and for each version "
@@ -114,8 +112,6 @@ class LivePlans:
             return self._count(Result.OUT_OF_ORDER)
         logger.info("plan %s installed", version.describe())
         self.refresh()
-        for listener in self.on_installed:
-            listener(version)
         if version.change is Change.RESCORE:
             self.rescorer.rescore(self.history, version)
         return self._count(Result.INSTALLED)
