@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaException
 
 from streams.kafka.admin import ensure_topics
+from streams.kafka.client import KeyedProducer, PublishError
 from streams.kafka.security import KafkaAccessError, KafkaConnection, verify_access
 from streams.models.plan_file import PlanError
 from streams.models.plan_versions import PlanVersion, load_plan_version
@@ -87,7 +88,7 @@ def run_publish(args: argparse.Namespace) -> int:
     except PublishRefusedError as error:
         print(f"leadscore plans publish: {error}; nothing written", file=sys.stderr)
         return EXIT_USAGE
-    except (KafkaAccessError, KafkaException) as error:
+    except (KafkaAccessError, KafkaException, PublishError, TimeoutError) as error:
         print(f"leadscore plans publish: {error}", file=sys.stderr)
         return EXIT_KAFKA
     if written is None:
@@ -148,13 +149,6 @@ def _start(version: PlanVersion) -> float:
 
 
 def _produce(kafka: KafkaConnection, topic: str, key: bytes, value: bytes) -> None:
-    producer = Producer(kafka.librdkafka({"acks": "all", "enable.idempotence": True}))
-    errors: list[KafkaError] = []
-
-    def delivered(error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            errors.append(error)
-
-    producer.produce(topic, value, key, on_delivery=delivered)
-    if producer.flush(PUBLISH_TIMEOUT) or errors:
-        raise KafkaException(errors[0] if errors else f"{topic}: not acknowledged in time")
+    producer = KeyedProducer(kafka)
+    producer.produce(topic, key, value, [], 0)
+    producer.flush(PUBLISH_TIMEOUT)
