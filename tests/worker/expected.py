@@ -7,8 +7,8 @@ from typing import Any
 
 from streams.backtest.replay import replay
 from streams.models.events import TrackingEvent
-from streams.models.plan_versions import PlanHistory
 from streams.models.outputs import CONTACT_FORGOTTEN, SCORE_CHANGED
+from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, current_score
 from streams.scoring.engine import plans_for
 
