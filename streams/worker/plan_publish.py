@@ -41,6 +41,8 @@ from streams.worker.settings import (
 )
 
 PUBLISH_TIMEOUT = 30.0
+KAFKA_ERRORS = (KafkaAccessError, KafkaException, PublishError, TimeoutError)
+"""Kafka refused, did not answer, or did not acknowledge the record (exit 4)."""
 
 
 class PublishRefusedError(ValueError):
@@ -71,26 +73,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_publish(args: argparse.Namespace) -> int:
     """Exit codes as the worker's: 2 an invalid file or a refused version, 4 Kafka."""
     try:
-        version = load_plan_version(args.plans_file)
-    except PlanError as error:
-        print(f"leadscore: invalid plans: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
+        version = load_plan_version(args.plans_file)  # before anything connects
         settings = resolve_client(args)
-    except SettingsError as error:
-        print(f"leadscore plans publish: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
         verify_access(settings.kafka, ACCESS_TIMEOUT, setting_name)
         written = publish_version(
             settings.kafka, settings.prefix, version, time.time(), args.replication_factor
         )
-    except PublishRefusedError as error:
-        print(f"leadscore plans publish: {error}; nothing written", file=sys.stderr)
+    except PlanError as error:
+        print(f"leadscore: invalid plans: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (KafkaAccessError, KafkaException, PublishError, TimeoutError) as error:
+    except (SettingsError, PublishRefusedError, *KAFKA_ERRORS) as error:
         print(f"leadscore plans publish: {error}", file=sys.stderr)
-        return EXIT_KAFKA
+        return EXIT_KAFKA if isinstance(error, KAFKA_ERRORS) else EXIT_USAGE
     if written is None:
         print(f"{version.label} (already published; nothing written)")
     else:
@@ -129,14 +123,15 @@ def publish_version(
                 return None
             raise PublishRefusedError(
                 f"version {version.label} is already published with other content: give the "
-                "file its own `version:` (or remove it to get a hash of the content)"
+                "file its own `version:` (or remove it to get a hash of the content); "
+                "nothing written"
             )
         if latest is None or _start(published) >= _start(latest):  # what workers install
             latest = published
     if latest is not None and _start(version) < _start(latest):
         raise PublishRefusedError(
             f"{version.describe()} takes over before the latest published "
-            f"{latest.describe()}: set a later effective_from"
+            f"{latest.describe()}: set a later effective_from; nothing written"
         )
     _produce(kafka, spec.name, *encode_version(version))
     return version

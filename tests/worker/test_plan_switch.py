@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import cast
 
-import faust
 import pytest
 from faust.types import ProducerT
 from prometheus_client import CollectorRegistry
@@ -20,20 +17,12 @@ from streams.worker import plan_switch
 from streams.worker.live_plans import LivePlans
 from streams.worker.plan_switch import SwitchPasses
 from streams.worker.states import ContactStates, Persisted
-from streams.worker.store import ContactStore, ContactTable, pack_record
+from streams.worker.store import ContactStore, pack_record
 from streams.worker.timers import Timers
 from tests.worker.test_live_plans import version
 
 NOW = time.time()
 FAR = NOW + 10 * 86_400.0
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ContactStore]:
-    app = faust.App("switch-test", store="rocksdb://", datadir=str(tmp_path))
-    table = ContactTable(app, name="contacts", partitions=2, key_type=bytes, value_type=bytes)
-    yield table.store
-    table.store.close()
 
 
 class _Producer:
