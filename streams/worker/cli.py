@@ -77,7 +77,7 @@ def run_worker(args: argparse.Namespace) -> int:
     except PlanError as error:
         print(f"leadscore: invalid plans: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KafkaAccessError as error:
+    except (KafkaAccessError, KafkaException, TimeoutError) as error:  # reading the plans topic
         print(f"leadscore worker: {error}", file=sys.stderr)
         return EXIT_KAFKA
     worker = build_worker(settings, source.history)

@@ -22,7 +22,14 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from streams.kafka.admin import TopicSpec
 from streams.kafka.security import KafkaConnection
@@ -198,5 +205,5 @@ class PlanTopicReader:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise RuntimeError(f"plans topic: {error.str()}")
+                raise KafkaException(error)
             yield PlanRecord(message.offset(), message.key(), message.value())

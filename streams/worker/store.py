@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import faust
@@ -126,9 +126,12 @@ class ContactStore(rocksdb.Store):
             yield deadline, key[len(INDEX) + _DEADLINE.size :].decode()
             iterator.next()
 
-    def records(self, partition: int, after: str | None = None) -> Iterator[tuple[str, bytes]]:
+    def records(
+        self, partition: int, after: str | None = None
+    ) -> Generator[tuple[str, bytes], None, None]:
         """`(contact id, record)` of every contact, in key order, from just after `after`
-        (a pass over a whole partition in slices: `streams.worker.plan_switch`)."""
+        (a pass over a whole partition in slices: `streams.worker.plan_switch`); close it
+        before the database may close."""
         iterator = self._db(partition).iter()
         if after is None:
             iterator.seek(CONTACT)

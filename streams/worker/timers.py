@@ -115,7 +115,11 @@ class Timers:
         sent = 0
         after: str | None = None
         while True:
-            stale, after = switches.scan(self._store().records(partition, after), now, target)
+            records = self._store().records(partition, after)
+            try:
+                stale, after = switches.scan(records, now, target)
+            finally:
+                records.close()  # no RocksDB iterator survives the awaits below
             for contact_id, deadline in stale:
                 if contact_id not in in_flight:
                     in_flight[contact_id] = deadline

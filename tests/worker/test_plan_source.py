@@ -169,3 +169,12 @@ def test_sighup_reloads_the_plans_file_with_the_same_rules(
     opened(2)
     wait_until(lambda: worker.score("c") == 60, 60, "v2 still scoring")
     assert worker.metrics()[series("leadscore_plan_version_info", state="current", version="v2")]
+
+
+def test_a_worker_without_a_published_version_refuses_to_start(
+    start_worker: StartWorker, kafka_bootstrap: str
+) -> None:
+    worker = _topic_worker(start_worker, new_prefix(), "worker")
+    assert worker.process is not None
+    assert worker.process.wait(60) == 2
+    assert "does not exist: publish one with `leadscore plans publish" in worker.log()
