@@ -12,8 +12,10 @@ records once, in slices (`SLICE`, the event loop runs between them), and sends a
 contact still on an older version whose stored deadline is later than now (those due earlier
 get their tick from the deadline index anyway). Telling which contacts are still on an older
 version costs a decode of their state; a pass already made is remembered per partition until
-the partition moves or the process restarts (then the pass runs once more, and finds no one
-left to tick).
+the partition moves or the process restarts. Then the pass runs once more; when it finds no
+one left to tick, it says so in the partition's database (`SWITCHED`), and later starts skip
+it. A record written since the version was installed needs no pass: its deadline includes
+the switch.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from itertools import islice
 
 from streams.scoring import decode_state
 from streams.worker.live_plans import LivePlans
-from streams.worker.store import record_deadline, record_state
+from streams.worker.store import ContactStore, record_deadline, record_state
 
+SWITCHED = "plan-switched"
+"""Metadata key: the label of the version a pass found every contact of the partition already
+on (or due anyway). Local, never in the changelog: a partition's next owner makes its own."""
 SLICE = 500
 """Records read between two yields to the event loop: about 10 ms of decoding at 20 µs a
 state (100,000 records: 2.9 s for the whole pass, bench/timer_cost.py `switch_pass`)."""
@@ -39,11 +44,15 @@ class SwitchPasses:
         self._done: dict[int, int] = {}
         """Partition -> index of the latest version whose pass went through it."""
 
-    def target(self, partition: int, now: float) -> int | None:
+    def target(self, store: ContactStore, partition: int, now: float) -> int | None:
         """The index of the version in force at `now` if the partition has not had its pass
         for it yet; None when there is nothing to do."""
-        index = self._plans.history.index_at(now)
+        history = self._plans.history
+        index = history.index_at(now)
         if index == 0 or self._done.get(partition, 0) >= index:
+            return None
+        if store.meta(partition, SWITCHED) == history.versions[index].label.encode():
+            self._done[partition] = index
             return None
         return index
 
@@ -70,8 +79,13 @@ class SwitchPasses:
                 stale.append((contact_id, math.inf if deadline is None else deadline))
         return stale, last if read == SLICE else None
 
-    def finished(self, partition: int, target: int) -> None:
+    def finished(self, store: ContactStore, partition: int, target: int, ticked: bool) -> None:
+        """The pass for `target` went through the partition; `ticked`: it found contacts to
+        tick, so a restart must look again."""
         self._done[partition] = max(target, self._done.get(partition, 0))
+        if not ticked:
+            label = self._plans.history.versions[target].label
+            store.write(partition, {}, meta={SWITCHED: label.encode()})
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions moved: their next owner makes its own pass."""

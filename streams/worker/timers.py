@@ -107,12 +107,13 @@ class Timers:
     ) -> int:
         """Tick every contact of the partition that must switch to the version in force at
         `now` and would not be ticked otherwise (`streams.worker.plan_switch`)."""
-        target = switches.target(partition, now)
+        target = switches.target(self._store(), partition, now)
         if target is None:
             return 0
         in_flight = self._in_flight[partition]
         tick = encode_tick(now)
         sent = 0
+        found = False
         after: str | None = None
         while True:
             records = self._store().records(partition, after)
@@ -120,13 +121,14 @@ class Timers:
                 stale, after = switches.scan(records, now, target)
             finally:
                 records.close()  # no RocksDB iterator survives the awaits below
+            found = found or bool(stale)
             for contact_id, deadline in stale:
                 if contact_id not in in_flight:
                     in_flight[contact_id] = deadline
                     await self._send(producer, partition, contact_id, tick)
                     sent += 1
             if after is None:
-                switches.finished(partition, target)
+                switches.finished(self._store(), partition, target, ticked=found)
                 return sent
             await asyncio.sleep(0)  # let events through between slices
             if self._in_flight.get(partition) is not in_flight:

@@ -15,7 +15,7 @@ from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, encode_state
 from streams.worker import plan_switch
 from streams.worker.live_plans import LivePlans
-from streams.worker.plan_switch import SwitchPasses
+from streams.worker.plan_switch import SWITCHED, SwitchPasses
 from streams.worker.states import ContactStates, Persisted
 from streams.worker.store import ContactStore, pack_record
 from streams.worker.timers import Timers
@@ -78,6 +78,20 @@ def test_contacts_on_an_older_version_are_ticked_once_when_it_takes_over(
 
     timers.forget([0])  # the partition moved and came back: its pass is made again
     assert asyncio.run(timers.run_pass([0])) == 4
+
+
+def test_a_partition_found_switched_is_not_read_again_after_a_restart(
+    store: ContactStore,
+) -> None:
+    live = LivePlans(PlanHistory((version("v1"),)), CollectorRegistry(), time.time)
+    live.install(version("v2", "2000-01-01T00:00:00Z"))
+    store.write(0, {"stale": _record("v1", FAR)})
+    store.write(1, {"switched": _record("v2", FAR)})
+    assert asyncio.run(_timers(store, live, _Producer()).run_pass([0, 1])) == 1
+    assert (store.meta(0, SWITCHED), store.meta(1, SWITCHED)) == (None, b"v2")
+
+    store.write(1, {"written-by-hand": _record("v1", FAR)})  # no pass would find it now
+    assert asyncio.run(_timers(store, live, _Producer()).run_pass([0, 1])) == 1  # "stale" again
 
 
 def test_a_version_taking_over_later_waits_for_its_start(store: ContactStore) -> None:
