@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,11 +57,7 @@ class FileSource:
 
     def follow(self, worker: Worker) -> None:
         live = worker.live
-
-        async def on_sighup() -> None:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload, live)
-
-        worker.app.task(on_sighup)
+        on_sighup(worker, lambda: self.reload(live))
 
     def reload(self, live: LivePlans) -> None:
         """Read the file again; an invalid one is refused, an unchanged one is a no-op."""
@@ -98,6 +95,7 @@ class TopicSource:
         for record in self._backlog:
             offer(live, record)
         self._backlog = []
+        on_sighup(worker, lambda: logger.info("SIGHUP ignored: the plans come from the topic"))
 
         async def poll() -> None:
             try:
@@ -109,6 +107,15 @@ class TopicSource:
                 offer(live, record)
 
         worker.app.timer(POLL_INTERVAL, name="plans-topic")(poll)
+
+
+def on_sighup(worker: Worker, handler: Callable[[], None]) -> None:
+    """Call `handler` on SIGHUP once the app runs (SIGHUP would stop it otherwise)."""
+
+    async def install() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handler)
+
+    worker.app.task(install)
 
 
 def offer(live: LivePlans, record: PlanRecord) -> None:

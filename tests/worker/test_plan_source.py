@@ -130,6 +130,8 @@ def test_a_version_no_worker_can_read_is_skipped_and_scoring_goes_on(
         60,
         "both records to be refused",
     )
+    assert worker.process is not None
+    worker.process.send_signal(signal.SIGHUP)  # nothing to reload: logged, and ignored
     publish(kafka_bootstrap, worker.topics.events, [event("email.clicked", 0, contact="c")])
     assert wait_until(lambda: worker.score("c"), 60, "the click to be scored") == 20
     assert worker.metrics()[series("leadscore_plan_version_info", state="current", version="v1")]
