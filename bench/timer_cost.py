@@ -9,6 +9,10 @@ the producer's cost per tick, the same for any table size, and needs no broker.
 
 Records carry real encoded states (from replaying simulated events through the core), so the
 database has realistic sizes; the deadline index is what the pass reads.
+
+The pass after a plan version takes over is measured too (`switch_pass`): it reads and decodes
+every record once, whatever is due (`streams.worker.plan_switch`); here every contact is ticked,
+as the sample states know no version.
 """
 
 from __future__ import annotations
@@ -19,16 +23,21 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import faust
 from faust.types import ProducerT
+from prometheus_client import CollectorRegistry
 
 from streams.backtest.simulate import generate
+from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
 from streams.worker.app import ROCKSDB_OPTIONS
 from streams.worker.fencing import PartitionProducers
+from streams.worker.live_plans import LivePlans
+from streams.worker.plan_switch import SwitchPasses
 from streams.worker.states import ContactStates
 from streams.worker.store import ContactStore, ContactTable, pack_record
 from streams.worker.timers import Timers
@@ -66,20 +75,28 @@ def _fill(store: ContactStore, contacts: int, partitions: int, states: Sequence[
 
 
 async def _one_pass(
-    store: ContactStore, plans: PlanSet, partitions: int, now: float
+    store: ContactStore, history: PlanHistory, partitions: int, now: float
 ) -> tuple[float, int]:
     """Seconds and ticks of one pass by a fresh `Timers` (nothing in flight yet)."""
     producer = _AcceptingProducer()
+    live = LivePlans(history, CollectorRegistry(), time.time)
     states = ContactStates(
         lambda: store,
         cast(PartitionProducers, None),  # nothing is persisted here
         "bench-changelog",
-        plans,
+        live,
         _nothing,
     )
     for partition in range(partitions):
         states.observe_time(partition, now)
-    timers = Timers("event", states, lambda: store, lambda: cast(ProducerT, producer), "ticks")
+    timers = Timers(
+        "event",
+        states,
+        lambda: store,
+        lambda: cast(ProducerT, producer),
+        "ticks",
+        SwitchPasses(live),
+    )
     started = time.perf_counter()
     sent = await timers.run_pass(range(partitions))
     return time.perf_counter() - started, sent
@@ -98,6 +115,7 @@ def measure(
 ) -> dict[str, Any]:
     """Fill a store with `contacts` records, then time passes with each fraction due."""
     plans = load_plans(plans_path)
+    single = PlanHistory.single(plans)
     states = _sample_states(plans)
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-timers-") as tmp:
         app = faust.App("bench-timers", store="rocksdb://", datadir=tmp)
@@ -120,7 +138,7 @@ def measure(
                 # Deadlines are BASE_TIME + i: at BASE_TIME + k - 0.5 exactly k are due.
                 now = BASE_TIME + round(fraction * contacts) - 0.5
                 timed = [
-                    loop.run_until_complete(_one_pass(store, plans, partitions, now))
+                    loop.run_until_complete(_one_pass(store, single, partitions, now))
                     for _ in range(repeats)
                 ]
                 seconds = statistics.median(s for s, _ in timed)
@@ -132,6 +150,9 @@ def measure(
                         "seconds": [s for s, _ in timed],
                     }
                 )
+            # A second version takes over just before the first deadline: nothing is due.
+            switched = single.then(replace(single.latest, label="next", effective_from=BASE_TIME))
+            switch = loop.run_until_complete(_one_pass(store, switched, partitions, BASE_TIME))
             loop.close()
         finally:
             store.close()
@@ -141,4 +162,5 @@ def measure(
         "fill_seconds": fill_seconds,
         "state_bytes_median": statistics.median(len(s) for s in states),
         "passes": passes,
+        "switch_pass": {"seconds": switch[0], "ticks": switch[1]},
     }

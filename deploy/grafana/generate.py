@@ -112,6 +112,23 @@ PANELS = (
         "ops",
         (Query(rate("leadscore_events_rerouted_total", "instance"), "{{instance}}"),),
     ),
+    Panel(
+        "Plan versions",
+        "1 per worker for the version in force (current) and each installed to take over "
+        "later (pending); reloads refused per second (deploy/RUNBOOK.md: LeadscorePlanRefused).",
+        "short",
+        (
+            Query(
+                f"max by (version, state) (leadscore_plan_version_info{{{SELECTOR}}})",
+                "{{version}} {{state}}",
+            ),
+            Query(
+                f"sum by (result) (rate(leadscore_plan_reloads_total{{{SELECTOR}, "
+                f'result!~"installed|unchanged"}}[{RATE}]))',
+                "refused: {{result}}",
+            ),
+        ),
+    ),
     durations(
         "Timer pass time",
         "One timer pass over a worker's partitions: finds due deadlines, sends ticks.",

@@ -21,6 +21,7 @@ from streams.backtest.simulate import generate, write_jsonl
 from streams.models.events import EventError, format_time, parse_time
 from streams.models.outputs import THRESHOLD_CROSSED
 from streams.scoring import Outcome, PlanSet, load_plans
+from streams.worker import plan_publish
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,6 +78,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     ):
         diff.add_argument(option, type=_positive_int, default=default, metavar="N", help=text)
     diff.set_defaults(handler=run_plans_diff)
+    plan_publish.add_parser(plans_commands)
 
 
 def run_plans_check(args: argparse.Namespace) -> int:

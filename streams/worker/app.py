@@ -25,10 +25,13 @@ from mode import Service, ServiceT
 from streams.kafka.admin import TopicSpec
 from streams.kafka.client_logs import CLIENT_REPEATS, quiet_aiokafka
 from streams.kafka.security import KafkaConnection
+from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet
 from streams.worker import collector, dead_letters
 from streams.worker.fencing import FencedError, PartitionProducers, read_committed
+from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
+from streams.worker.plan_switch import SwitchPasses
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
 from streams.worker.reroute import Rerouter
@@ -307,7 +310,7 @@ class Worker:
     """One worker's app and parts, kept together so tests and the CLI can reach them."""
 
     settings: WorkerSettings
-    plans: PlanSet
+    live: LivePlans
     app: WorkerApp
     table: ContactTable
     states: ContactStates
@@ -356,6 +359,17 @@ class Worker:
             and not app.in_recovery
         )
 
+    def now(self) -> float:
+        """The worker's time for its plans (a version without `effective_from` takes over
+        then): the wall clock, or under `--clock event` the largest stream time of its
+        partitions, the wall clock while it has none."""
+        if self.settings.clock == "event" and self.ready():
+            times = [self.states.stream_time(p) for p in self.active_partitions()]
+            known = [moment for moment in times if moment is not None]
+            if known:
+                return max(known)
+        return time.time()
+
     def active_partitions(self) -> list[int]:
         """Partitions of the input topic this worker processes (not standbys)."""
         events = self.settings.topics.events
@@ -368,6 +382,7 @@ class Worker:
         metrics, app = self.metrics, self.app
         ready = self.ready()
         metrics.ready.set(ready)
+        self.live.refresh()
         metrics.recovering.set(bool(app.in_recovery))
         if not ready:
             return
@@ -394,8 +409,9 @@ class Worker:
         metrics.set_lag(lag, commit_lag)
 
 
-def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
+def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Worker:
     """Assemble the Faust app; nothing connects to Kafka until the app starts."""
+    history = plans if isinstance(plans, PlanHistory) else PlanHistory.single(plans)
     topics = settings.topics
     app = WorkerApp(
         settings.faust_id,
@@ -435,7 +451,8 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         help="Scoring state per contact (see streams/worker/store.py for the layout).",
     )
     app.tables.add(table)
-    metrics = Metrics(plan_event_types(plans))
+    metrics = Metrics(t for v in history.versions for t in plan_event_types(v.plans))
+    live = LivePlans(history, metrics.registry, lambda: worker.now())  # noqa: PLW0108  # `worker` is built below
 
     @functools.cache
     def dead_letter_limit() -> int:
@@ -455,14 +472,21 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
         lambda: table.store,
         producers,
         table.changelog_topic.get_topic_name(),
-        plans,
+        live,
         outbox.barrier,
     )
-    timers = Timers(settings.clock, states, lambda: table.store, lambda: app.producer, topics.ticks)
+    timers = Timers(
+        settings.clock,
+        states,
+        lambda: table.store,
+        lambda: app.producer,
+        topics.ticks,
+        SwitchPasses(live),
+    )
     rerouter = Rerouter(topics.events, settings.partitions, outbox, metrics)
-    processor = Processor(plans, topics, states, outbox, timers, metrics, rerouter)
+    processor = Processor(live, topics, states, outbox, timers, metrics, rerouter)
     worker = Worker(
-        settings, plans, app, table, states, timers, processor, metrics, dead_letter_limit
+        settings, live, app, table, states, timers, processor, metrics, dead_letter_limit
     )
     _wire(worker, producers)
     register_views(worker)

@@ -19,10 +19,12 @@ from confluent_kafka import KafkaException
 
 from streams.kafka.admin import TopicMismatchError, ensure_topics
 from streams.kafka.security import KafkaAccessError, verify_access
-from streams.scoring import PlanError, load_plans
+from streams.scoring import PlanError
 from streams.worker import demo
 from streams.worker.app import build_worker
 from streams.worker.dead_letters import DeadLetterTopicError
+from streams.worker.plan_source import FileSource, NoPlanVersionError, PlanSource, TopicSource
+from streams.worker.plan_topic import plans_topic
 from streams.worker.settings import (
     SettingsError,
     WorkerSettings,
@@ -68,14 +70,18 @@ def run_worker(args: argparse.Namespace) -> int:
     """Validate, create topics, then run until SIGTERM or Ctrl-C."""
     try:
         settings = resolve(args)
-        plans = load_plans(settings.plans)
-    except SettingsError as error:
+        source = _plan_source(settings)
+    except (SettingsError, NoPlanVersionError) as error:
         print(f"leadscore worker: {error}", file=sys.stderr)
         return EXIT_USAGE
     except PlanError as error:
         print(f"leadscore: invalid plans: {error}", file=sys.stderr)
         return EXIT_USAGE
-    worker = build_worker(settings, plans)
+    except (KafkaAccessError, KafkaException, TimeoutError) as error:  # reading the plans topic
+        print(f"leadscore worker: {error}", file=sys.stderr)
+        return EXIT_KAFKA
+    worker = build_worker(settings, source.history)
+    source.follow(worker)
     state = StateTopics(
         settings.topics.events,
         worker.table.changelog_topic.get_topic_name(),
@@ -119,6 +125,14 @@ def run_worker(args: argparse.Namespace) -> int:
         runner.execute_from_commandline()  # always ends in SystemExit
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 1
+
+
+def _plan_source(settings: WorkerSettings) -> PlanSource:
+    """The plans file, or the plans topic read to its end (Kafka must answer first)."""
+    if settings.plans is not None:
+        return FileSource(settings.plans)
+    verify_access(settings.kafka, ACCESS_TIMEOUT, setting_name)
+    return TopicSource(settings.kafka, plans_topic(settings.topic_prefix))
 
 
 class JsonFormatter(logging.Formatter):

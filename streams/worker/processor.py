@@ -21,6 +21,7 @@ from streams.scoring.state import copy_state
 from streams.worker import dead_letters
 from streams.worker.dead_letters import DLQ_HEADER
 from streams.worker.fencing import PartitionProducers
+from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import INVALID_TYPE, Metrics
 from streams.worker.reroute import REROUTED_HEADER, Rerouter, header_list, origin_headers
 from streams.worker.settings import TopicNames
@@ -122,7 +123,7 @@ class Processor:
 
     def __init__(
         self,
-        plans: PlanSet,
+        plans: LivePlans,
         topics: TopicNames,
         states: ContactStates,
         outbox: Outbox,
@@ -174,7 +175,7 @@ class Processor:
             return
         try:
             state = None if held is None else self._own(partition, event.contact_id, held)
-            step = score_event(state, event, self._plans)
+            step = score_event(state, event, self._plans.history)
         except Exception as error:  # a bug in the core costs this event, not the partition
             logger.exception(
                 "scoring failed at %s[%s]@%s; dead-lettered, the contact keeps its state",
@@ -215,7 +216,7 @@ class Processor:
             return
         try:
             state, outputs = advance(
-                self._own(message.partition, contact_id, held), now, self._plans
+                self._own(message.partition, contact_id, held), now, self._plans.history
             )
         except Exception:
             # Not ticked again until the contact's state changes (see `Timers.done`).

@@ -97,7 +97,20 @@ def _flag(text: str) -> bool:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("plans", "scoring plans YAML file (required)", Path),
+    Option(
+        "plans",
+        "scoring plans YAML file, reloaded on SIGHUP (this or --plans-topic)",
+        _optional_path,
+        "",
+    ),
+    Option(
+        "plans_topic",
+        "follow the plan versions published to <topic-prefix>leadscore-plans with "
+        "`leadscore plans publish` (instead of --plans)",
+        _flag,
+        False,
+        switch=True,
+    ),
     Option(
         "bootstrap",
         "Kafka bootstrap servers, host:port[,host:port] (required)",
@@ -232,8 +245,9 @@ class TopicNames:
 class WorkerSettings:
     """Resolved configuration of one worker process."""
 
-    plans: Path
+    plans: Path | None
     bootstrap: str
+    plans_topic: bool = False
     partitions: int = 6
     data_dir: Path = Path("data")
     web_host: str = "127.0.0.1"
@@ -326,6 +340,17 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     env = os.environ if environ is None else environ
     values = _values(OPTIONS, args, env)
     security = _security(values)  # takes its options out of `values`
+    values.setdefault("plans", None)
+    if values["plans"] is None and not values.get("plans_topic"):
+        raise SettingsError(
+            f"set {setting_name('plans')} (a plans file) or {setting_name('plans_topic')} "
+            "(versions published with `leadscore plans publish`)"
+        )
+    if values["plans"] is not None and values.get("plans_topic"):
+        raise SettingsError(
+            f"{setting_name('plans')} and {setting_name('plans_topic')} are both set: keep one "
+            "(publish the file with `leadscore plans publish` to use the topic)"
+        )
     return WorkerSettings(**values, security=security)
 
 
@@ -348,6 +373,8 @@ class ClientSettings:
     topics: TopicNames
     group: str
     """The worker's consumer group (`WorkerSettings.faust_id`), the stem of the tool's own."""
+    prefix: str = ""
+    """The topic prefix, for topics outside `TopicNames` (the plans topic)."""
 
 
 def resolve_client(
@@ -365,6 +392,7 @@ def resolve_client(
         KafkaConnection(values["bootstrap"], security),
         TopicNames.with_prefix(prefix, app_id),
         f"{prefix}{app_id}",
+        prefix,
     )
 
 

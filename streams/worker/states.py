@@ -33,8 +33,9 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from streams.scoring import ContactState, PlanSet, decode_state, encode_state, next_deadline
+from streams.scoring import ContactState, decode_state, encode_state, next_deadline
 from streams.worker.fencing import PartitionProducers
+from streams.worker.live_plans import LivePlans
 from streams.worker.store import (
     Applied,
     ContactStore,
@@ -100,7 +101,7 @@ class ContactStates:
         store: Callable[[], ContactStore],
         producers: PartitionProducers,
         changelog_topic: str,
-        plans: PlanSet,
+        plans: LivePlans,
         outputs_barrier: Callable[[], Awaitable[None]],
     ) -> None:
         self._store = store
@@ -189,9 +190,10 @@ class ContactStates:
             snapshot, self._dirty = self._dirty, {}
             times = {p: self._stream_times[p] for p in self._times_changed}
             self._times_changed = set()
+            history = self._plans.history
             self._persisting = {
                 key: pack_record(
-                    next_deadline(held.state, self._plans), held.applied, encode_state(held.state)
+                    next_deadline(held.state, history), held.applied, encode_state(held.state)
                 )
                 for key, held in snapshot.items()
             }

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import faust
@@ -124,6 +124,24 @@ class ContactStore(rocksdb.Store):
                 return
             (deadline,) = _DEADLINE.unpack_from(key, len(INDEX))
             yield deadline, key[len(INDEX) + _DEADLINE.size :].decode()
+            iterator.next()
+
+    def records(
+        self, partition: int, after: str | None = None
+    ) -> Generator[tuple[str, bytes], None, None]:
+        """`(contact id, record)` of every contact, in key order, from just after `after`
+        (a pass over a whole partition in slices: `streams.worker.plan_switch`); close it
+        before the database may close."""
+        iterator = self._db(partition).iter()
+        if after is None:
+            iterator.seek(CONTACT)
+        else:
+            iterator.seek(contact_key(after) + b"\0")
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if not key.startswith(CONTACT):
+                return
+            yield key[len(CONTACT) :].decode(), iterator.value()
             iterator.next()
 
     def write(

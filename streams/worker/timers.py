@@ -15,10 +15,14 @@ contact to that time, but never beyond the partition's clock when it processes t
 
 A contact whose tick is in flight is not ticked again until its state is persisted (its
 index entry then moves) or the tick changed nothing.
+
+When a plan version takes over, the same pass also ticks the contacts that the deadline
+index does not know must switch (`streams.worker.plan_switch`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +30,7 @@ from itertools import islice
 
 from faust.types import ProducerT
 
+from streams.worker.plan_switch import SwitchPasses
 from streams.worker.settings import Clock
 from streams.worker.states import ContactStates, Persisted
 from streams.worker.store import ContactStore
@@ -55,8 +60,10 @@ class Timers:
         store: Callable[[], ContactStore],
         producer: Callable[[], ProducerT],
         ticks_topic: str,
+        switches: SwitchPasses | None = None,
     ) -> None:
         self._clock = clock
+        self._switches = switches
         self._states = states
         self._store = store
         self._producer = producer
@@ -89,16 +96,55 @@ class Timers:
             tick = encode_tick(now)
             for deadline, contact_id in due:
                 in_flight[contact_id] = deadline
-                await producer.send(
-                    self._ticks_topic,
-                    contact_id.encode(),
-                    tick,
-                    partition=partition,
-                    timestamp=None,
-                    headers=None,
-                )
+                await self._send(producer, partition, contact_id, tick)
             sent += len(due)
+            if self._switches is not None:
+                sent += await self._switch_pass(self._switches, producer, partition, now)
         return sent
+
+    async def _switch_pass(
+        self, switches: SwitchPasses, producer: ProducerT, partition: int, now: float
+    ) -> int:
+        """Tick every contact of the partition that must switch to the version in force at
+        `now` and would not be ticked otherwise (`streams.worker.plan_switch`)."""
+        target = switches.target(self._store(), partition, now)
+        if target is None:
+            return 0
+        in_flight = self._in_flight[partition]
+        tick = encode_tick(now)
+        sent = 0
+        found = False
+        after: str | None = None
+        while True:
+            records = self._store().records(partition, after)
+            try:
+                stale, after = switches.scan(records, now, target)
+            finally:
+                records.close()  # no RocksDB iterator survives the awaits below
+            found = found or bool(stale)
+            for contact_id, deadline in stale:
+                if contact_id not in in_flight:
+                    in_flight[contact_id] = deadline
+                    await self._send(producer, partition, contact_id, tick)
+                    sent += 1
+            if after is None:
+                switches.finished(self._store(), partition, target, ticked=found)
+                return sent
+            await asyncio.sleep(0)  # let events through between slices
+            if self._in_flight.get(partition) is not in_flight:
+                return sent  # the partition moved meanwhile: its new owner makes the pass
+
+    async def _send(
+        self, producer: ProducerT, partition: int, contact_id: str, tick: bytes
+    ) -> None:
+        await producer.send(
+            self._ticks_topic,
+            contact_id.encode(),
+            tick,
+            partition=partition,
+            timestamp=None,
+            headers=None,
+        )
 
     def done(self, partition: int, contact_id: str) -> None:
         """A tick was processed without a state to change."""
@@ -114,5 +160,8 @@ class Timers:
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions moved to another worker, which will tick them itself."""
+        partitions = set(partitions)
         for partition in partitions:
             self._in_flight.pop(partition, None)
+        if self._switches is not None:
+            self._switches.forget(partitions)

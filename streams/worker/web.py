@@ -20,6 +20,7 @@ from yarl import URL
 
 from streams.kafka.partitioning import partition_for
 from streams.scoring import contact_view
+from streams.scoring.engine import plans_for
 
 if TYPE_CHECKING:
     from streams.worker.app import Worker
@@ -47,7 +48,7 @@ class ContactRouter(Router):
 
 
 def register_views(worker: Worker) -> None:
-    app, states, plans = worker.app, worker.states, worker.plans
+    app, states, live = worker.app, worker.states, worker.live
     partitions = worker.settings.partitions
 
     @app.page("/contacts/{contact_id}")
@@ -59,7 +60,8 @@ def register_views(worker: Worker) -> None:
         if partition not in worker.active_partitions():  # routed here with stale metadata
             return view.json({"error": "not the contact's owner"}, status=NOT_READY)
         held = states.get(partition, contact_id)
-        body = None if held is None else contact_view(held.state, plans)
+        state = None if held is None else held.state
+        body = None if state is None else contact_view(state, plans_for(state, live.history))
         if body is None:
             return view.json({"error": "unknown contact", "contact_id": contact_id}, status=404)
         return view.json(body)

@@ -75,6 +75,7 @@ def test_profile_summary_describes_the_event_loop_thread() -> None:
 def test_timer_pass_costs_follow_the_due_count() -> None:
     result = measure_timer_passes(PLANS, 3_000, fractions=(0.0, 0.01, 0.1), repeats=1)
     assert [p["due"] for p in result["passes"]] == [0, 30, 300]
+    assert result["switch_pass"]["ticks"] == 3_000  # after a plan version: every contact
 
 
 def _run(eps: float, cpu: float) -> dict[str, Any]:

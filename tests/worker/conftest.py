@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import faust
 import pytest
 
+from streams.worker.store import ContactStore, ContactTable
 from tests.worker.harness import WorkerProcess, new_prefix
 
 StartWorker = Callable[..., WorkerProcess]
@@ -28,6 +30,16 @@ def _starter(bootstrap: str, directory: Path, started: list[WorkerProcess]) -> S
         return worker.start(wait_ready=wait_ready)
 
     return start
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ContactStore]:
+    """A contact table of two partitions in `tmp_path`, without a broker: Faust's RocksDB
+    store only needs an app configuration to open its databases."""
+    app = faust.App("store-test", store="rocksdb://", datadir=str(tmp_path))
+    table = ContactTable(app, name="contacts", partitions=2, key_type=bytes, value_type=bytes)
+    yield table.store
+    table.store.close()
 
 
 @pytest.fixture

@@ -8,20 +8,23 @@ from typing import Any
 from streams.backtest.replay import replay
 from streams.models.events import TrackingEvent
 from streams.models.outputs import CONTACT_FORGOTTEN, SCORE_CHANGED
+from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, current_score
+from streams.scoring.engine import plans_for
 
 Scores = dict[tuple[str, str], int]
 
 
 def expected_outcome(
-    events: Sequence[TrackingEvent], plans: PlanSet, until: float | None = None
+    events: Sequence[TrackingEvent], plans: PlanSet | PlanHistory, until: float | None = None
 ) -> tuple[Scores, set[str]]:
-    """Final score per (contact, plan) and the ids of every alert, from a plain replay."""
-    result = replay(events, plans, until)
+    """Final score per (contact, plan) and the ids of every alert, from a plain replay (with
+    a plan history, each contact's plans are those of its version at the end)."""
+    result = replay(events, plans, until)  # type: ignore[arg-type]  # the core takes a history
     scores = {
         (contact_id, plan.name): current_score(plan, state)
         for contact_id, state in result.states.items()
-        for plan in plans
+        for plan in (plans_for(state, plans) if isinstance(plans, PlanHistory) else plans)
     }
     return scores, {alert.id for alert in result.alerts}
 

@@ -112,7 +112,8 @@ class WorkerProcess:
     partitions: int = 3
     clock: str = "event"
     timer_interval: float = 1.0
-    plans: Path = EXAMPLE_PLANS
+    plans: Path | None = EXAMPLE_PLANS
+    """None: the worker follows the plans topic instead (pass `--plans-topic`)."""
     web_port: int = field(default_factory=free_port)
     extra_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -133,7 +134,7 @@ class WorkerProcess:
             sys.executable,
             "-m",
             self.module,
-            "--plans", str(self.plans),
+            *(["--plans", str(self.plans)] if self.plans is not None else []),
             "--bootstrap", self.bootstrap,
             "--partitions", str(self.partitions),
             "--data-dir", str(self.data_dir),

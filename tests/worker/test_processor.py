@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,10 +18,12 @@ from faust.types.tuples import Message
 from streams.kafka.client import KeyedProducer, binary_message
 from streams.kafka.partitioning import partition_for
 from streams.models.events import EventError, TrackingEvent
+from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, Output, PlanSet, encode_state, load_plans
 from streams.scoring.state import SEEN_LIMIT, Award
 from streams.worker import processor as processor_module
 from streams.worker.fencing import PartitionProducers
+from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
 from streams.worker.reroute import Rerouter
@@ -80,7 +83,7 @@ def parts(
     table = ContactTable(
         app, name="contacts", partitions=PARTITIONS, key_type=bytes, value_type=bytes
     )
-    plans = load_plans(EXAMPLE_PLANS)
+    plans = LivePlans(PlanHistory.single(load_plans(EXAMPLE_PLANS)), metrics.registry, time.time)
 
     async def no_barrier() -> None:
         raise AssertionError("nothing persists in these tests")

@@ -15,6 +15,7 @@ import pytest
 
 from streams.backtest.simulate import generate
 from streams.models.events import TrackingEvent
+from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, load_plans
 from tests.worker.conftest import StartWorker
 from tests.worker.expected import differences, expected_outcome, scores_from_updates
@@ -58,12 +59,13 @@ def assert_matches_replay(
     worker: WorkerProcess,
     bootstrap: str,
     events: list[TrackingEvent],
-    plans: PlanSet,
+    history: PlanSet | PlanHistory,
     http_every: int = CONTACTS // 10,
 ) -> None:
     """Wait until score-updates and sales-alerts add up to the replay's scores and alert ids;
     then every `http_every`-th contact must answer over HTTP with the replay's scores."""
-    expected_scores, expected_alerts = expected_outcome(events, plans)
+    expected_scores, expected_alerts = expected_outcome(events, history)
+    plans = history.latest.plans if isinstance(history, PlanHistory) else history
     updates = TopicReader(bootstrap, worker.topics.updates)
     alerts = TopicReader(bootstrap, worker.topics.alerts)
 

@@ -71,7 +71,16 @@ SASL = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL"}
     ("argv", "env", "message"),
     [
         (["--plans", "p.yaml"], {}, "--bootstrap (or LEADSCORE_KAFKA_BOOTSTRAP) is required"),
-        (["--bootstrap", "k:1"], {}, "--plans (or LEADSCORE_PLANS) is required"),
+        (
+            ["--bootstrap", "k:1"],
+            {},
+            "set --plans (LEADSCORE_PLANS) (a plans file) or --plans-topic",
+        ),
+        (
+            ["--plans-topic"],
+            REQUIRED,
+            "--plans (LEADSCORE_PLANS) and --plans-topic (LEADSCORE_PLANS_TOPIC) are both set",
+        ),
         ([], {**REQUIRED, "LEADSCORE_CLOCK": "lunar"}, "LEADSCORE_CLOCK: expected one of"),
         ([], {**REQUIRED, "LEADSCORE_WEB_PORT": "99999"}, "LEADSCORE_WEB_PORT: expected a TCP"),
         (["--partitions", "0"], REQUIRED, "--partitions: expected a positive integer"),

@@ -4,16 +4,20 @@ and what `get` reads back."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 import faust
 import pytest
+from prometheus_client import CollectorRegistry
 
 from streams.kafka.client import Headers
+from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, load_plans, score_event
 from streams.worker.fencing import PartitionProducers
+from streams.worker.live_plans import LivePlans
 from streams.worker.states import ContactStates, Held
 from streams.worker.store import ContactTable, record_applied
 from tests.support import event
@@ -58,7 +62,8 @@ def _states(table: ContactTable, changelog: _Changelog) -> ContactStates:
         """The tests send no outputs."""
 
     producers = cast(PartitionProducers, changelog)
-    return ContactStates(lambda: table.store, producers, "changelog", PLANS, no_outputs)
+    live = LivePlans(PlanHistory.single(PLANS), CollectorRegistry(), time.time)
+    return ContactStates(lambda: table.store, producers, "changelog", live, no_outputs)
 
 
 def _opened(contact: str, minute: int) -> ContactState:

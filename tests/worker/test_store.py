@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -33,14 +32,6 @@ from streams.worker.store import (
     record_state,
 )
 from streams.worker.timers import Timers, decode_tick
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ContactStore]:
-    app = faust.App("store-test", store="rocksdb://", datadir=str(tmp_path))
-    table = ContactTable(app, name="contacts", partitions=2, key_type=bytes, value_type=bytes)
-    yield table.store
-    table.store.close()
 
 
 def _changelog(partition: int, offset: int, contact: str, record: bytes | None) -> SimpleNamespace:

@@ -69,6 +69,6 @@ def test_outputs_dlq_and_changelog_get_their_settings(kafka_bootstrap: str, tmp_
     # A later start with another bound changes the changelog; an output's retention is only
     # set when the worker creates the topic (the topic may be shared, and shortening it deletes).
     later = dataclasses.replace(worker.settings, erasure_bound=60, output_retention=60)
-    ensure_topics(kafka_bootstrap, build_worker(later, worker.plans).topic_specs())
+    ensure_topics(kafka_bootstrap, build_worker(later, worker.live.history).topic_specs())
     assert _configs(kafka_bootstrap, [changelog], "max.compaction.lag.ms") == ["30000"]
     assert _configs(kafka_bootstrap, [topics.alerts], "retention.ms") == ["3600000"]
