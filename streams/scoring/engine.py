@@ -40,7 +40,7 @@ from streams.models.outputs import (
     Output,
     alert_data,
 )
-from streams.models.plan_versions import PlanHistory, PlanVersion
+from streams.models.plan_versions import Change, PlanHistory, PlanVersion
 from streams.models.plans import (
     BehaviourRule,
     InactivityRule,
@@ -237,7 +237,9 @@ def _in_force(
 
     Each switch happens at the version's start: the old version's deadlines before it fire
     first. A contact whose version the history does not know (scored with another file before
-    a restart) switches at `time`, without the old rules, which are gone."""
+    a restart) switches at `time`, without the old rules, which are gone. A `rescore` version
+    is not switched to by time: the contact keeps the version before it until the driver
+    replaces its state with the rebuilt one (`rescore`), so no forward outputs come first."""
     clock = state.clock
     moment = time if clock is None or time > clock else clock
     target = history.index_at(moment)
@@ -250,6 +252,9 @@ def _in_force(
         _switch(state, None, version, moment, outputs)
         return version.plans
     for index in range(current + 1, target + 1):
+        if history.versions[index].change is Change.RESCORE:
+            target = index - 1  # only the driver's rebuild (`rescore`) takes it past one
+            break
         old = history.versions[index - 1].plans
         at = max(history.start(index), state.clock if state.clock is not None else moment)
         _prune_plans(state, old)
@@ -259,13 +264,15 @@ def _in_force(
 
 
 def _next_switch(state: ContactState, history: PlanHistory) -> float | None:
-    """When the contact next switches version: the next version's start, or now (its clock)
-    for a version the history does not know."""
+    """When the contact next switches version: the next version's start (never for a
+    `rescore` version: see `_in_force`), or now (its clock) for a version the history does
+    not know."""
     current = history.index_of(state.plan_version)
     if current is None:
         return state.clock
-    if current + 1 < len(history.versions):
-        return history.start(current + 1)
+    following = current + 1
+    if following < len(history.versions) and history.versions[following].change is Change.FORWARD:
+        return history.start(following)
     return None
 
 

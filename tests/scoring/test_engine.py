@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streams.models.outputs import SCORE_CHANGED, THRESHOLD_CROSSED, THRESHOLD_DROPPED
+from streams.models.plan_versions import PlanHistory, parse_plan_version
 from streams.scoring import (
     Outcome,
     PlanSet,
@@ -18,6 +19,7 @@ from streams.scoring import (
     next_deadline,
     score_event,
 )
+from streams.scoring.engine import rescore
 from tests.support import DAY, T0, attributes, event, of_type, plans_from, run, run_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
@@ -564,3 +566,36 @@ plans:
     assert state is not None
     with pytest.raises((ValueError, OverflowError)):
         advance(state, T0 + late + 100 * DAY, plans)
+
+
+# --- plan versions ---------------------------------------------------------------------------
+
+
+def test_a_rescore_version_waits_for_the_rebuild_and_rescore_sends_the_differences() -> None:
+    """Time alone never takes a contact into a `rescore` version (forward outputs would come
+    before the rebuild's): it keeps the old rules, and no deadline asks for a switch, until
+    `rescore` replaces its state with the rebuilt one and sends what changed."""
+    text = """
+change: {change}
+effective_from: "2026-01-10T00:00:00Z"
+plans:
+  - name: engage
+    thresholds: [{{name: warm, score: 20}}]
+    rules: [{{id: opened, when: {{type: email.opened}}, points: {points}}}]
+"""
+    v1 = parse_plan_version(text.format(change="forward", points=10), "v1.yaml")
+    v2 = parse_plan_version(text.format(change="rescore", points=30), "v2.yaml")
+    history = PlanHistory((v1, v2))
+    state, _ = apply(None, event("email.opened", 0), history)
+    state, outputs = apply(state, event("email.opened", 10 * DAY), history)
+    assert state.plan_version == v1.label and score(v1.plans, state, "engage") == 20
+    assert [o.cause.plan_change for o in outputs] == [None, None]  # scored by v1, no switch
+    assert next_deadline(state, history) is None
+    rebuilt, _ = run(v2.plans, [event("email.opened", 0), event("email.opened", 10 * DAY)])
+    assert rebuilt is not None
+    state, outputs = rescore(state, v1.plans, rebuilt, v2, T0 + 10 * DAY)
+    assert state.plan_version == v2.label and score(v2.plans, state, "engage") == 60
+    assert [(o.kind, o.data["previous_score"], o.data["score"]) for o in outputs] == [
+        ("update", 20, 60)
+    ]  # warm was already reached: no alert again
+    assert outputs[0].data["cause"] == {"plan_change": v2.label, "rescore": True}
