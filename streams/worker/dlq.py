@@ -194,9 +194,17 @@ class DeadLetterReplay:
         if reason not in self._done:
             topic = self._topics.dead_letters
             group = replay_group(self._group, reason)
-            request = ConsumerGroupTopicPartitions(group, [Partition(topic, p) for p in self._ends])
-            (future,) = self._admin.list_consumer_group_offsets([request]).values()
-            done = {tp.partition: max(tp.offset, 0) for tp in future.result().topic_partitions}
+            # A consumer of the group, not `AdminClient.list_consumer_group_offsets`: librdkafka
+            # (2.16) crashes the process when the latter meets NOT_COORDINATOR, which a group
+            # asked for the first time gets while its coordinator loads (librdkafka #5040).
+            reader = Consumer(
+                self._kafka.librdkafka({"group.id": group, "enable.auto.commit": False})
+            )
+            try:
+                asked = [Partition(topic, p) for p in self._ends]
+                done = {tp.partition: max(tp.offset, 0) for tp in reader.committed(asked, 30)}
+            finally:
+                reader.close()
             stale = {p: offset for p, offset in done.items() if offset > self._ends[p]}
             if stale:
                 raise ReplayError(
