@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -33,15 +34,20 @@ from streams.kafka.security import KafkaConnection, as_connection
 logger = logging.getLogger(__name__)
 
 WATERMARK_TIMEOUT = 60.0
-_NEW_TOPIC_ERRORS = frozenset(
+_TRANSIENT = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError._UNKNOWN_PARTITION,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
     }
 )
-"""What a topic created a moment ago answers until every broker knows its leader."""
+"""What a topic created a moment ago answers until every broker knows its leader, and a group
+asked for the first time until its coordinator is loaded."""
+_T = TypeVar("_T")
 
 USE_BROKER_DEFAULT = -1
 """Replication factor that lets the broker apply `default.replication.factor`."""
@@ -236,15 +242,42 @@ def watermarks(
         consumer.close()
 
 
+def committed_offsets(
+    kafka: str | KafkaConnection, group: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """The offsets `group` committed on `topic` (negative where none), without joining it.
+
+    A consumer of the group asks, not `AdminClient.list_consumer_group_offsets`: librdkafka
+    2.16 crashes the process when that meets NOT_COORDINATOR, which a group asked for the
+    first time gets while its coordinator loads (librdkafka #5040). The consumer's answer is
+    an error then, retried here."""
+    consumer = Consumer(
+        as_connection(kafka).librdkafka({"group.id": group, "enable.auto.commit": False})
+    )
+    asked = [TopicPartition(topic, p) for p in partitions]
+    try:
+        found = _retrying(lambda: consumer.committed(asked, timeout=WATERMARK_TIMEOUT))
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
 def _watermark(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+    low, high = _retrying(
+        lambda: consumer.get_watermark_offsets(partition, timeout=WATERMARK_TIMEOUT)
+    )
+    return int(low), int(high)
+
+
+def _retrying(ask: Callable[[], _T]) -> _T:
+    """`ask()`, again while the answer is an error a new topic or group gives for a while."""
     deadline = time.monotonic() + WATERMARK_TIMEOUT
     while True:
         try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=WATERMARK_TIMEOUT)
-            return int(low), int(high)
+            return ask()
         except KafkaException as error:
             failure: KafkaError = error.args[0]
-            transient = failure.retriable() or failure.code() in _NEW_TOPIC_ERRORS
+            transient = failure.retriable() or failure.code() in _TRANSIENT
             if not transient or time.monotonic() > deadline:
                 raise
         time.sleep(0.1)

@@ -39,7 +39,7 @@ from confluent_kafka import (
 from confluent_kafka import TopicPartition as Partition
 from confluent_kafka.admin import AdminClient
 
-from streams.kafka.admin import watermarks
+from streams.kafka.admin import committed_offsets, watermarks
 from streams.kafka.client import Headers, KeyedProducer
 from streams.kafka.security import KafkaAccessError, verify_access
 from streams.worker.cli import ACCESS_TIMEOUT, EXIT_KAFKA, EXIT_TOPICS, EXIT_USAGE
@@ -194,17 +194,10 @@ class DeadLetterReplay:
         if reason not in self._done:
             topic = self._topics.dead_letters
             group = replay_group(self._group, reason)
-            # A consumer of the group, not `AdminClient.list_consumer_group_offsets`: librdkafka
-            # (2.16) crashes the process when the latter meets NOT_COORDINATOR, which a group
-            # asked for the first time gets while its coordinator loads (librdkafka #5040).
-            reader = Consumer(
-                self._kafka.librdkafka({"group.id": group, "enable.auto.commit": False})
-            )
-            try:
-                asked = [Partition(topic, p) for p in self._ends]
-                done = {tp.partition: max(tp.offset, 0) for tp in reader.committed(asked, 30)}
-            finally:
-                reader.close()
+            done = {
+                p: max(offset, 0)
+                for p, offset in committed_offsets(self._kafka, group, topic, self._ends).items()
+            }
             stale = {p: offset for p, offset in done.items() if offset > self._ends[p]}
             if stale:
                 raise ReplayError(
