@@ -129,10 +129,14 @@ class PlanHistory:
         """When version `index` takes over (`-inf` for the first)."""
         return self._starts[index]
 
-    def index_of(self, label: str | None) -> int | None:
-        """The latest version with this label, or None for a label this history does not know."""
+    def index_of(self, label: str | None, moment: float = inf) -> int | None:
+        """The latest version with this label that took over by `moment` (a contact's clock),
+        or None for a label this history does not know.
+
+        A label may come back (v1, v2, then v1 again): a contact switched to a version at or
+        after its start, so its clock tells which of the two it is on."""
         for index in range(len(self.versions) - 1, -1, -1):
-            if self.versions[index].label == label:
+            if self.versions[index].label == label and self._starts[index] <= moment:
                 return index
         return None
 
