@@ -114,7 +114,11 @@ def test_a_forward_switch_keeps_awards_and_reevaluates_attributes() -> None:
 def test_old_deadlines_before_the_start_fire_under_the_old_rules() -> None:
     plans = history(V1, V2)
     state, outputs = drive(plans, [event("email.opened", 4 * DAY)], T0 + 11 * DAY)
-    timers = [(o.cause.time, o.data["score"], o.data["plan_version"]) for o in outputs if o.data["plan"] == "p"][1:]
+    timers = [
+        (o.cause.time, o.data["score"], o.data["plan_version"])
+        for o in outputs
+        if o.data["plan"] == "p"
+    ][1:]
     assert timers == [(T0 + 9 * DAY, 3, "v1")]  # -7 at day 9, and the switch changes no score
     assert state.plan_version == "v2"
 
@@ -122,7 +126,11 @@ def test_old_deadlines_before_the_start_fire_under_the_old_rules() -> None:
 def test_a_deadline_exactly_at_the_start_fires_under_the_new_rules() -> None:
     plans = history(V1, V2)
     _, outputs = drive(plans, [event("email.opened", 5 * DAY)], T0 + 11 * DAY)
-    timers = [(o.cause.time, o.data["score"], o.data["plan_version"]) for o in outputs if o.data["plan"] == "p"][1:]
+    timers = [
+        (o.cause.time, o.data["score"], o.data["plan_version"])
+        for o in outputs
+        if o.data["plan"] == "p"
+    ][1:]
     assert timers == [(START, 7, "v2")]  # v2's -3 at day 10, not v1's -7
 
 
@@ -130,7 +138,7 @@ def test_a_moved_threshold_alerts_with_an_unchanged_score() -> None:
     lower = V1.replace("score: 30", "score: 2").replace("version: v1", "version: lower")
     higher = V1.replace("score: 30", "score: 4").replace("version: v1", "version: higher")
     plans = PlanHistory((version(V1), version(lower, START), version(higher, START + DAY)))
-    state, outputs = drive(plans, [event("email.opened", DAY)], START + 2 * DAY)
+    _, outputs = drive(plans, [event("email.opened", DAY)], START + 2 * DAY)
     switched = [o for o in outputs if o.cause.plan_change is not None]
     assert [
         (o.type, o.data["threshold"], o.data["score"], o.data["previous_score"]) for o in switched
