@@ -428,5 +428,6 @@ def test_timers_and_stores_in_between_give_the_plain_replays_result(
     assert per_plan(outputs) == per_plan(expected)
 
 
-def per_plan(outputs: list[Output]) -> list[tuple[str, dict[str, object]]]:
-    return sorted(((o.kind, dict(o.cloudevent)) for o in outputs), key=lambda o: o[1]["source"])
+def per_plan(outputs: list[Output]) -> list[tuple[str, str, dict[str, object]]]:
+    """The outputs in a stable sort by plan (their `source`)."""
+    return sorted(((o.source, o.kind, dict(o.cloudevent)) for o in outputs), key=lambda o: o[0])
