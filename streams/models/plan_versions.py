@@ -17,7 +17,12 @@ from math import inf
 from pathlib import Path
 
 from streams.models.errors import EventError
-from streams.models.plan_file import PlanError, parse_plans, read_plans_document
+from streams.models.plan_file import (
+    PlanError,
+    parse_plans,
+    read_plans_document,
+    read_plans_file,
+)
 from streams.models.plans import PlanSet
 from streams.models.times import format_time, parse_time
 
@@ -56,12 +61,7 @@ class PlanVersion:
 
 def load_plan_version(path: str | Path) -> PlanVersion:
     """Read, validate and compile a plans file, top-level version keys included."""
-    origin = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise PlanError(f"{origin}: cannot read the plans file: {error.strerror}") from None
-    return parse_plan_version(text, origin)
+    return parse_plan_version(read_plans_file(path), str(path))
 
 
 def parse_plan_version(text: str, origin: str = "<memory>") -> PlanVersion:

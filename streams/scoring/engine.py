@@ -244,9 +244,8 @@ def _in_force(
     moment = time if clock is None or time > clock else clock
     target = history.index_at(moment)
     version = history.versions[target]
-    if clock is not None and state.plan_version == version.label:
-        if clock >= history.start(target):  # already on it (nearly every call): no search
-            return version.plans
+    if clock is not None and state.plan_version == version.label and clock >= history.start(target):
+        return version.plans  # already on it (nearly every call): no search
     if state.first_seen is None:  # nothing scored yet: it starts with the version in force
         state.plan_version = version.label
         return version.plans

@@ -111,14 +111,16 @@ def test_a_forward_switch_keeps_awards_and_reevaluates_attributes() -> None:
     assert later[0].data["score"] == 51
 
 
+def later_in_p(outputs: list[Output]) -> list[tuple[float, int, str]]:
+    """(time, score, version) of plan p's updates after the first one."""
+    updates = [o for o in outputs if o.data["plan"] == "p"][1:]
+    return [(o.cause.time, o.data["score"], o.data["plan_version"]) for o in updates]
+
+
 def test_old_deadlines_before_the_start_fire_under_the_old_rules() -> None:
     plans = history(V1, V2)
     state, outputs = drive(plans, [event("email.opened", 4 * DAY)], T0 + 11 * DAY)
-    timers = [
-        (o.cause.time, o.data["score"], o.data["plan_version"])
-        for o in outputs
-        if o.data["plan"] == "p"
-    ][1:]
+    timers = later_in_p(outputs)
     assert timers == [(T0 + 9 * DAY, 3, "v1")]  # -7 at day 9, and the switch changes no score
     assert state.plan_version == "v2"
 
@@ -126,11 +128,7 @@ def test_old_deadlines_before_the_start_fire_under_the_old_rules() -> None:
 def test_a_deadline_exactly_at_the_start_fires_under_the_new_rules() -> None:
     plans = history(V1, V2)
     _, outputs = drive(plans, [event("email.opened", 5 * DAY)], T0 + 11 * DAY)
-    timers = [
-        (o.cause.time, o.data["score"], o.data["plan_version"])
-        for o in outputs
-        if o.data["plan"] == "p"
-    ][1:]
+    timers = later_in_p(outputs)
     assert timers == [(START, 7, "v2")]  # v2's -3 at day 10, not v1's -7
 
 
@@ -348,14 +346,12 @@ P2 = """
 version: p2
 plans:
   - name: lead
-    thresholds: [{name: warm, score: 15}, {name: hot, score: 50}]
+    inactivity: [{id: quiet, after: 3d, reset: true}]
+    attributes: [{id: city, attribute: city, equals: Kraków, points: 12}]
     rules:
       - {id: opened, when: {type: email.opened}, points: 5, limit: {count: 1}}
       - {id: replied, when: {type: email.replied}, points: 25, expires: 3d}
-    attributes:
-      - {id: city, attribute: city, equals: Kraków, points: 12}
-    inactivity:
-      - {id: quiet, after: 3d, reset: true}
+    thresholds: [{name: warm, score: 15}, {name: hot, score: 50}]
   - name: fresh
     thresholds: [{name: fit, score: 5}]
     attributes: [{id: city, attribute: city, equals: Kraków, points: 8}]
