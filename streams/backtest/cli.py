@@ -20,8 +20,7 @@ from streams.models.events import EventError, format_time, parse_time
 from streams.models.outputs import THRESHOLD_CROSSED
 from streams.models.plan_file import PlanError
 from streams.models.plan_versions import PlanHistory, PlanVersion, load_plan_version
-from streams.scoring import Outcome, PlanSet
-from streams.scoring.engine import Plans
+from streams.scoring import Outcome, Plans, PlanSet
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -55,8 +55,7 @@ from streams.backtest.replay import (
 )
 from streams.models.events import TrackingEvent
 from streams.models.outputs import Output
-from streams.scoring import ContactState, Outcome, PlanSet, current_score
-from streams.scoring.engine import Plans
+from streams.scoring import ContactState, Outcome, Plans, PlanSet, current_score
 
 BATCH_LINES = 2048
 """Lines sent to a worker at once: big enough that pickling and the pipe cost little per line."""

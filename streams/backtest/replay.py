@@ -28,11 +28,13 @@ from streams.scoring import (
     ContactState,
     Outcome,
     Output,
+    Plans,
     PlanSet,
     advance,
+    plans_for,
+    rescore,
     score_event,
 )
-from streams.scoring.engine import Plans, plans_for, rescore
 from streams.scoring.state import copy_state
 
 Progress = Callable[[int, int], None]
