@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from itertools import pairwise
 from math import inf
@@ -67,7 +67,7 @@ def load_plan_version(path: str | Path) -> PlanVersion:
 def parse_plan_version(text: str, origin: str = "<memory>") -> PlanVersion:
     """A plans file's text to a version, with the same messages as `plans check`."""
     document = read_plans_document(text, origin)
-    if isinstance(document, dict) and isinstance(document.get("effective_from"), datetime):
+    if isinstance(document, dict) and isinstance(document.get("effective_from"), date | str):
         document = {**document, "effective_from": _yaml_time(document["effective_from"], origin)}
     plans = parse_plans(document, origin)
     effective_from = None
@@ -85,13 +85,26 @@ def parse_plan_version(text: str, origin: str = "<memory>") -> PlanVersion:
     )
 
 
-def _yaml_time(moment: datetime, origin: str) -> str:
-    """YAML reads an unquoted timestamp as a datetime: take it if it names its offset."""
+def _yaml_time(written: date | str, origin: str) -> str:
+    """YAML reads an unquoted timestamp as a datetime (a date alone as a date): take it if it
+    names its offset; a time without one, quoted or not, is refused with the fix."""
+    if isinstance(written, str):
+        try:
+            moment: date = datetime.fromisoformat(written)
+        except ValueError:
+            return written  # not a time at all: `parse_time` says what is expected
+    else:
+        moment = written
+    if not isinstance(moment, datetime):
+        raise PlanError(
+            f"{origin}: effective_from: add a time of day and a time zone to {moment.isoformat()},"
+            f" e.g. {moment.isoformat()}T00:00:00Z"
+        )
     if moment.tzinfo is None:
         raise PlanError(
             f"{origin}: effective_from: add a time zone (e.g. `Z` for UTC) to {moment.isoformat()}"
         )
-    return moment.isoformat()
+    return written if isinstance(written, str) else moment.isoformat()
 
 
 @dataclass(frozen=True, slots=True)
