@@ -215,7 +215,11 @@ def rescore(
 
     The outputs are what changed for the contact's readers: a score update per plan whose
     score differs, and an alert per threshold entered or left; none for a threshold the contact
-    stays above. The rebuild's own outputs happened in a history that was never sent."""
+    stays above. The rebuild's own outputs happened in a history that was never sent.
+
+    `old` is compared as it is: a caller advances it to just before `at` first (with the
+    history, so that old deadlines fire under the old rules), as the backtest does, and gives
+    `plans_for(old, history)` as `old_plans`."""
     before = {} if old is None else _scores_before(old, old_plans)
     rebuilt, _ = advance(rebuilt, at, version.plans)
     rebuilt.plan_version = version.label
