@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,11 +17,14 @@ from streams.backtest.diff import SAMPLE, TOP, diff_plans, diff_to_json
 from streams.backtest.diff import plot_png as diff_plot_png
 from streams.backtest.diff import render_text as render_diff
 from streams.backtest.parallel import Backtest, backtest_file, default_jobs
+from streams.backtest.replay import plans_at
 from streams.backtest.report import PlanReport, build_report, plot_png, render_text, report_to_json
 from streams.backtest.simulate import generate, write_jsonl
 from streams.models.events import EventError, format_time, parse_time
 from streams.models.outputs import THRESHOLD_CROSSED
-from streams.scoring import Outcome, PlanSet, load_plans
+from streams.models.plan_file import PlanError
+from streams.models.plan_versions import PlanHistory, PlanVersion, load_plan_version
+from streams.scoring import Outcome, Plans, PlanSet
 from streams.worker import plan_publish
 
 
@@ -29,7 +33,14 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "backtest", help="replay a file of events through plans and show the outcome"
     )
     backtest.add_argument("events", type=Path, help="JSONL(.gz), one structured CloudEvent a line")
-    backtest.add_argument("--plans", type=Path, required=True, help="plans YAML file")
+    backtest.add_argument(
+        "--plans",
+        type=Path,
+        action="append",
+        required=True,
+        help="plans YAML file; repeat for a history, each later file taking over at its "
+        "effective_from",
+    )
     backtest.add_argument("--until", help="RFC 3339 time to advance to (default: last event)")
     backtest.add_argument(
         "--suggest-threshold", type=float, metavar="PCT", help="score the top PCT%% reach"
@@ -82,8 +93,13 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def run_plans_check(args: argparse.Namespace) -> int:
-    plans = load_plans(args.plans_file)
-    for plan in plans.plans:
+    version = load_plan_version(args.plans_file)
+    since = version.effective_from
+    print(
+        f"version {version.label}, change {version.change.value}, effective_from "
+        + ("when installed" if since is None else format_time(since))
+    )
+    for plan in version.plans.plans:
         rules = len(plan.rules) + len(plan.attributes) + len(plan.inactivity)
         state = "active" if plan.active else "inactive"
         print(f"{plan.name}: {state}, {rules} rules, {len(plan.thresholds)} thresholds")
@@ -96,7 +112,8 @@ def run_plans_diff(args: argparse.Namespace) -> int:
     sides, summaries = [], []
     progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     for half, plans_file in enumerate((args.old_plans, args.new_plans)):
-        plans = load_plans(plans_file)
+        version = load_plan_version(plans_file)
+        plans = version.plans
         started = time.perf_counter()
         result = backtest_file(
             args.events,
@@ -105,7 +122,7 @@ def run_plans_diff(args: argparse.Namespace) -> int:
             None if progress is None else partial(_half, progress, half),
             jobs=args.jobs,
         )
-        summaries.append(_summary(result, time.perf_counter() - started))
+        summaries.append(_summary(result, time.perf_counter() - started, [(plans_file, version)]))
         sides.append((result, plans, plan_reports(result, plans, None)))
     if progress is not None:
         progress.finish()
@@ -138,7 +155,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_backtest(args: argparse.Namespace) -> int:
-    plans = load_plans(args.plans)
+    versions = [load_plan_version(path) for path in args.plans]
+    plans = plan_history(args.plans, versions)
     until = None
     if args.until is not None:
         try:
@@ -151,14 +169,15 @@ def run_backtest(args: argparse.Namespace) -> int:
     if progress is not None:
         progress.finish()
     elapsed = time.perf_counter() - started
-    reports = plan_reports(result, plans, args.suggest_threshold)
+    final = plans_at(plans, result.until)
+    reports = plan_reports(result, final, args.suggest_threshold)
     if args.scores is not None:
-        _write_lines(args.scores, (orjson.dumps(row) for row in final_scores(result, plans)))
+        _write_lines(args.scores, (orjson.dumps(row) for row in final_scores(result, final)))
     if args.alerts is not None:
         _write_lines(args.alerts, (alert.to_bytes() for alert in result.alerts))
     if args.plot is not None:
         plot_png(reports, args.plot)
-    summary = _summary(result, elapsed)
+    summary = _summary(result, elapsed, list(zip(args.plans, versions, strict=True)))
     if args.json:
         document = {"replay": summary, **report_to_json(reports)}
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -166,6 +185,30 @@ def run_backtest(args: argparse.Namespace) -> int:
         print(_summary_text(summary, result))
         print(render_text(reports))
     return 0
+
+
+def plan_history(paths: list[Path], versions: list[PlanVersion]) -> Plans:
+    """One file's plans, or the history of several: each file after the first takes over at
+    its `effective_from`, which it must name, in the order given."""
+    if len(versions) == 1:
+        return versions[0].plans
+    for path, version in zip(paths[1:], versions[1:], strict=True):
+        if version.effective_from is None:
+            raise PlanError(
+                f"{path}: effective_from: required for a --plans file after the first "
+                "(when it takes over), e.g. effective_from: 2026-12-01T09:00:00Z"
+            )
+    for (path, version), (later_path, later) in itertools.pairwise(
+        zip(paths[1:], versions[1:], strict=True)
+    ):
+        assert version.effective_from is not None and later.effective_from is not None
+        if later.effective_from < version.effective_from:
+            raise PlanError(
+                f"{later_path}: effective_from: {format_time(later.effective_from)} is before "
+                f"{path}'s {format_time(version.effective_from)}; give the --plans files in "
+                "the order they take over"
+            )
+    return PlanHistory(tuple(versions))
 
 
 def final_scores(result: Backtest, plans: PlanSet) -> list[dict[str, Any]]:
@@ -180,8 +223,8 @@ def final_scores(result: Backtest, plans: PlanSet) -> list[dict[str, Any]]:
 def plan_reports(
     result: Backtest, plans: PlanSet, suggest_top_pct: float | None
 ) -> list[PlanReport]:
-    crossed: dict[str, Counter[str]] = {plan.name: Counter() for plan in plans}
-    dropped: dict[str, Counter[str]] = {plan.name: Counter() for plan in plans}
+    crossed: defaultdict[str, Counter[str]] = defaultdict(Counter)  # with earlier versions' plans
+    dropped: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for alert in result.alerts:
         counts = crossed if alert.type == THRESHOLD_CROSSED else dropped
         counts[alert.data["plan"]][alert.data["threshold"]] += 1
@@ -198,7 +241,9 @@ def plan_reports(
     ]
 
 
-def _summary(result: Backtest, elapsed: float) -> dict[str, Any]:
+def _summary(
+    result: Backtest, elapsed: float, versions: list[tuple[Path, PlanVersion]]
+) -> dict[str, Any]:
     events = sum(result.outcomes.values())
     return {
         "events": events,
@@ -213,6 +258,19 @@ def _summary(result: Backtest, elapsed: float) -> dict[str, Any]:
         "until": None if result.until is None else format_time(result.until),
         "seconds": round(elapsed, 3),
         "events_per_second": round(events / elapsed) if elapsed > 0 else None,
+        "plan_versions": [
+            {
+                "file": str(path),
+                "version": version.label,
+                "change": version.change.value,
+                "effective_from": (
+                    None  # the first is in force from the beginning
+                    if index == 0 or version.effective_from is None
+                    else format_time(version.effective_from)
+                ),
+            }
+            for index, (path, version) in enumerate(versions)
+        ],
     }
 
 
@@ -225,6 +283,12 @@ def _summary_text(summary: dict[str, Any], result: Backtest) -> str:
         f"ignored after erasure {summary['ignored_after_erasure']:,}, "
         f"rejected lines {summary['rejected_lines']:,}",
         f"  alerts {summary['alerts']:,}, score updates {summary['score_updates']:,}",
+    ]
+    lines += [
+        f"  plans {row['file']}: version {row['version']} ({row['change']}"
+        + ("" if row["effective_from"] is None else f" from {row['effective_from']}")
+        + ")"
+        for row in summary["plan_versions"]
     ]
     lines += [f"  line {r.line}: {r.message}" for r in result.rejected[:5]]
     if len(result.rejected) > 5:

@@ -11,6 +11,10 @@ The result is exactly the single-process one: every output and failure carries t
 of what caused it, (time, line) of its event or of its contact's first event, which is the
 single-process order, and the parent merges by it. The end time (the last event's, without
 `--until`) is the latest of the workers' own, exchanged before anyone advances.
+
+A `rescore` version rebuilds each contact from its events before the version's start, which
+are all in its own worker: each worker rebuilds its own contacts, from its share of the file,
+and what a contact's rescore sends is placed at the start, in the order of first events.
 """
 
 from __future__ import annotations
@@ -43,13 +47,15 @@ from streams.backtest.replay import (
     ReplayResult,
     cyclic_gc_paused,
     parse_lines,
+    plans_at,
+    prefix_of,
     read_lines,
     replay_file,
     valid_events,
 )
 from streams.models.events import TrackingEvent
 from streams.models.outputs import Output
-from streams.scoring import ContactState, Outcome, PlanSet, current_score
+from streams.scoring import ContactState, Outcome, Plans, PlanSet, current_score
 
 BATCH_LINES = 2048
 """Lines sent to a worker at once: big enough that pickling and the pipe cost little per line."""
@@ -58,9 +64,11 @@ QUEUED_BATCHES = 4
 _POLL_SECONDS = 1.0
 """How often a wait on a worker checks that the workers are still alive."""
 
-Key = tuple[int, float, int]
+Key = tuple[float, ...]
 """Where an output stands in the single-process order: (0, time, line) of the event that made
-it, or (1, time, line) of its contact's first scored event for what advancing the contact made."""
+it, (0, start, 0, time, line) with its contact's first scored event for what a `rescore`
+version taking over at `start` made, or (1, time, line) of its contact's first scored event
+for what advancing the contact to the end made."""
 ScoreRow = tuple[str, tuple[int, ...]]
 """A live contact's final score in each plan, in plan order."""
 _T = TypeVar("_T")
@@ -92,7 +100,7 @@ def default_jobs() -> int:
 
 def backtest_file(
     path: Path,
-    plans: PlanSet,
+    plans: Plans,
     until: float | None = None,
     progress: Progress | None = None,
     jobs: int = 1,
@@ -103,7 +111,7 @@ def backtest_file(
         # for 20,000 contacts), and their 20,000 tuples would start one.
         with cyclic_gc_paused():
             result = replay_file(path, plans, until, progress)
-            rows = score_rows(result.states, plans)
+            rows = score_rows(result.states, plans_at(plans, result.until))
         return Backtest(
             alerts=result.alerts,
             score_updates=result.score_updates,
@@ -169,7 +177,7 @@ class _WorkerFailedError(RuntimeError):
 class _Pool:
     """The parent's side: start the workers, deal the lines, exchange the end time, merge."""
 
-    def __init__(self, path: Path, plans: PlanSet, until: float | None, jobs: int) -> None:
+    def __init__(self, path: Path, plans: Plans, until: float | None, jobs: int) -> None:
         # fork: the workers inherit the plans and the loaded code, and start in milliseconds
         methods = multiprocessing.get_all_start_methods()
         context: BaseContext = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -282,7 +290,7 @@ def _work(
     index: int,
     jobs: int,
     path: Path,
-    plans: PlanSet,
+    plans: Plans,
     inbox: Any,
     outbox: Any,
 ) -> None:
@@ -302,7 +310,7 @@ class _Worker:
     parent; the others read the file and keep the share's lines."""
 
     def __init__(
-        self, index: int, jobs: int, path: Path, plans: PlanSet, inbox: Any, outbox: Any
+        self, index: int, jobs: int, path: Path, plans: Plans, inbox: Any, outbox: Any
     ) -> None:
         self._index = index
         self._jobs = jobs
@@ -326,17 +334,34 @@ class _Worker:
             self._drain_inbox()
 
     def _pass(self, *, ordered: bool, safe: bool) -> _Share:
-        run = ReplayPass(self._plans, safe=safe)
-        result = run.result
         rejected: list[RejectedLine] = []
         lines = self._from_parent() if not self._inbox_done else self._from_file()
         events: Iterable[tuple[int, TrackingEvent]] = valid_events(parse_lines(lines), rejected)
         if ordered:
             events = sorted(events, key=lambda item: item[1].time)  # stable: ties in line order
+            in_memory = events
+            prefix = prefix_of(lambda: (event for _, event in in_memory))
+        else:
+            prefix = prefix_of(
+                lambda: (event for _, event in valid_events(parse_lines(self._from_file()), []))
+            )
+        run = ReplayPass(self._plans, safe=safe, prefix=prefix)
+        result = run.result
         alert_keys: list[Key] = []
         failed_keys: list[Key] = []
         first: dict[str, Key] = {}
+
+        def rescore(time: float) -> None:
+            alerts, failed = len(result.alerts), len(result.failed)
+            for start, contact_id in run.rescores(time):
+                key = (0, start, 0, *first[contact_id][1:])
+                alert_keys.extend([key] * (len(result.alerts) - alerts))
+                failed_keys.extend([key] * (len(result.failed) - failed))
+                alerts, failed = len(result.alerts), len(result.failed)
+
         for number, event in events:
+            if event.time >= run.next_rescore:
+                rescore(event.time)
             key = (0, event.time, number)
             alerts, failed, contacts = len(result.alerts), len(result.failed), len(result.states)
             run.score(event)
@@ -346,12 +371,13 @@ class _Worker:
                 first[event.subject] = (1, event.time, number)
         end = self._end_time(run.last_time)
         if end is not None:
+            rescore(end)
             for contact_id in result.states:
                 alerts, failed = len(result.alerts), len(result.failed)
                 run.advance(contact_id, end)
                 alert_keys += [first[contact_id]] * (len(result.alerts) - alerts)
                 failed_keys += [first[contact_id]] * (len(result.failed) - failed)
-        return _share(result, rejected, alert_keys, failed_keys, self._plans)
+        return _share(result, rejected, alert_keys, failed_keys, plans_at(self._plans, end))
 
     def _end_time(self, last_time: float | None) -> float | None:
         """The end time all workers advance to: sent once by the parent, after every worker

@@ -2,32 +2,47 @@
 
 It is the reference the stream worker is checked against, so it does nothing clever: events in
 time order, one contact state per contact, `advance` to the end time.
+
+With a plan history, `forward` versions take over in the core, contact by contact. A `rescore`
+version is the driver's: before the first event at or after its start (or at the end), every
+contact is rebuilt from the events before the start, read again from the file (see `Prefix`),
+under the version's plans, and the core's `rescore` reports what changed for it.
 """
 
 from __future__ import annotations
 
 import gc
 import gzip
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import takewhile
+from math import inf, nextafter
 from pathlib import Path
 
 from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, parse_structured
+from streams.models.plan_versions import Change, PlanHistory
 from streams.scoring import (
     ContactState,
     Outcome,
     Output,
+    Plans,
     PlanSet,
     advance,
+    plans_for,
+    rescore,
     score_event,
 )
 from streams.scoring.state import copy_state
 
 Progress = Callable[[int, int], None]
 """Called now and then with (bytes read, total bytes) of the input file."""
+Prefix = Callable[[float], Iterable[TrackingEvent]]
+"""The events before a time, in time order: what a `rescore` version rebuilds contacts from.
+Read again from the file (or the sorted events already in memory), not kept: a rescore costs
+a second read of the file's prefix, not the memory of every event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,18 +99,33 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 def replay(
     events: Iterable[TrackingEvent],
-    plans: PlanSet,
+    plans: Plans,
     until: float | None = None,
 ) -> ReplayResult:
     """Apply time-ordered events, then advance every contact to `until` (default: last time).
 
     A sequence is replayed twice when the core fails on an event (see `_replay_guarded`); a
-    one-shot iterable, which cannot be, is replayed with a copy of each state at once.
+    one-shot iterable, which cannot be, is replayed with a copy of each state at once (and
+    cannot be rebuilt from for a `rescore` version).
     """
     if isinstance(events, Sequence):
-        return _replay_guarded(lambda: events, plans, until)
+        return _replay_guarded(lambda: events, plans, until, prefix_of(lambda: events))
     with cyclic_gc_paused():
-        return _replay(events, plans, until, safe=True)
+        return _replay(events, plans, until, safe=True, prefix=None)
+
+
+def plans_at(plans: Plans, moment: float | None) -> PlanSet:
+    """The plan set in force at `moment` (the first version's before any event): what the
+    final scores of a replay are reported in."""
+    if isinstance(plans, PlanSet):
+        return plans
+    return plans.versions[0 if moment is None else plans.index_at(moment)].plans
+
+
+def prefix_of(read: Callable[[], Iterable[TrackingEvent]]) -> Prefix:
+    """A `Prefix` of time-ordered events that `read` gives again each time it is called: it
+    stops reading at the first event at or after the time."""
+    return lambda start: takewhile(lambda event: event.time < start, read())
 
 
 class CoreFailedError(Exception):
@@ -103,7 +133,10 @@ class CoreFailedError(Exception):
 
 
 def _replay_guarded(
-    events: Callable[[], Iterable[TrackingEvent]], plans: PlanSet, until: float | None
+    events: Callable[[], Iterable[TrackingEvent]],
+    plans: Plans,
+    until: float | None,
+    prefix: Prefix | None,
 ) -> ReplayResult:
     """Replay fast, with the core changing the states in place; if it fails on an event (a bug),
     that contact's state may be half changed, so replay again from the start, with each state
@@ -112,19 +145,27 @@ def _replay_guarded(
     worker's dead-lettering does. The copies cost nothing while the core does not fail."""
     with cyclic_gc_paused():
         try:
-            return _replay(events(), plans, until, safe=False)
+            return _replay(events(), plans, until, safe=False, prefix=prefix)
         except CoreFailedError:
-            return _replay(events(), plans, until, safe=True)
+            return _replay(events(), plans, until, safe=True, prefix=prefix)
 
 
 def _replay(
-    events: Iterable[TrackingEvent], plans: PlanSet, until: float | None, *, safe: bool
+    events: Iterable[TrackingEvent],
+    plans: Plans,
+    until: float | None,
+    *,
+    safe: bool,
+    prefix: Prefix | None,
 ) -> ReplayResult:
-    run = ReplayPass(plans, safe=safe)
+    run = ReplayPass(plans, safe=safe, prefix=prefix)
     for event in events:
+        if event.time >= run.next_rescore:
+            deque(run.rescores(event.time), maxlen=0)
         run.score(event)
     end = until if until is not None else run.last_time
     if end is not None:
+        deque(run.rescores(end), maxlen=0)
         for contact_id in run.result.states:
             run.advance(contact_id, end)
     run.result.until = end
@@ -139,13 +180,77 @@ class ReplayPass:
     `CoreFailedError`; safe, each state is copied first and a failure is reported instead.
     """
 
-    __slots__ = ("last_time", "plans", "result", "safe")
+    __slots__ = ("_pending", "_prefix", "last_time", "next_rescore", "plans", "result", "safe")
 
-    def __init__(self, plans: PlanSet, *, safe: bool, keep_updates: bool = False) -> None:
+    def __init__(
+        self,
+        plans: Plans,
+        *,
+        safe: bool,
+        prefix: Prefix | None = None,
+        keep_updates: bool = False,
+    ) -> None:
         self.plans = plans
         self.safe = safe
         self.result = ReplayResult(updates=[] if keep_updates else None)
         self.last_time: float | None = None
+        self._pending: deque[int] = deque()
+        if isinstance(plans, PlanHistory):
+            self._pending.extend(
+                index
+                for index, version in enumerate(plans.versions)
+                if index > 0 and version.change is Change.RESCORE
+            )
+        if self._pending and prefix is None:
+            raise ValueError("a `rescore` version needs events that can be read again")
+        self._prefix = prefix
+        self.next_rescore = self._next_rescore()
+        """When the next `rescore` version takes over (inf: none): call `rescores` first
+        for an event at or after it, and before advancing to an end after it."""
+
+    def _next_rescore(self) -> float:
+        if not self._pending or not isinstance(self.plans, PlanHistory):
+            return inf
+        return self.plans.start(self._pending[0])
+
+    def rescores(self, time: float) -> Iterator[tuple[float, str]]:
+        """Rescore every contact for each `rescore` version that takes over by `time`,
+        yielding (the version's start, contact id) once each contact's outputs are in."""
+        while self.next_rescore <= time:
+            index = self._pending.popleft()
+            yield from self._rescore(index)
+            self.next_rescore = self._next_rescore()
+
+    def _rescore(self, index: int) -> Iterator[tuple[float, str]]:
+        """Each contact advanced to just before the version's start under the history, then
+        rebuilt under the version's plans from the events before it (their failures reported
+        with the contact), then passed through the core's `rescore`."""
+        history = self.plans
+        assert isinstance(history, PlanHistory) and self._prefix is not None
+        version, start = history.versions[index], history.start(index)
+        rebuild = ReplayPass(version.plans, safe=self.safe)
+        for event in self._prefix(start):
+            rebuild.score(event)
+        rebuild_failed: defaultdict[str, list[FailedEvent]] = defaultdict(list)
+        for failed in rebuild.result.failed:
+            rebuild_failed[failed.contact_id].append(failed)
+        result = self.result
+        before = nextafter(start, -inf)
+        for contact_id, state in list(result.states.items()):
+            rebuilt = rebuild.result.states.get(contact_id) or ContactState(contact_id)
+            try:
+                old, outputs = advance(copy_state(state) if self.safe else state, before, history)
+                new, changes = rescore(old, plans_for(old, history), rebuilt, version, start)
+            except Exception as error:
+                if not self.safe:
+                    raise CoreFailedError from error
+                result.failed.append(FailedEvent(contact_id, None, str(scoring_error(error))))
+            else:
+                result.failed.extend(rebuild_failed.get(contact_id, ()))
+                result.states[contact_id] = new
+                _collect(result, outputs)
+                _collect(result, changes)
+            yield start, contact_id
 
     def score(self, event: TrackingEvent) -> None:
         """Apply the next event; raises `OutOfOrderError` if it is older than the last one."""
@@ -184,7 +289,7 @@ class ReplayPass:
 
 def replay_file(
     path: Path,
-    plans: PlanSet,
+    plans: Plans,
     until: float | None = None,
     progress: Progress | None = None,
 ) -> ReplayResult:
@@ -195,8 +300,11 @@ def replay_file(
         rejected.clear()  # each pass over the file finds the same rejected lines again
         return (event for _, event in valid_events(read_events(path, progress), rejected))
 
+    def again() -> Iterator[TrackingEvent]:
+        return (event for _, event in valid_events(read_events(path), []))
+
     try:
-        result = _replay_guarded(events, plans, until)
+        result = _replay_guarded(events, plans, until, prefix_of(again))
     except OutOfOrderError:
         ordered = sorted(events(), key=lambda e: e.time)
         result = replay(ordered, plans, until)

@@ -40,12 +40,15 @@ class PlanError(ValueError):
 
 def load_plans(path: str | Path) -> PlanSet:
     """Read, validate and compile a plans file."""
-    origin = str(path)
+    return parse_plans(read_plans_document(read_plans_file(path), str(path)), str(path))
+
+
+def read_plans_file(path: str | Path) -> str:
+    """A plans file's text, or a `PlanError` saying why it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as error:
-        raise PlanError(f"{origin}: cannot read the plans file: {error.strerror}") from None
-    return parse_plans(read_plans_document(text, origin), origin)
+        raise PlanError(f"{path}: cannot read the plans file: {error.strerror}") from None
 
 
 def read_plans_document(text: str, origin: str) -> Any:

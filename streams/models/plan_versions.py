@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from itertools import pairwise
 from math import inf
 from pathlib import Path
 
 from streams.models.errors import EventError
-from streams.models.plan_file import PlanError, parse_plans, read_plans_document
+from streams.models.plan_file import (
+    PlanError,
+    parse_plans,
+    read_plans_document,
+    read_plans_file,
+)
 from streams.models.plans import PlanSet
 from streams.models.times import format_time, parse_time
 
@@ -56,18 +61,13 @@ class PlanVersion:
 
 def load_plan_version(path: str | Path) -> PlanVersion:
     """Read, validate and compile a plans file, top-level version keys included."""
-    origin = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise PlanError(f"{origin}: cannot read the plans file: {error.strerror}") from None
-    return parse_plan_version(text, origin)
+    return parse_plan_version(read_plans_file(path), str(path))
 
 
 def parse_plan_version(text: str, origin: str = "<memory>") -> PlanVersion:
     """A plans file's text to a version, with the same messages as `plans check`."""
     document = read_plans_document(text, origin)
-    if isinstance(document, dict) and isinstance(document.get("effective_from"), datetime):
+    if isinstance(document, dict) and isinstance(document.get("effective_from"), date | str):
         document = {**document, "effective_from": _yaml_time(document["effective_from"], origin)}
     plans = parse_plans(document, origin)
     effective_from = None
@@ -85,13 +85,26 @@ def parse_plan_version(text: str, origin: str = "<memory>") -> PlanVersion:
     )
 
 
-def _yaml_time(moment: datetime, origin: str) -> str:
-    """YAML reads an unquoted timestamp as a datetime: take it if it names its offset."""
+def _yaml_time(written: date | str, origin: str) -> str:
+    """YAML reads an unquoted timestamp as a datetime (a date alone as a date): take it if it
+    names its offset; a time without one, quoted or not, is refused with the fix."""
+    if isinstance(written, str):
+        try:
+            moment: date = datetime.fromisoformat(written)
+        except ValueError:
+            return written  # not a time at all: `parse_time` says what is expected
+    else:
+        moment = written
+    if not isinstance(moment, datetime):
+        raise PlanError(
+            f"{origin}: effective_from: add a time of day and a time zone to {moment.isoformat()},"
+            f" e.g. {moment.isoformat()}T00:00:00Z"
+        )
     if moment.tzinfo is None:
         raise PlanError(
             f"{origin}: effective_from: add a time zone (e.g. `Z` for UTC) to {moment.isoformat()}"
         )
-    return moment.isoformat()
+    return written if isinstance(written, str) else moment.isoformat()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +142,14 @@ class PlanHistory:
         """When version `index` takes over (`-inf` for the first)."""
         return self._starts[index]
 
-    def index_of(self, label: str | None) -> int | None:
-        """The latest version with this label, or None for a label this history does not know."""
+    def index_of(self, label: str | None, moment: float = inf) -> int | None:
+        """The latest version with this label that took over by `moment` (a contact's clock),
+        or None for a label this history does not know.
+
+        A label may come back (v1, v2, then v1 again): a contact switched to a version at or
+        after its start, so its clock tells which of the two it is on."""
         for index in range(len(self.versions) - 1, -1, -1):
-            if self.versions[index].label == label:
+            if self.versions[index].label == label and self._starts[index] <= moment:
                 return index
         return None
 

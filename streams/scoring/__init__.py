@@ -8,12 +8,15 @@ from streams.models.plan_file import PlanError, load_plans, parse_plans
 from streams.models.plans import PlanSet
 from streams.scoring.engine import (
     Outcome,
+    Plans,
     Step,
     advance,
     apply,
     contact_view,
     current_score,
     next_deadline,
+    plans_for,
+    rescore,
     score_event,
 )
 from streams.scoring.state import ContactState, decode_state, encode_state
@@ -24,6 +27,7 @@ __all__ = [
     "Output",
     "PlanError",
     "PlanSet",
+    "Plans",
     "Step",
     "advance",
     "apply",
@@ -34,5 +38,7 @@ __all__ = [
     "load_plans",
     "next_deadline",
     "parse_plans",
+    "plans_for",
+    "rescore",
     "score_event",
 ]

@@ -167,7 +167,7 @@ def next_deadline(state: ContactState, plans: Plans) -> float | None:
 def plans_for(state: ContactState, history: PlanHistory) -> PlanSet:
     """The plan set a contact is scored with now: its version's, or the latest for a version
     the history does not know (what `GET /contacts/{id}` shows it with)."""
-    index = history.index_of(state.plan_version)
+    index = _version_index(state, history)
     return history.versions[-1 if index is None else index].plans
 
 
@@ -215,11 +215,17 @@ def rescore(
 
     The outputs are what changed for the contact's readers: a score update per plan whose
     score differs, and an alert per threshold entered or left; none for a threshold the contact
-    stays above. The rebuild's own outputs happened in a history that was never sent."""
+    stays above. The rebuild's own outputs happened in a history that was never sent.
+
+    `old` is compared as it is: a caller advances it to just before `at` first (with the
+    history, so that old deadlines fire under the old rules), as the backtest does, and gives
+    `plans_for(old, history)` as `old_plans`."""
     before = {} if old is None else _scores_before(old, old_plans)
     rebuilt, _ = advance(rebuilt, at, version.plans)
     rebuilt.plan_version = version.label
     outputs: list[Output] = []
+    if rebuilt.first_seen is None:  # erased, or nothing retained: no score to report
+        return rebuilt, outputs
     cause = Cause(at, (), None, version.label, True)
     for plan in version.plans:
         plan_state = rebuilt.plans.get(plan.name) or _plan_state(rebuilt, plan)
@@ -244,10 +250,12 @@ def _in_force(
     moment = time if clock is None or time > clock else clock
     target = history.index_at(moment)
     version = history.versions[target]
+    if clock is not None and state.plan_version == version.label and clock >= history.start(target):
+        return version.plans  # already on it (nearly every call): no search
     if state.first_seen is None:  # nothing scored yet: it starts with the version in force
         state.plan_version = version.label
         return version.plans
-    current = history.index_of(state.plan_version)
+    current = _version_index(state, history)
     if current is None:
         _switch(state, None, version, moment, outputs)
         return version.plans
@@ -263,11 +271,16 @@ def _in_force(
     return history.versions[max(current, target)].plans
 
 
+def _version_index(state: ContactState, history: PlanHistory) -> int | None:
+    """The index of the contact's version (it switched to it at or after its start)."""
+    return history.index_of(state.plan_version, inf if state.clock is None else state.clock)
+
+
 def _next_switch(state: ContactState, history: PlanHistory) -> float | None:
     """When the contact next switches version: the next version's start (never for a
     `rescore` version: see `_in_force`), or now (its clock) for a version the history does
     not know."""
-    current = history.index_of(state.plan_version)
+    current = _version_index(state, history)
     if current is None:
         return state.clock
     following = current + 1
@@ -283,8 +296,10 @@ def _switch(
     at: float,
     outputs: list[Output],
 ) -> None:
-    """`change: forward` at `at`: awards keep their points, attribute points are re-evaluated
-    under the new rules, a removed plan is forgotten, a new one starts from the attributes.
+    """`change: forward` at `at`: awards keep their points (and expiries), also those of rules
+    the version removed; attribute points are re-evaluated under the new rules; a removed
+    plan is forgotten, a new one starts from the attributes; a quiet period is measured with
+    the new `after`, and one already longer than that ends at `at`.
 
     A contact's score update and alerts say what changed: the score, and the thresholds it
     entered or left (a threshold that moved counts, a score that did not change is not sent).
@@ -298,12 +313,17 @@ def _switch(
     _prune_plans(state, new_plans)
     cause = Cause(at, (), None, version.label)
     for plan in new_plans:
-        rule_ids = set(plan.rule_ids)
         plan_state = state.plans.get(plan.name)
         if plan_state is not None:
-            plan_state.quiet = {r: q for r, q in plan_state.quiet.items() if r in rule_ids}
-            plan_state.claims = {r: c for r, c in plan_state.claims.items() if r in rule_ids}
+            quiet_ids = {rule.id for rule in plan.inactivity}
+            limited = {rule.id for rule in plan.rules if rule.limit is not None}
+            plan_state.quiet = {r: q for r, q in plan_state.quiet.items() if r in quiet_ids}
+            plan_state.claims = {r: c for r, c in plan_state.claims.items() if r in limited}
         plan_state = _plan_state(state, plan)
+        for rule in plan.inactivity:
+            quiet = plan_state.quiet[rule.id]
+            if not quiet.fired and quiet.anchor + rule.after < at:
+                _penalise(plan_state, rule, quiet, at)
         previous, reached = before.get(plan.name, (plan.clamp(0), ()))
         _report_switch(state, plan, plan_state, previous, reached, cause, outputs)
     state.due_bound = None
@@ -379,13 +399,18 @@ def _fire(
     for rule in plan.inactivity:
         quiet = plan_state.quiet[rule.id]
         if not quiet.fired and quiet.anchor + rule.after <= due:
-            quiet.fired = True
+            _penalise(plan_state, rule, quiet, due)
             fired.append(rule.id)
-            if rule.reset:
-                _reset(plan_state, due)
-            else:
-                _add_award(plan_state, Award(rule.id, due, rule.points, None))
     _report(state, plan, plan_state, Cause(time=due, rules=tuple(fired)), outputs)
+
+
+def _penalise(plan_state: PlanState, rule: InactivityRule, quiet: Quiet, at: float) -> None:
+    """An inactivity rule's quiet period ends at `at`: its penalty, or its reset."""
+    quiet.fired = True
+    if rule.reset:
+        _reset(plan_state, at)
+    else:
+        _add_award(plan_state, Award(rule.id, at, rule.points, None))
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -622,12 +647,19 @@ def _breakdown(plan: Plan, plan_state: PlanState, state: ContactState) -> dict[s
 def _tally(
     plan: Plan, awards: list[Award], folded: dict[str, int], fit: tuple[int, ...]
 ) -> dict[str, int]:
+    """In plan order, then, sorted, the rules of an earlier plan version whose awards still
+    count (a `forward` change keeps them), so that the breakdown adds up to the raw score."""
     totals: dict[str, int] = folded.copy()
     for award in awards:
         totals[award.rule] = totals.get(award.rule, 0) + award.points
     for rule, points in zip(plan.attributes, fit, strict=True):
-        totals[rule.id] = points
-    return {rule_id: totals[rule_id] for rule_id in plan.rule_ids if totals.get(rule_id)}
+        totals[rule.id] = totals.get(rule.id, 0) + points
+    breakdown = {rule_id: totals[rule_id] for rule_id in plan.rule_ids if totals.get(rule_id)}
+    if len(breakdown) < len(totals):
+        for rule_id in sorted(totals.keys() - set(plan.rule_ids)):
+            if totals[rule_id]:
+                breakdown[rule_id] = totals[rule_id]
+    return breakdown
 
 
 def _report(

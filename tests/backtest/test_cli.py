@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from streams.backtest import replay as replay_module
 from streams.backtest.replay import replay_file
 from streams.cli import main
+from streams.models.plan_versions import load_plan_version
 from streams.scoring import load_plans
 from tests.support import BOOM, event, failing_score_event
 
@@ -117,3 +119,64 @@ def test_scoring_errors_and_out_of_range_times_are_reported_not_raised(
     assert "event 'the-boom' of contact 'c-1': the scoring core failed: RuntimeError" in out
     assert main(["backtest", "--plans", str(EXAMPLES), str(path), "--json"]) == 0
     assert orjson.loads(capsys.readouterr().out)["replay"]["scoring_errors"] == 1
+
+
+def test_backtest_with_a_plan_history_names_its_versions(
+    events_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    later = EXAMPLES.with_name("plans-v2.yaml")
+    argv = ["backtest", "--plans", str(EXAMPLES), "--plans", str(later), str(events_file)]
+    assert main(argv) == 0
+    label = load_plan_version(EXAMPLES).label
+    out = capsys.readouterr().out
+    assert f"  plans {EXAMPLES}: version {label} (forward)\n" in out
+    assert f"  plans {later}: version spring-2 (forward from 2026-02-15T00:00:00Z)\n" in out
+    assert main([*argv, "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["replay"]["plan_versions"] == [
+        {"file": str(EXAMPLES), "version": label, "change": "forward", "effective_from": None},
+        {
+            "file": str(later),
+            "version": "spring-2",
+            "change": "forward",
+            "effective_from": "2026-02-15T00:00:00Z",
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ("version: b\n", r"b\.yaml: effective_from: required for a --plans file after the first"),
+        (
+            "effective_from: 2026-01-01T00:00:00Z\n",
+            r"b\.yaml: effective_from: 2026-01-01T00:00:00Z is before .*a\.yaml's "
+            r"2026-02-01T00:00:00Z; give the --plans files in the order they take over",
+        ),
+    ],
+)
+def test_a_plan_history_needs_ordered_effective_froms(
+    events_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    second: str,
+    message: str,
+) -> None:
+    body = EXAMPLES.read_text(encoding="utf-8")
+    first = tmp_path / "a.yaml"
+    first.write_text("effective_from: 2026-02-01T00:00:00Z\n" + body, encoding="utf-8")
+    other = tmp_path / "b.yaml"
+    other.write_text(second + body, encoding="utf-8")
+    argv = ["backtest", str(events_file), "--plans", str(EXAMPLES)]
+    assert main([*argv, "--plans", str(first), "--plans", str(other)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_plans_check_prints_the_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plans", "check", str(EXAMPLES.with_name("plans-v2.yaml"))]) == 0
+    out = capsys.readouterr().out
+    assert "version spring-2, change forward, effective_from 2026-02-15T00:00:00Z\n" in out
+    assert main(["plans", "check", str(EXAMPLES)]) == 0
+    label = load_plan_version(EXAMPLES).label
+    assert f"version {label}, change forward, effective_from when installed\n" in (
+        capsys.readouterr().out
+    )

@@ -71,11 +71,17 @@ def _failing_advance(
 
 
 def _backtest(
-    path: Path, jobs: int, out: Path, capsys: pytest.CaptureFixture[str], *options: str
+    path: Path,
+    jobs: int,
+    out: Path,
+    capsys: pytest.CaptureFixture[str],
+    *options: str,
+    plans: tuple[Path, ...] = (EXAMPLES,),
 ) -> tuple[bytes, bytes, bytes]:
     """(report without its timing, scores file, alerts file) of one `leadscore backtest`."""
     scores, alerts = out / f"scores-{jobs}.jsonl", out / f"alerts-{jobs}.jsonl"
-    argv = ["backtest", str(path), "--plans", str(EXAMPLES), "--jobs", str(jobs), *options]
+    argv = ["backtest", str(path), "--jobs", str(jobs), *options]
+    argv += [option for plan in plans for option in ("--plans", str(plan))]
     assert main([*argv, "--scores", str(scores), "--alerts", str(alerts)]) == 0
     report = capsys.readouterr().out.encode()
     return _TIMING.sub(b"", report), scores.read_bytes(), alerts.read_bytes()
@@ -149,3 +155,34 @@ def test_progress_is_reported_while_the_file_is_dealt(events_file: Path) -> None
     )
     assert result.scores
     assert progress[-1] == (events_file.stat().st_size,) * 2
+
+
+def test_more_jobs_give_the_same_with_a_plan_history_and_a_rescore(
+    events_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each worker rebuilds its own contacts for the `rescore` version, and what that sends is
+    merged where one process sends it; failures of the core in the rebuild too."""
+    monkeypatch.setattr(replay_module, "score_event", failing_score_event)
+    monkeypatch.setattr(replay_module, "advance", _failing_advance)
+    forward = EXAMPLES.with_name("plans-v2.yaml")
+    rescore = tmp_path / "v3.yaml"
+    rescore.write_text(
+        forward.read_text(encoding="utf-8")
+        .replace("version: spring-2", "version: spring-3")
+        .replace("change: forward", "change: rescore")
+        .replace("2026-02-15T00:00:00Z", "2026-03-10T00:00:00Z")
+        .replace("points: 40", "points: 90"),
+        encoding="utf-8",
+    )
+    plans = (EXAMPLES, forward, rescore)
+    alone = _backtest(events_file, 1, tmp_path, capsys, plans=plans)
+    assert b"version spring-3 (rescore from 2026-03-10T00:00:00Z)" in alone[0]
+    alerts = [orjson.loads(line) for line in alone[2].splitlines()]
+    causes = {str(alert["data"]["cause"].get("plan_change")) for alert in alerts}
+    assert causes == {"None", "spring-2", "spring-3"}
+    assert {alert["data"]["plan_version"] for alert in alerts} >= {"spring-2", "spring-3"}
+    for jobs in (2, 3):
+        assert _backtest(events_file, jobs, tmp_path, capsys, plans=plans) == alone, jobs

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import gzip
+from math import inf, nextafter
 from pathlib import Path
 
 import orjson
 import pytest
 
 from streams.backtest import replay as replay_module
+from streams.backtest.parallel import score_rows
 from streams.backtest.replay import OutOfOrderError, replay, replay_file
-from streams.models.events import MAX_EVENT_BYTES
-from streams.scoring import Outcome, current_score, encode_state, load_plans
+from streams.backtest.simulate import generate
+from streams.models.events import MAX_EVENT_BYTES, TrackingEvent
+from streams.models.outputs import THRESHOLD_CROSSED, THRESHOLD_DROPPED
+from streams.models.plan_versions import (
+    PlanHistory,
+    PlanVersion,
+    load_plan_version,
+    parse_plan_version,
+)
+from streams.models.times import format_time, parse_time
+from streams.scoring import ContactState, Outcome, PlanSet, current_score, encode_state, load_plans
 from tests.support import BOOM, DAY, event, failing_score_event
 
 PLANS = load_plans(Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml")
 LEAD = PLANS.plans[0]
+PLANS_VERSION = load_plan_version(
+    Path(__file__).resolve().parents[2] / "schemas/examples/plans.yaml"
+)
 
 
 def write(path: Path, lines: list[bytes]) -> Path:
@@ -130,3 +144,101 @@ def test_an_event_the_core_fails_on_is_reported_and_the_contact_kept_as_it_was(
     expected = replay([opened, clicked], PLANS)
     assert encode_state(result.states["c-1"]) == encode_state(expected.states["c-1"])
     assert result.outcomes == expected.outcomes
+
+
+# --- plan histories ----------------------------------------------------------------------------
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+START = parse_time("2026-02-15T00:00:00Z")  # when plans-v2.yaml takes over
+
+
+def rescoring(at: float = START) -> PlanVersion:
+    """plans-v2.yaml as a `rescore` version taking over `at`."""
+    text = (EXAMPLES_DIR / "plans-v2.yaml").read_text(encoding="utf-8")
+    text = text.replace("change: forward", "change: rescore")
+    text = text.replace("2026-02-15T00:00:00Z", format_time(at))
+    return parse_plan_version(text, "v2-rescore.yaml")
+
+
+def memberships(states: dict[str, ContactState], plans: PlanSet) -> set[tuple[str, str, str]]:
+    return {
+        (contact_id, plan.name, threshold.name)
+        for contact_id, state in states.items()
+        if state.first_seen is not None
+        for plan in plans
+        for threshold in plan.thresholds
+        if current_score(plan, state) >= threshold.score
+    }
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[TrackingEvent]]:
+    events = list(generate(150, 3000, seed=4))
+    path = tmp_path_factory.mktemp("history") / "events.jsonl"
+    return write(path, [line(e.to_cloudevent()) for e in events]), events
+
+
+def test_a_rescore_gives_the_new_versions_scores_and_alerts_membership_changes(
+    simulated: tuple[Path, list[TrackingEvent]],
+) -> None:
+    path, events = simulated
+    old, new = load_plan_version(EXAMPLES_DIR / "plans.yaml"), rescoring()
+    result = replay_file(path, PlanHistory((old, new)))
+    alone = replay_file(path, new.plans)
+    assert score_rows(result.states, new.plans) == score_rows(alone.states, new.plans)
+    earlier = [e for e in events if e.time < START]
+    before = memberships(replay(earlier, old.plans, nextafter(START, -inf)).states, old.plans)
+    after = memberships(replay(earlier, new.plans, START).states, new.plans)
+    rescored = [alert for alert in result.alerts if alert.cause.rescore]
+    assert {(a.contact_id, a.data["plan"], a.data["threshold"], a.type) for a in rescored} == {
+        *((*member, THRESHOLD_CROSSED) for member in after - before),
+        *((*member, THRESHOLD_DROPPED) for member in before - after),
+    }
+    assert rescored and len(rescored) == len(after ^ before)
+    assert {a.cause.to_json()["plan_change"] for a in rescored} == {"spring-2"}
+    assert {a.cause.time for a in rescored} == {START}
+
+
+def test_a_rescore_after_the_last_event_happens_at_the_end_if_the_end_reaches_it(
+    simulated: tuple[Path, list[TrackingEvent]],
+) -> None:
+    path, events = simulated
+    late = events[-1].time + DAY
+    history = PlanHistory((load_plan_version(EXAMPLES_DIR / "plans.yaml"), rescoring(late)))
+    reached = replay_file(path, history, until=late)
+    assert any(alert.cause.rescore for alert in reached.alerts)
+    assert {state.plan_version for state in reached.states.values()} == {"spring-2"}
+    short = replay_file(path, history, until=late - 1)
+    assert not any(alert.cause.plan_change for alert in short.alerts)
+
+
+def test_a_rescore_over_a_file_out_of_order_is_the_same(
+    simulated: tuple[Path, list[TrackingEvent]], tmp_path: Path
+) -> None:
+    path, events = simulated
+    shuffled = [line(e.to_cloudevent()) for e in events]
+    shuffled.append(shuffled.pop(10))
+    history = PlanHistory((load_plan_version(EXAMPLES_DIR / "plans.yaml"), rescoring()))
+    ordered = replay_file(path, history)
+    sorted_first = replay_file(write(tmp_path / "e.jsonl.gz", shuffled), history)
+    assert [a.id for a in sorted_first.alerts] == [a.id for a in ordered.alerts]
+    assert sorted_first.states == ordered.states
+
+
+def test_a_rescore_needs_events_that_can_be_read_again() -> None:
+    history = PlanHistory((PLANS_VERSION, rescoring()))
+    with pytest.raises(ValueError, match="read again"):
+        replay(iter([event("email.opened")]), history)
+
+
+def test_forward_versions_name_themselves_in_the_outputs(
+    simulated: tuple[Path, list[TrackingEvent]],
+) -> None:
+    path, _ = simulated
+    forward = load_plan_version(EXAMPLES_DIR / "plans-v2.yaml")
+    result = replay_file(path, PlanHistory((PLANS_VERSION, forward)))
+    labels = {(a.cause.time >= START, a.data["plan_version"]) for a in result.alerts}
+    assert labels == {(False, PLANS_VERSION.label), (True, "spring-2")}
+    switched = [a for a in result.alerts if a.cause.plan_change]
+    assert switched and {a.cause.time for a in switched} == {START}  # warm moved to 80
+    assert {a.data["threshold"] for a in switched} == {"warm"}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import msgpack
+import pytest
+
 from streams.backtest.simulate import generate
 from streams.scoring import (
     ContactState,
@@ -157,3 +160,20 @@ def test_the_derived_totals_always_equal_the_awards() -> None:
             if plan_state.expiry is not None:
                 assert plan_state.expiry == min(expiries, default=math.inf)
     assert checked > 100
+
+
+def test_a_state_of_format_1_is_read_with_no_plan_version() -> None:
+    """Written before plan versions: the contact is on a version no history knows, and
+    switches to the one in force when next touched."""
+    state, _ = run(PLANS, [attributes(0, city="Kraków"), event("email.clicked", 1)])
+    assert state is not None
+    state.plan_version = "v1"
+    fields = msgpack.unpackb(encode_state(state), raw=False)
+    assert fields[0] == 2 and fields[-1] == "v1"
+    old = msgpack.packb([1, *fields[1:-1]], use_bin_type=True)
+    decoded = decode_state(old)
+    assert decoded.plan_version is None
+    state.plan_version = None
+    assert decoded == state
+    with pytest.raises(ValueError, match="state format 3 is not supported"):
+        decode_state(msgpack.packb([3, *fields[1:]], use_bin_type=True))
