@@ -460,7 +460,9 @@ def build_worker(settings: WorkerSettings, plans: PlanSet) -> Worker:
     )
     timers = Timers(settings.clock, states, lambda: table.store, lambda: app.producer, topics.ticks)
     rerouter = Rerouter(topics.events, settings.partitions, outbox, metrics)
-    processor = Processor(plans, topics, states, outbox, timers, metrics, rerouter)
+    processor = Processor(
+        plans, topics, states, outbox, timers, metrics, rerouter, history_size=settings.history_size
+    )
     worker = Worker(
         settings, plans, app, table, states, timers, processor, metrics, dead_letter_limit
     )
