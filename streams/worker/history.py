@@ -30,8 +30,10 @@ MAX_SIZE = 1000
 about 120 bytes for each of several plans stays well under Kafka's 1 MiB default."""
 FORMAT = 1
 
-Entries = dict[str, list[bytes]]
-"""Plan name -> encoded entries, oldest first."""
+Entries = dict[str, tuple[bytes, ...]]
+"""Plan name -> encoded entries, oldest first. Tuples, not lists: they cannot be changed in
+place, and the garbage collector stops tracking a tuple of bytes, so a cache of thousands of
+ledgers adds nothing to its passes."""
 
 _packer = msgpack.Packer(use_bin_type=True)
 _EVENT_CAUSE = ("event_id", "event_source", "event_type", "rules")
@@ -72,14 +74,14 @@ class Ledger:
                     entries = {p: kept for p, kept in self._decoded().items() if p in active}
                 data = output.data  # built once: the outbox read it to send the update
                 plan = data["plan"]
-                entries[plan] = [*entries.get(plan, ()), _entry(output, data)][-size:]
+                entries[plan] = (*entries.get(plan, ()), _entry(output, data))[-size:]
             elif output.type == CONTACT_FORGOTTEN:
                 entries = {}
         return self if entries is None else Ledger(entries=entries)
 
     def changes(self, plan: str, size: int) -> list[dict[str, Any]]:
         """The last `size` changes of `plan`, oldest first, as the HTTP API shows them."""
-        return [_decode(raw) for raw in self._decoded().get(plan, [])[-size:]]
+        return [_decode(raw) for raw in self._decoded().get(plan, ())[-size:]]
 
     def _decoded(self) -> Entries:
         if self._entries is None:
@@ -115,7 +117,7 @@ def _decode(raw: bytes) -> dict[str, Any]:
 def _unpack(encoded: bytes) -> Entries:
     if not encoded:
         return {}
-    version, entries = msgpack.unpackb(encoded, raw=False)
+    version, entries = msgpack.unpackb(encoded, raw=False, use_list=False)
     if version != FORMAT:
         raise ValueError(f"score history format {version} is not supported (expected {FORMAT})")
     unpacked: Entries = entries
