@@ -31,7 +31,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-import faust
 from faust.types import ProducerT
 from faust.types.tuples import Message
 
@@ -39,6 +38,7 @@ from bench.harness import (
     PLANS,
     GroupProgress,
     WorkerProcess,
+    contact_table,
     cpu_seconds,
     create_input_topics,
     delete_topics,
@@ -55,7 +55,6 @@ from streams.models.events import TrackingEvent
 from streams.models.outputs import Output
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
 from streams.scoring import engine as core_engine
-from streams.worker.app import ROCKSDB_OPTIONS
 from streams.worker.fencing import PartitionProducers
 from streams.worker.history import DEFAULT_SIZE, EMPTY, Ledger
 from streams.worker.metrics import Metrics
@@ -63,7 +62,7 @@ from streams.worker.processor import Outbox, Processor
 from streams.worker.reroute import Rerouter
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates
-from streams.worker.store import ContactTable, pack_record
+from streams.worker.store import pack_record
 from streams.worker.timers import Timers
 
 PARTITIONS = 6
@@ -124,15 +123,7 @@ def _one_run(
 ) -> dict[str, float]:
     """Handle every message, persisting every `persist_every`; seconds in each part."""
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-history-") as tmp:
-        app = faust.App("bench-history", store="rocksdb://", datadir=tmp)
-        table = ContactTable(
-            app,
-            name="contacts",
-            partitions=PARTITIONS,
-            key_type=bytes,
-            value_type=bytes,
-            options=ROCKSDB_OPTIONS,
-        )
+        table = contact_table(tmp, "bench-history", PARTITIONS)
         changelog, outbox = _Changelog(), _Outbox()
         states = ContactStates(
             lambda: table.store,
@@ -277,6 +268,7 @@ def measure_bytes(plans: PlanSet, contacts: int, events: int) -> dict[str, Any]:
             "record_bytes": len(
                 pack_record(0.0, {0: 1}, encode_state(full_state), full_ledger.encoded())
             ),
+            "record_bytes_without_history": len(pack_record(0.0, {0: 1}, encode_state(full_state))),
         },
     }
 

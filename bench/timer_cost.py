@@ -22,15 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import faust
 from faust.types import ProducerT
 
+from bench.harness import contact_table
 from streams.backtest.simulate import generate
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
-from streams.worker.app import ROCKSDB_OPTIONS
 from streams.worker.fencing import PartitionProducers
 from streams.worker.states import ContactStates
-from streams.worker.store import ContactStore, ContactTable, pack_record
+from streams.worker.store import ContactStore, pack_record
 from streams.worker.timers import Timers
 
 BASE_TIME = 1_800_000_000.0
@@ -100,15 +99,7 @@ def measure(
     plans = load_plans(plans_path)
     states = _sample_states(plans)
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-timers-") as tmp:
-        app = faust.App("bench-timers", store="rocksdb://", datadir=tmp)
-        table = ContactTable(
-            app,
-            name="contacts",
-            partitions=partitions,
-            key_type=bytes,
-            value_type=bytes,
-            options=ROCKSDB_OPTIONS,
-        )
+        table = contact_table(tmp, "bench-timers", partitions)
         store = table.store
         try:
             started = time.perf_counter()
