@@ -79,11 +79,12 @@ class Held:
         partition, offset = origin
         return offset <= self.applied.get(partition, -1)
 
-    def after(self, state: ContactState, origin: Origin, history: Ledger) -> Held:
-        """`state` and `history`, with the event from `origin` as its input partition's last
-        applied."""
+    def after(self, state: ContactState, origin: Origin, history: Ledger | None = None) -> Held:
+        """`state`, with the event from `origin` as its input partition's last applied, and
+        `history` (by default this one's)."""
         partition, offset = origin
-        return Held(state, {**self.applied, partition: offset}, history)
+        kept = self.history if history is None else history
+        return Held(state, {**self.applied, partition: offset}, kept)
 
 
 @dataclass(frozen=True, slots=True)

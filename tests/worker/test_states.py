@@ -103,6 +103,7 @@ def test_a_contact_s_history_is_persisted_and_read_back_with_its_state(
     states.put(0, "a", Held(step.state, {0: 5}, history))
     asyncio.run(states.persist())
 
+    assert Held(step.state, {0: 5}, history).after(step.state, (0, 6)).history is history
     held = states.get(0, "a")
     assert held is not None and held.history is not history
     assert held.history.changes("lead-score", 20) == history.changes("lead-score", 20)
