@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import faust
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -32,7 +33,9 @@ from streams.kafka.broker import free_ports
 from streams.kafka.client import PRODUCER_DEFAULTS, binary_message
 from streams.kafka.security import KafkaConnection
 from streams.models.events import TrackingEvent
+from streams.worker.app import ROCKSDB_OPTIONS
 from streams.worker.settings import TopicNames
+from streams.worker.store import ContactTable
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "schemas" / "examples" / "plans.yaml"
@@ -244,6 +247,20 @@ def running(workers: Iterable[WorkerProcess]) -> Iterator[list[WorkerProcess]]:
     finally:
         for worker in started:
             worker.stop()
+
+
+def contact_table(datadir: str, app_id: str, partitions: int) -> ContactTable:
+    """The worker's contact table in `datadir`, with its RocksDB options, for in-process
+    measurements; no broker (Faust's store needs only an app configuration)."""
+    app = faust.App(app_id, store="rocksdb://", datadir=datadir)
+    return ContactTable(
+        app,
+        name="contacts",
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options=ROCKSDB_OPTIONS,
+    )
 
 
 # --- /proc and the disk ------------------------------------------------------------------------

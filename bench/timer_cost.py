@@ -27,19 +27,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
-import faust
 from faust.types import ProducerT
 from prometheus_client import CollectorRegistry
 
+from bench.harness import contact_table
 from streams.backtest.simulate import generate
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
-from streams.worker.app import ROCKSDB_OPTIONS
 from streams.worker.fencing import PartitionProducers
 from streams.worker.live_plans import LivePlans
 from streams.worker.plan_switch import SwitchPasses
 from streams.worker.states import ContactStates
-from streams.worker.store import ContactStore, ContactTable, pack_record
+from streams.worker.store import ContactStore, pack_record
 from streams.worker.timers import Timers
 
 BASE_TIME = 1_800_000_000.0
@@ -118,15 +117,7 @@ def measure(
     single = PlanHistory.single(plans)
     states = _sample_states(plans)
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-timers-") as tmp:
-        app = faust.App("bench-timers", store="rocksdb://", datadir=tmp)
-        table = ContactTable(
-            app,
-            name="contacts",
-            partitions=partitions,
-            key_type=bytes,
-            value_type=bytes,
-            options=ROCKSDB_OPTIONS,
-        )
+        table = contact_table(tmp, "bench-timers", partitions)
         store = table.store
         try:
             started = time.perf_counter()

@@ -484,7 +484,9 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         SwitchPasses(live),
     )
     rerouter = Rerouter(topics.events, settings.partitions, outbox, metrics)
-    processor = Processor(live, topics, states, outbox, timers, metrics, rerouter)
+    processor = Processor(
+        live, topics, states, outbox, timers, metrics, rerouter, history_size=settings.history_size
+    )
     worker = Worker(
         settings, live, app, table, states, timers, processor, metrics, dead_letter_limit
     )

@@ -16,11 +16,20 @@ from faust.types.tuples import Message
 
 from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
-from streams.scoring import ContactState, Outcome, Output, PlanSet, advance, score_event
+from streams.scoring import (
+    ContactState,
+    Outcome,
+    Output,
+    PlanSet,
+    advance,
+    plans_for,
+    score_event,
+)
 from streams.scoring.state import copy_state
 from streams.worker import dead_letters
 from streams.worker.dead_letters import DLQ_HEADER
 from streams.worker.fencing import PartitionProducers
+from streams.worker.history import DEFAULT_SIZE, Ledger
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import INVALID_TYPE, Metrics
 from streams.worker.reroute import REROUTED_HEADER, Rerouter, header_list, origin_headers
@@ -131,8 +140,10 @@ class Processor:
         metrics: Metrics,
         rerouter: Rerouter,
         clock: Callable[[], float] = time.time,
+        history_size: int = DEFAULT_SIZE,
     ) -> None:
         self._plans = plans
+        self._history_size = history_size
         self._clock = clock
         self._ticks_topic = topics.ticks
         self._rerouter = rerouter
@@ -192,7 +203,9 @@ class Processor:
         await self._send(step.outputs, message, event)
         if step.outcome is Outcome.APPLIED:
             before = held or Held(step.state)
-            after = before.after(step.state, origin)
+            after = before.after(
+                step.state, origin, self._recorded(before, step.state, step.outputs)
+            )
             self._states.put(partition, event.contact_id, after)
 
     async def _tick(self, message: Message) -> None:
@@ -229,7 +242,15 @@ class Processor:
             self._metrics.scoring_errors.labels("tick").inc()
             return
         await self._send(outputs, message, None)
-        self._states.put(message.partition, contact_id, Held(state, held.applied))
+        history = self._recorded(held, state, outputs)
+        self._states.put(message.partition, contact_id, Held(state, held.applied, history))
+
+    def _recorded(self, held: Held, state: ContactState, outputs: Sequence[Output]) -> Ledger:
+        """The contact's history with `outputs`' score changes, for the plans it is scored
+        with now; after `_send`, whose outbox built their data and ids, which the history
+        reuses."""
+        active = plans_for(state, self._plans.history).active_names
+        return held.history.recorded(outputs, self._history_size, active)
 
     def _own(self, partition: int, contact_id: str, held: Held) -> ContactState:
         """The state the core may change: a copy of the cached one (about 4 µs; a state decoded

@@ -24,6 +24,7 @@ from streams.kafka.security import (
     SecurityError,
 )
 from streams.models.durations import parse_duration
+from streams.worker import history
 
 Clock = Literal["wall", "event"]
 ENV_PREFIX = "LEADSCORE_"
@@ -62,6 +63,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _history_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= history.MAX_SIZE:
+        raise ValueError(f"expected 0 (off) to {history.MAX_SIZE} changes per plan, got {text!r}")
     return value
 
 
@@ -151,6 +162,12 @@ OPTIONS: tuple[Option, ...] = (
         "read_committed consumers (also 0.5, 5s; raise it for bulk back-fills)",
         _seconds,
         COMMIT_INTERVAL,
+    ),
+    Option(
+        "history_size",
+        "score changes kept per contact and plan for GET /contacts/{id}/history (0: off)",
+        _history_size,
+        history.DEFAULT_SIZE,
     ),
     Option("topic_prefix", "prefix of every topic and of the consumer group", str, ""),
     Option("app_id", "Faust application id: consumer group and internal topics", str, "leadscore"),
@@ -257,6 +274,7 @@ class WorkerSettings:
     timer_interval: float = 10.0
     session_timeout: float = 30.0
     commit_interval: float = COMMIT_INTERVAL
+    history_size: int = history.DEFAULT_SIZE
     topic_prefix: str = ""
     app_id: str = "leadscore"
     log_level: str = "info"

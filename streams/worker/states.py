@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from streams.scoring import ContactState, decode_state, encode_state, next_deadline
 from streams.worker.fencing import PartitionProducers
+from streams.worker.history import EMPTY, Ledger
 from streams.worker.live_plans import LivePlans
 from streams.worker.store import (
     Applied,
@@ -43,6 +44,7 @@ from streams.worker.store import (
     meta_key,
     pack_record,
     record_applied,
+    record_history,
     record_state,
 )
 
@@ -70,16 +72,20 @@ class Held:
 
     state: ContactState
     applied: Applied = field(default_factory=dict)
+    history: Ledger = EMPTY
+    """Its last score changes (`streams.worker.history`), stored and recovered with it."""
 
     def applied_at(self, origin: Origin) -> bool:
         """Whether the event first consumed at `origin` is already in this state."""
         partition, offset = origin
         return offset <= self.applied.get(partition, -1)
 
-    def after(self, state: ContactState, origin: Origin) -> Held:
-        """`state`, with the event from `origin` as its input partition's last applied."""
+    def after(self, state: ContactState, origin: Origin, history: Ledger | None = None) -> Held:
+        """`state`, with the event from `origin` as its input partition's last applied, and
+        `history` (by default this one's)."""
         partition, offset = origin
-        return Held(state, {**self.applied, partition: offset})
+        kept = self.history if history is None else history
+        return Held(state, {**self.applied, partition: offset}, kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +141,8 @@ class ContactStates:
             record = self._store().read(partition, contact_id)
         if record is None:
             return None
-        return Held(decode_state(record_state(record)), record_applied(record))
+        state = decode_state(record_state(record))
+        return Held(state, record_applied(record), Ledger(record_history(record)))
 
     def cached(self, partition: int, contact_id: str) -> bool:
         """Whether `get` hands out the cached object (changed since the last persist) rather
@@ -193,7 +200,10 @@ class ContactStates:
             history = self._plans.history
             self._persisting = {
                 key: pack_record(
-                    next_deadline(held.state, history), held.applied, encode_state(held.state)
+                    next_deadline(held.state, history),
+                    held.applied,
+                    encode_state(held.state),
+                    held.history.encoded(),
                 )
                 for key, held in snapshot.items()
             }

@@ -4,8 +4,10 @@ Each partition's database holds three kinds of keys, told apart by their first b
 
 - `c<contact id>`: the contact's record, `>d` next deadline (+inf for none), `>H` a count
   and that many `>Iq` pairs (input partition, offset of the last event applied to the contact
-  that was consumed there), then the core's encoded state. The same key and value go to the
-  changelog, so recovery restores all of it.
+  that was consumed there), then, when the count's top bit is set, `>I` a length and that
+  many bytes of score history (`streams.worker.history`), then the core's encoded state. The
+  same key and value go to the changelog, so recovery restores all of it. A record without
+  history has the layout it had before history existed, so older records read as they are.
 - `d<>d deadline><contact id>`: the deadline index, empty values, ordered by time, so the
   timer pass reads only the entries that are due: its cost grows with the due count, not with
   the number of contacts. It is derived data and never sent to the changelog; every write
@@ -48,6 +50,9 @@ META = b"m"
 _DEADLINE = struct.Struct(">d")
 _HEADER = struct.Struct(">dH")
 _APPLIED = struct.Struct(">Iq")
+_LENGTH = struct.Struct(">I")
+_WITH_HISTORY = 0x8000
+"""Top bit of the applied count: a history block follows the applied pairs."""
 Applied = dict[int, int]
 """Input partition -> offset there of the last event applied to a contact."""
 _COUNT = META + b"contacts"
@@ -61,14 +66,22 @@ def meta_key(name: str) -> bytes:
     return META + name.encode()
 
 
-def pack_record(deadline: float | None, applied: Applied, state: bytes) -> bytes:
+def pack_record(
+    deadline: float | None, applied: Applied, state: bytes, history: bytes = b""
+) -> bytes:
     """Deadline first, so the index can be maintained without decoding the state; then the
     input offsets of the last events applied, which make a replay after a crash exact however
     many events it holds (the core's own duplicate check remembers only the latest event ids).
     One per input partition: a re-routed event is identified by where it was first consumed
-    (`streams.worker.reroute`), and offsets of different partitions are not comparable."""
-    header = _HEADER.pack(math.inf if deadline is None else deadline, len(applied))
-    return b"".join([header, *(_APPLIED.pack(p, o) for p, o in applied.items()), state])
+    (`streams.worker.reroute`), and offsets of different partitions are not comparable. Then
+    the score history, if any: in the record, it is made durable in the same write as the
+    state it belongs to."""
+    if len(applied) >= _WITH_HISTORY:
+        raise ValueError(f"{len(applied)} input partitions in one record: at most 32,767")
+    count = len(applied) | (_WITH_HISTORY if history else 0)
+    header = _HEADER.pack(math.inf if deadline is None else deadline, count)
+    block = [_LENGTH.pack(len(history)), history] if history else []
+    return b"".join([header, *(_APPLIED.pack(p, o) for p, o in applied.items()), *block, state])
 
 
 def record_deadline(record: bytes) -> float | None:
@@ -77,14 +90,33 @@ def record_deadline(record: bytes) -> float | None:
 
 
 def record_applied(record: bytes) -> Applied:
-    _, count = _HEADER.unpack_from(record)
-    end = _HEADER.size + count * _APPLIED.size
+    end, _ = _applied_end(record)
     return dict(_APPLIED.iter_unpack(record[_HEADER.size : end]))
 
 
+def record_history(record: bytes) -> bytes:
+    """The record's score history block (empty when it has none)."""
+    start, end = _history_span(record)
+    return record[start:end]
+
+
 def record_state(record: bytes) -> bytes:
+    return record[_history_span(record)[1] :]
+
+
+def _applied_end(record: bytes) -> tuple[int, bool]:
+    """Where the applied pairs end, and whether a history block follows them."""
     _, count = _HEADER.unpack_from(record)
-    return record[_HEADER.size + count * _APPLIED.size :]
+    return _HEADER.size + (count & ~_WITH_HISTORY) * _APPLIED.size, bool(count & _WITH_HISTORY)
+
+
+def _history_span(record: bytes) -> tuple[int, int]:
+    """Where the history block starts and ends (both where the state starts when none)."""
+    start, with_history = _applied_end(record)
+    if not with_history:
+        return start, start
+    (length,) = _LENGTH.unpack_from(record, start)
+    return start + _LENGTH.size, start + _LENGTH.size + length
 
 
 def _index_key(deadline: float, key: bytes) -> bytes:

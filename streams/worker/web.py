@@ -1,11 +1,12 @@
-"""HTTP views on Faust's web server: contact look-up, health, readiness, metrics.
+"""HTTP views on Faust's web server: contact look-up and history, health, readiness, metrics.
 
-`GET /contacts/{id}` goes through `table_route`: `ContactRouter` names the partition that owns
-the id (`streams.kafka.partitioning`, the same answer the re-routing check and the producers
-use), finds the worker that owns that partition, and proxies the request there, so any worker
-answers for any contact; the owner reads the contact on that partition only. Faust's own
-`/table` and `/router` pages are switched off (they would expose contact data and cluster
-topology); the server binds to 127.0.0.1 unless configured.
+`GET /contacts/{id}` and `GET /contacts/{id}/history` go through `table_route`:
+`ContactRouter` names the partition that owns the id (`streams.kafka.partitioning`, the same
+answer the re-routing check and the producers use), finds the worker that owns that
+partition, and proxies the request there, so any worker answers for any contact; the owner
+reads the contact on that partition only. Faust's own `/table` and `/router` pages are
+switched off (they would expose contact data and cluster topology); the server binds to
+127.0.0.1 unless configured.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
 from streams.kafka.partitioning import partition_for
-from streams.scoring import contact_view
-from streams.scoring.engine import plans_for
+from streams.scoring import contact_view, plans_for
+from streams.worker.history import history_view
+from streams.worker.settings import setting_name
 
 if TYPE_CHECKING:
     from streams.worker.app import Worker
+    from streams.worker.states import Held
 
 NOT_READY = 503
 
@@ -50,21 +53,51 @@ class ContactRouter(Router):
 def register_views(worker: Worker) -> None:
     app, states, live = worker.app, worker.states, worker.live
     partitions = worker.settings.partitions
+    history_size = worker.settings.history_size
 
-    @app.page("/contacts/{contact_id}")
-    @app.table_route(table=worker.table, match_info="contact_id")
-    async def contact(view: web.View, request: web.Request, contact_id: str) -> web.Response:
+    def owned(view: web.View, contact_id: str) -> Held | web.Response | None:
+        """The contact's state on its partition (None: unknown), or why this worker cannot
+        say."""
         if not worker.ready():
             return view.json({"error": "not ready"}, status=NOT_READY)
         partition = contact_partition(contact_id, partitions)
         if partition not in worker.active_partitions():  # routed here with stale metadata
             return view.json({"error": "not the contact's owner"}, status=NOT_READY)
-        held = states.get(partition, contact_id)
-        state = None if held is None else held.state
-        body = None if state is None else contact_view(state, plans_for(state, live.history))
+        return states.get(partition, contact_id)
+
+    def unknown(view: web.View, contact_id: str) -> web.Response:
+        return view.json({"error": "unknown contact", "contact_id": contact_id}, status=404)
+
+    @app.page("/contacts/{contact_id}")
+    @app.table_route(table=worker.table, match_info="contact_id")
+    async def contact(view: web.View, request: web.Request, contact_id: str) -> web.Response:
+        held = owned(view, contact_id)
+        if isinstance(held, web.Response):
+            return held
+        body = (
+            None if held is None else contact_view(held.state, plans_for(held.state, live.history))
+        )
         if body is None:
-            return view.json({"error": "unknown contact", "contact_id": contact_id}, status=404)
+            return unknown(view, contact_id)
         return view.json(body)
+
+    @app.page("/contacts/{contact_id}/history")
+    @app.table_route(table=worker.table, match_info="contact_id")
+    async def history(view: web.View, request: web.Request, contact_id: str) -> web.Response:
+        """The contact's last score changes per plan (`streams.worker.history`)."""
+        if history_size == 0:
+            off = f"score history is off: {setting_name('history_size')} is 0"
+            return view.json({"error": off}, status=404)
+        held = owned(view, contact_id)
+        if isinstance(held, web.Response):
+            return held
+        if held is None or held.state.first_seen is None:  # never seen, or erased
+            return unknown(view, contact_id)
+        plan = request.query.get("plan")
+        status, body = history_view(
+            contact_id, held.history, plans_for(held.state, live.history), history_size, plan
+        )
+        return view.json(body, status=status)
 
     @app.page("/healthz")
     async def healthz(view: web.View, request: web.Request) -> web.Response:

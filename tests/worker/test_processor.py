@@ -170,6 +170,29 @@ def test_a_tick_never_advances_a_contact_beyond_the_stream_time(
     assert reset.data["cause"] == {"rules": ["went-quiet"], "timer": True}
 
 
+def test_the_history_holds_what_events_and_ticks_changed_and_nothing_twice(
+    parts: tuple[Processor, ContactStates, _Outbox],
+) -> None:
+    processor, states, outbox = parts
+    opened = event("email.opened", 0, contact="c")
+
+    async def scenario() -> None:
+        await processor.handle(_event(opened, 0))
+        await processor.handle(_event(opened, 0))  # consumed again after a crash: skipped
+        await processor.handle(_event(event("email.opened", 31 * DAY, contact=_beside("c"))))
+        await processor.handle(_tick("c", opened.time + 31 * DAY))  # went-quiet, no-offer-visit
+
+    asyncio.run(scenario())
+    held = states.get(owner("c"), "c")
+    assert held is not None
+    for plan, scores in (("lead-score", [10, 0]), ("icp-fit", [-10])):
+        sent = [o.data for o in outbox.sent if o.contact_id == "c" and o.data.get("plan") == plan]
+        changes = held.history.changes(plan, 20)
+        assert [change["score"] for change in changes] == [data["score"] for data in sent]
+        assert [change["score"] for change in changes] == scores
+        assert [change["cause"] for change in changes] == [data["cause"] for data in sent]
+
+
 def test_an_event_consumed_again_is_skipped_by_its_offset_beyond_the_id_window(
     parts: tuple[Processor, ContactStates, _Outbox],
 ) -> None:

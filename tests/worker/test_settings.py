@@ -113,6 +113,17 @@ SASL = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL"}
             "is set, but --security-protocol (LEADSCORE_SECURITY_PROTOCOL) is PLAINTEXT",
         ),
         (["--commit-interval", "0"], REQUIRED, "--commit-interval: expected a positive"),
+        (
+            ["--history-size", "-1"],
+            REQUIRED,
+            "--history-size: expected 0 (off) to 1000 changes per plan, got '-1'",
+        ),
+        (
+            [],
+            {**REQUIRED, "LEADSCORE_HISTORY_SIZE": "twenty"},
+            "LEADSCORE_HISTORY_SIZE: expected 0 (off) to 1000 changes per plan, got 'twenty'",
+        ),
+        (["--history-size", "1001"], REQUIRED, "--history-size: expected 0 (off) to 1000"),
     ],
 )
 def test_bad_options_name_the_flag_or_variable(
@@ -121,6 +132,13 @@ def test_bad_options_name_the_flag_or_variable(
     with pytest.raises(SettingsError) as raised:
         _settings(argv, env)
     assert message in str(raised.value)
+
+
+def test_history_size_defaults_to_20_and_may_be_off() -> None:
+    assert _settings(["--plans", "p", "--bootstrap", "k"]).history_size == 20
+    assert _settings(["--plans", "p", "--bootstrap", "k", "--history-size", "0"]).history_size == 0
+    env = {"LEADSCORE_HISTORY_SIZE": "1000"}
+    assert _settings(["--plans", "p", "--bootstrap", "k"], env).history_size == 1000
 
 
 def test_topic_settings_from_flags_and_environment() -> None:

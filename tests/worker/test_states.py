@@ -17,6 +17,7 @@ from streams.kafka.client import Headers
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, load_plans, score_event
 from streams.worker.fencing import PartitionProducers
+from streams.worker.history import EMPTY
 from streams.worker.live_plans import LivePlans
 from streams.worker.states import ContactStates, Held
 from streams.worker.store import ContactTable, record_applied
@@ -96,6 +97,22 @@ def test_a_persisted_state_is_read_back_from_the_store_as_a_new_object(
     # Not the object written: the caller may change it in place without touching the store.
     assert held is not None and held.state is not written and held.applied == {0: 5}
     assert held.state == written
+
+
+def test_a_contact_s_history_is_persisted_and_read_back_with_its_state(
+    table: ContactTable,
+) -> None:
+    states = _states(table, _Changelog())
+    step = score_event(None, event("email.opened", 0, contact="a"), PLANS)
+    history = EMPTY.recorded(step.outputs, 20, PLANS.active_names)
+    states.put(0, "a", Held(step.state, {0: 5}, history))
+    asyncio.run(states.persist())
+
+    assert Held(step.state, {0: 5}, history).after(step.state, (0, 6)).history is history
+    held = states.get(0, "a")
+    assert held is not None and held.history is not history
+    assert held.history.changes("lead-score", 20) == history.changes("lead-score", 20)
+    assert [change["score"] for change in held.history.changes("lead-score", 20)] == [10]
 
 
 def test_a_contact_id_never_matches_a_state_of_another_partition(table: ContactTable) -> None:

@@ -29,6 +29,7 @@ from streams.worker.store import (
     pack_record,
     record_applied,
     record_deadline,
+    record_history,
     record_state,
 )
 from streams.worker.timers import Timers, decode_tick
@@ -52,6 +53,16 @@ def test_a_record_keeps_deadline_and_applied_offsets_before_the_state() -> None:
     assert record_applied(pack_record(12.5, {}, b"state")) == {}
     for applied in ({}, {0: 7}, {0: 7, 11: 2**40}):
         assert record_state(pack_record(12.5, applied, b"state")) == b"state"
+
+
+def test_a_record_keeps_its_history_between_the_applied_offsets_and_the_state() -> None:
+    for applied in ({}, {0: 7}, {0: 7, 11: 2**40}):
+        record = pack_record(12.5, applied, b"state", b"history")
+        assert record_deadline(record) == 12.5
+        assert record_applied(record) == applied
+        assert (record_history(record), record_state(record)) == (b"history", b"state")
+    with pytest.raises(ValueError, match="at most 32,767"):
+        pack_record(None, dict.fromkeys(range(2**15), 0), b"state")
 
 
 def test_due_reads_only_entries_up_to_the_time_oldest_first(store: ContactStore) -> None:
