@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import binascii
 from base64 import b64decode
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,11 @@ class TrackingEvent:
     @property
     def contact_id(self) -> str:
         return self.subject
+
+    def __reduce__(self) -> tuple[Callable[..., TrackingEvent], tuple[Any, ...]]:
+        """Pickled through the constructor (`backtest --jobs` sends events between processes):
+        compiled by mypyc, a frozen dataclass cannot be unpickled by setting its fields."""
+        return TrackingEvent, (self.id, self.source, self.type, self.time, self.subject, self.data)
 
     def to_cloudevent(self) -> dict[str, Any]:
         """The structured-mode JSON object for this event (what `leadscore simulate` writes)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from operator import truediv
 
 from streams.models.errors import EventError
 
@@ -79,7 +80,9 @@ def parse_time(value: object, field_name: str = "time") -> float:
     whole = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
     whole += (59 if leap else second) - offset
     micro = int((fraction[1:] + "00000")[:6]) if fraction else 0
-    seconds = (whole * 1_000_000 + micro) / 1_000_000
+    # Python's int / int is correctly rounded; mypyc's goes through two doubles, which is not
+    # past 2**53 (2541-01-01T00:00:00.000142Z was 18019065600.000145, not ...00014).
+    seconds = float(truediv(whole * 1_000_000 + micro, 1_000_000))
     if not EARLIEST <= seconds < END:
         raise _bad(field_name, value, "is outside 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z")
     if leap and not _is_last_second_of_a_month(whole):
