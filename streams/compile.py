@@ -63,6 +63,7 @@ def build() -> None:
     directory = BUILD / key
     shutil.rmtree(directory, ignore_errors=True)
     (work / "lib").rename(directory)
+    (work / "c").rename(directory / "c")  # mypyc's C, for reading profiles
     manifest = {
         "directory": key,
         "ext_suffix": ext_suffix(),

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from hashlib import blake2b
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
 from streams.models.events import SPEC_VERSION, TrackingEvent, format_time
 
-THRESHOLD_CROSSED = "leadscore.threshold.crossed"
-THRESHOLD_DROPPED = "leadscore.threshold.dropped"
-SCORE_CHANGED = "leadscore.score.changed"
-CONTACT_FORGOTTEN = "leadscore.contact.erased"
-ENGINE_SOURCE = "/leadscore"
+THRESHOLD_CROSSED: Final = "leadscore.threshold.crossed"
+THRESHOLD_DROPPED: Final = "leadscore.threshold.dropped"
+SCORE_CHANGED: Final = "leadscore.score.changed"
+CONTACT_FORGOTTEN: Final = "leadscore.contact.erased"
+ENGINE_SOURCE: Final = "/leadscore"
 
 OutputKind = Literal["alert", "update"]
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
 from streams.models.events import TrackingEvent
 from streams.models.plans import Plan, PlanSet
 
-SEEN_LIMIT = 128
+SEEN_LIMIT: Final = 128
 """Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
-AWARD_LIMIT = 64
+AWARD_LIMIT: Final = 64
 """Individual awards kept per plan before the oldest foldable ones are summed per rule."""
-_FORMAT = 1
+_FORMAT: Final = 1
 
 
 class Award(NamedTuple):
