@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from hashlib import blake2b
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -28,15 +28,34 @@ ENGINE_SOURCE: Final = "/leadscore"
 OutputKind = Literal["alert", "update"]
 
 
-class Cause(NamedTuple):
+class Cause:
     """Why a score changed: an event and the rules it triggered, or a timer and its rules.
 
-    A named tuple: one is made for every score change, and a tuple is made faster than a
-    frozen dataclass."""
+    Immutable (`Final`). A plain class: one is made for every score change, and the compiled
+    core builds a named tuple through Python code, ten times slower."""
 
-    time: float
-    rules: tuple[str, ...]
-    event: TrackingEvent | None = None
+    __slots__ = ("event", "rules", "time")
+
+    def __init__(
+        self, time: float, rules: tuple[str, ...], event: TrackingEvent | None = None
+    ) -> None:
+        self.time: Final = time
+        self.rules: Final = rules
+        self.event: Final = event
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cause):
+            return NotImplemented
+        return (self.time, self.rules, self.event) == (other.time, other.rules, other.event)
+
+    def __hash__(self) -> int:
+        return hash((self.time, self.rules, self.event))
+
+    def __repr__(self) -> str:
+        return f"Cause(time={self.time!r}, rules={self.rules!r}, event={self.event!r})"
+
+    def __reduce__(self) -> tuple[Callable[..., Cause], tuple[Any, ...]]:
+        return Cause, (self.time, self.rules, self.event)
 
     @property
     def identity(self) -> str:
