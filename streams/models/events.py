@@ -111,8 +111,10 @@ class TrackingEvent:
 
 def parse_structured(raw: bytes | str | Mapping[str, Any], key: str | None = None) -> TrackingEvent:
     """A structured-mode CloudEvent (JSON object, or its text) to a validated event."""
-    obj = _load_json(raw) if isinstance(raw, bytes | str) else raw
-    if not isinstance(obj, Mapping):
+    # A tuple, not `bytes | str` (a union object made on every call, compiled or not), and a
+    # decoded object is a dict: no need to ask the `Mapping` ABC.
+    obj = _load_json(raw) if isinstance(raw, (bytes, str)) else raw
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         raise EventError("not-object", f"expected a JSON object, got {_json_kind(obj)}")
     return _build(obj, _structured_data(obj), key)
 

@@ -30,11 +30,11 @@ END: Final = 253_402_300_800.0
 """10000-01-01T00:00:00Z: every time before it can be written (`format_time` rounds to
 microseconds, and no float below this rounds up to it)."""
 
-_RFC3339 = re.compile(
+_RFC3339: Final = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
-_COMMON = re.compile(
+_COMMON: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
     r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 )
