@@ -156,7 +156,7 @@ class PlanSet:
     origin: str = "<memory>"
     active: tuple[Plan, ...] = field(init=False)
     active_names: frozenset[str] = field(init=False)
-    _reactions: Mapping[str, tuple[Reaction, ...]] = field(init=False, repr=False)
+    _reactions: dict[str, tuple[Reaction, ...]] = field(init=False, repr=False)  # dict: looked up in C
     _other_reactions: tuple[Reaction, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
