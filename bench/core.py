@@ -1,10 +1,16 @@
 """Benchmark of the scoring core alone: `backtest` over generated events, no Kafka.
 
-    .venv/bin/python bench/core.py [--events 1000000] [--contacts 100000] [--runs 3]
+    .venv/bin/python bench/core.py [--events 1000000] [--contacts 100000] [--runs 3] [--compare]
 
 Each run is a fresh process (so peak RSS is per run) that imports the code of the checkout
 this file is in, whatever the venv's editable install points at; the median events/s is
-reported, with every run, in bench/results/core.json.
+reported, with every run, in bench/results/core.json (core-compare.json with `--compare`).
+Each run says which build it ran (`compiled`: how many of the compiled core's modules came
+from the mypyc build, 0 for the pure-Python source). `--compare` alternates runs of the
+pure-Python source (LEADSCORE_PURE_PYTHON=1) and of the compiled build, `--runs` of each, and
+reports both medians and their ratios: on a shared machine single runs move, alternate ones
+move together. Events per CPU second (the process's own CPU time) move less than events per
+second of the wall clock when other processes take the cores.
 """
 
 from __future__ import annotations
@@ -28,12 +34,18 @@ HERE = Path(__file__).resolve().parent
 PLANS = HERE.parent / "schemas" / "examples" / "plans.yaml"
 
 
+PURE_ENV = "LEADSCORE_PURE_PYTHON"
+
+
 def one_run(events_file: Path) -> dict[str, float]:
     """Replay once in this process; print what a parent run collects."""
+    from streams import compiled  # noqa: PLC0415  (the checkout's, as in every child)
+
     plans = load_plans(PLANS)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = replay_file(events_file, plans)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     events = sum(result.outcomes.values())
     return {
         "events": events,
@@ -41,7 +53,37 @@ def one_run(events_file: Path) -> dict[str, float]:
         "alerts": len(result.alerts),
         "seconds": seconds,
         "events_per_second": events / seconds,
+        "cpu_seconds": cpu_seconds,
+        "events_per_cpu_second": events / cpu_seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "compiled": len(compiled.loaded()),
+        "compilable": len(compiled.MODULES),
+    }
+
+
+def child_run(data: Path, *, pure: bool) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    env.pop(PURE_ENV, None)
+    if pure:
+        env[PURE_ENV] = "1"
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(data)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    run: dict[str, float] = json.loads(done.stdout)
+    return run
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, int]:
+    return {
+        "median_events_per_second": round(statistics.median(r["events_per_second"] for r in runs)),
+        "median_events_per_cpu_second": round(
+            statistics.median(r["events_per_cpu_second"] for r in runs)
+        ),
+        "median_peak_rss_mib": round(statistics.median(r["peak_rss_mib"] for r in runs)),
     }
 
 
@@ -50,6 +92,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--compare", action="store_true", help="alternate pure-Python and compiled runs"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -59,28 +104,37 @@ def main() -> int:
     if not data.exists():
         data.parent.mkdir(exist_ok=True)
         write_jsonl(generate(args.contacts, args.events), data)
-    runs = [
-        json.loads(
-            subprocess.run(
-                [sys.executable, __file__, "--child", str(data)],
-                check=True,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(HERE.parent)},
-            ).stdout
-        )
-        for _ in range(args.runs)
-    ]
-    summary = {
-        "machine": f"{platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+    machine = (
+        f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    )
+    summary: dict[str, object] = {
+        "machine": machine,
         "events": args.events,
         "contacts": args.contacts,
-        "median_events_per_second": round(statistics.median(r["events_per_second"] for r in runs)),
-        "median_peak_rss_mib": round(statistics.median(r["peak_rss_mib"] for r in runs)),
-        "runs": runs,
     }
-    out = HERE / "results" / "core.json"
+    if args.compare:
+        pure: list[dict[str, float]] = []
+        fast: list[dict[str, float]] = []
+        for _ in range(args.runs):
+            pure.append(child_run(data, pure=True))
+            fast.append(child_run(data, pure=False))
+        if any(run["compiled"] != run["compilable"] for run in fast):
+            parser.error("the compiled build is not in use: run python -m streams.compile")
+        summary["pure"] = medians(pure)
+        summary["compiled"] = medians(fast)
+        for key in ("events_per_second", "events_per_cpu_second"):
+            summary[f"ratio_{key}"] = round(
+                statistics.median(r[key] for r in fast) / statistics.median(r[key] for r in pure),
+                2,
+            )
+        summary["runs"] = {"pure": pure, "compiled": fast}
+        name = "core-compare.json"
+    else:
+        runs = [child_run(data, pure=False) for _ in range(args.runs)]
+        summary.update(medians(runs))
+        summary["runs"] = runs
+        name = "core.json"
+    out = HERE / "results" / name
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))

@@ -171,8 +171,13 @@ class WorkerProcess:
         ]  # fmt: skip
 
     def start(self) -> WorkerProcess:
-        # Flags only: a LEADSCORE_* variable of the caller's shell must not change the setup.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
+        # Flags only: a LEADSCORE_* variable of the caller's shell must not change the setup,
+        # except the choice of the pure-Python core (streams/compiled.py).
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("LEADSCORE_") or k == "LEADSCORE_PURE_PYTHON"
+        }
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.started_at = time.monotonic()

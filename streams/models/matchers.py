@@ -12,10 +12,10 @@ import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-OPERATORS = ("equals", "in", "glob", "regex", "gte", "lte", "exists")
-_MISSING = object()
+OPERATORS: Final = ("equals", "in", "glob", "regex", "gte", "lte", "exists")
+_MISSING: Final = object()
 
 Check = Callable[[Any], bool]
 
@@ -30,7 +30,7 @@ def _fold(value: Any) -> Any:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # no union per call
 
 
 def _equals(expected: Any) -> Check:

@@ -13,34 +13,63 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from hashlib import blake2b
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal
 
 import orjson
 
 from streams.models.events import SPEC_VERSION, TrackingEvent, format_time
 
-THRESHOLD_CROSSED = "leadscore.threshold.crossed"
-THRESHOLD_DROPPED = "leadscore.threshold.dropped"
-SCORE_CHANGED = "leadscore.score.changed"
-CONTACT_FORGOTTEN = "leadscore.contact.erased"
-ENGINE_SOURCE = "/leadscore"
+THRESHOLD_CROSSED: Final = "leadscore.threshold.crossed"
+THRESHOLD_DROPPED: Final = "leadscore.threshold.dropped"
+SCORE_CHANGED: Final = "leadscore.score.changed"
+CONTACT_FORGOTTEN: Final = "leadscore.contact.erased"
+ENGINE_SOURCE: Final = "/leadscore"
 
 OutputKind = Literal["alert", "update"]
 
 
-class Cause(NamedTuple):
+class Cause:
     """Why a score changed: an event and the rules it triggered, or a timer and its rules.
 
-    A named tuple: one is made for every score change, and a tuple is made faster than a
-    frozen dataclass."""
+    Immutable (`Final`). A plain class: one is made for every score change, and the compiled
+    core builds a named tuple through Python code, ten times slower."""
 
-    time: float
-    rules: tuple[str, ...]
-    event: TrackingEvent | None = None
-    plan_change: str | None = None
-    """The label of the plan version whose switch changed the score (no event, no rules)."""
-    rescore: bool = False
-    """The switch rescored the contact's history (`change: rescore`)."""
+    __slots__ = ("event", "plan_change", "rescore", "rules", "time")
+
+    def __init__(
+        self,
+        time: float,
+        rules: tuple[str, ...],
+        event: TrackingEvent | None = None,
+        plan_change: str | None = None,
+        rescore: bool = False,
+    ) -> None:
+        self.time: Final = time
+        self.rules: Final = rules
+        self.event: Final = event
+        self.plan_change: Final = plan_change
+        """The label of the plan version whose switch changed the score (no event, no rules)."""
+        self.rescore: Final = rescore
+        """The switch rescored the contact's history (`change: rescore`)."""
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.time, self.rules, self.event, self.plan_change, self.rescore)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cause):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        extra = "" if self.plan_change is None else f", plan_change={self.plan_change!r}"
+        extra += ", rescore=True" if self.rescore else ""
+        return f"Cause(time={self.time!r}, rules={self.rules!r}, event={self.event!r}{extra})"
+
+    def __reduce__(self) -> tuple[Callable[..., Cause], tuple[Any, ...]]:
+        return Cause, self._fields()
 
     @property
     def identity(self) -> str:

@@ -159,7 +159,8 @@ class PlanSet:
     version: str = ""
     active: tuple[Plan, ...] = field(init=False)
     active_names: frozenset[str] = field(init=False)
-    _reactions: Mapping[str, tuple[Reaction, ...]] = field(init=False, repr=False)
+    # A dict, not a Mapping: the compiled core looks it up in C, not through `.get`.
+    _reactions: dict[str, tuple[Reaction, ...]] = field(init=False, repr=False)
     _other_reactions: tuple[Reaction, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
