@@ -6,7 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.models.events import TrackingEvent
-from streams.models.outputs import SCORE_CHANGED, THRESHOLD_CROSSED, THRESHOLD_DROPPED, Output
+from streams.models.outputs import (
+    SCORE_CHANGED,
+    THRESHOLD_CROSSED,
+    THRESHOLD_DROPPED,
+    Cause,
+    Output,
+)
 from streams.models.plan_versions import PlanHistory, PlanVersion, parse_plan_version
 from streams.models.times import format_time
 from streams.scoring import ContactState, advance, current_score, next_deadline, score_event
@@ -305,7 +311,7 @@ def test_switch_output_ids_are_deterministic_and_distinct() -> None:
             o.type,
             o.source,
             o.contact_id,
-            o.cause._replace(rescore=True),
+            Cause(o.cause.time, o.cause.rules, o.cause.event, o.cause.plan_change, rescore=True),
             {},
             o.discriminator,
         )
