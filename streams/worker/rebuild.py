@@ -195,14 +195,15 @@ class Rebuilt:
         old_plans: PlanSet | PlanHistory,
         at: float,
     ) -> Swap:
-        """Rescore every contact of the partition (old or rebuilt) at `at`, send the changes,
-        then write the new records: outputs first, as the processor does, so a persist never
-        makes a record durable before its outputs (`streams.worker.states`).
+        """Rescore every contact of the partition (old or rebuilt) at `at`: send its changes,
+        then write its new record, as the processor does for an event, so that a persist
+        between two contacts makes durable only contacts whose outputs were acknowledged
+        (`streams.worker.states`). Rescoring a contact again changes nothing and sends
+        nothing, so a swap cut short by a crash can simply be done again.
 
         Call it with the partition held, right after `catch_up`; the rebuilt states belong to
         `states` afterwards."""
         partition = self.partition
-        records: list[tuple[str, Held]] = []
         changed = sent = 0
         with self._rescore.seconds.labels("swap").time():
             contact_ids = sorted(states.contact_ids(partition) | self.states.keys())
@@ -210,13 +211,11 @@ class Rebuilt:
                 held, outputs = self.rescored(
                     contact_id, states.get(partition, contact_id), old_plans, at
                 )
-                records.append((contact_id, held))
                 if outputs:
                     changed += 1
                     sent += len(outputs)
                     await outbox.send(partition, outputs)
                     self._metrics.outputs_sent(outputs, timer=False)
-            for contact_id, held in records:
                 states.put(partition, contact_id, held)
         self.states = {}
         logger.info(

@@ -34,7 +34,7 @@ from streams.kafka.partitioning import partition_for
 from streams.kafka.security import KafkaConnection
 from streams.models.events import TrackingEvent
 from streams.models.outputs import SCORE_CHANGED, THRESHOLD_CROSSED, THRESHOLD_DROPPED
-from streams.models.plan_versions import PlanVersion, parse_plan_version
+from streams.models.plan_versions import PlanHistory, PlanVersion, parse_plan_version
 from streams.scoring import (
     ContactState,
     Output,
@@ -45,7 +45,7 @@ from streams.scoring import (
     encode_state,
     load_plans,
 )
-from streams.scoring.state import copy_state
+from streams.scoring.state import SEEN_LIMIT, copy_state
 from streams.worker.fencing import PartitionProducers
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
@@ -169,6 +169,15 @@ def _score_with_worker(worker: WorkerProcess, bootstrap: str) -> History:
     crc32 = {c for i, c in enumerate(contacts) if i % 3 == 0}
     mixed = {c for i, c in enumerate(contacts) if i % 3 == 1}
     erased = next(c for i, c in enumerate(contacts) if i % 3 == 2)
+    # More events than the core remembers ids of: only the origins make its oldest ones
+    # duplicates when they are consumed again.
+    busy = next(c for i, c in enumerate(contacts) if i % 3 == 2 and c != erased)
+    start, step = events[0].time, (events[-1].time - events[0].time) / (2 * SEEN_LIMIT)
+    events += [
+        TrackingEvent(f"busy-{n}", "/test", "email.clicked", round(start + n * step) + 0.5, busy)
+        for n in range(2 * SEEN_LIMIT)
+    ]
+    events.sort(key=lambda e: e.time)
     end_time = events[-1].time + 1
     events.append(TrackingEvent("erase-1", "/test", "contact.erased", end_time, erased))
     topic = worker.topics.events
@@ -188,7 +197,7 @@ def _score_with_worker(worker: WorkerProcess, bootstrap: str) -> History:
                 if event.contact_id not in wrong:
                     publisher.publish(event)
             publisher.flush()
-        duplicate = next(e for e in events if e.contact_id not in crc32 | mixed)
+        duplicate = next(e for e in events if e.contact_id not in crc32 | mixed | {erased, busy})
         publisher.publish(duplicate)  # consumed again much later: the core's duplicate
         publisher.publish_raw(duplicate.contact_id.encode(), b"{not json", [])  # dead-lettered
     total = len(events) + 2
@@ -328,19 +337,26 @@ def test_a_rebuilt_partition_equals_a_replay_and_tells_exactly_the_threshold_cha
     assert exposed["leadscore_rescore_partitions_rebuilding"] == 0
 
 
-def test_every_message_consumed_again_after_the_swap_is_a_duplicate(
+def test_a_second_swap_changes_nothing_and_every_message_consumed_again_is_a_duplicate(
     history: History, table: ContactTable, kafka_bootstrap: str
 ) -> None:
+    """A swap cut short by a crash is done again: the contacts it rescored change no more.
+    The old plans are then a history, each contact's by its version label."""
     version = parse_plan_version(NEW_VERSION).installed_at(history.end_time)
     states = _contact_states(table.store, history.old)
     metrics = Metrics()
     outbox = _Outbox()
-    for partition in range(PARTITIONS):
-        rebuilt = asyncio.run(
-            rebuild_partition(history.source, partition, history.ends[partition], version, metrics)
-        )
-        asyncio.run(rebuilt.swap(states, cast(Outbox, outbox), OLD_PLANS, history.end_time))
-    outbox.sent.clear()
+    plan_history = PlanHistory.single(OLD_PLANS).then(version)
+    for old_plans in (OLD_PLANS, plan_history):
+        outbox.sent.clear()
+        for partition in range(PARTITIONS):
+            rebuilt = asyncio.run(
+                rebuild_partition(
+                    history.source, partition, history.ends[partition], version, metrics
+                )
+            )
+            asyncio.run(rebuilt.swap(states, cast(Outbox, outbox), old_plans, history.end_time))
+        assert bool(outbox.sent) == (old_plans is OLD_PLANS)
     processor = _processor(states, outbox, metrics, version.plans, history.topics, table.store)
     redelivered = 0
     for partition in range(PARTITIONS):
