@@ -110,6 +110,10 @@ class _Pending(NamedTuple):
     origin: Origin
 
 
+class _CoreFailedError(Exception):
+    """The core raised during a fast replay: the partition is replayed again, safely."""
+
+
 class RebuildCancelledError(Exception):
     """The rebuild was cancelled (the partition moved, or the worker stops)."""
 
@@ -143,6 +147,8 @@ class Rebuilt:
         """Next offset to read per topic; absent before the first read (the log's start)."""
         self.missing = 0
         """Offsets deleted before the first read reached them (retention), both topics."""
+        self._starts: dict[str, int] = {}
+        self._safe = False
         self._metrics = metrics
         self._rescore: RescoreMetrics = metrics.rescore
         self._routing = Routing(source.events, source.partitions)
@@ -231,9 +237,11 @@ class Rebuilt:
     # --- reading, in a thread ----------------------------------------------------------------
 
     def _read(self, ends: Ends, cancelled: threading.Event) -> None:
-        """The rerouted partition first, whole (it holds only what producers mis-keyed), then
-        the input partition as it streams by, each event after its contact's forwarded ones
-        that are older (`_Forwarded`)."""
+        """Replay fast, the core changing the states in place; if it fails on an event (a bug),
+        that contact's state may be half changed, so replay the partition again from its start,
+        each state copied before the core gets it (as `streams.backtest.replay` does): the
+        failing events then leave their contacts as they were, as the live path's
+        dead-lettering does. The copies cost nothing while the core does not fail."""
         source = self.source
         consumer = Consumer(
             source.kafka.librdkafka(
@@ -248,40 +256,55 @@ class Rebuilt:
             )
         )
         try:
-            if not self.positions:
+            if not self._starts:
                 self._find_starts(consumer)
-            forwarded: dict[str, _Forwarded] = {}
-            for record in self._records(
-                consumer, source.rerouted, ends[source.rerouted], cancelled
-            ):
-                pending = self._admit(record)
-                if pending is not None:
-                    contact_id = pending.event.contact_id
-                    queue = forwarded.get(contact_id)
-                    if queue is None:
-                        queue = forwarded[contact_id] = _Forwarded()
-                    queue.add(pending)
-            for record in self._records(consumer, source.events, ends[source.events], cancelled):
-                pending = self._admit(record)
-                if pending is None:
-                    continue
-                queue = forwarded.get(pending.event.contact_id)
-                if queue is not None:
-                    for earlier in queue.before(pending.time):
-                        self._score(earlier)
-                self._score(pending)
-            for queue in forwarded.values():
-                for rest in queue.before(math.inf):
-                    self._score(rest)
+            try:
+                self._replay(consumer, ends, cancelled)
+            except _CoreFailedError:
+                logger.warning(
+                    "rescore of partition %s: the core failed on an event; replaying the "
+                    "partition again, each state copied before the core gets it",
+                    self.partition,
+                )
+                self._safe = True
+                self.states, self.positions = {}, dict(self._starts)
+                self._replay(consumer, ends, cancelled)
         finally:
             consumer.close()
+
+    def _replay(self, consumer: Consumer, ends: Ends, cancelled: threading.Event) -> None:
+        """The rerouted partition first, whole (it holds only what producers mis-keyed), then
+        the input partition as it streams by, each event after its contact's forwarded ones
+        that are older (`_Forwarded`)."""
+        source = self.source
+        forwarded: dict[str, _Forwarded] = {}
+        for record in self._records(consumer, source.rerouted, ends[source.rerouted], cancelled):
+            pending = self._admit(record)
+            if pending is not None:
+                contact_id = pending.event.contact_id
+                queue = forwarded.get(contact_id)
+                if queue is None:
+                    queue = forwarded[contact_id] = _Forwarded()
+                queue.add(pending)
+        for record in self._records(consumer, source.events, ends[source.events], cancelled):
+            pending = self._admit(record)
+            if pending is None:
+                continue
+            queue = forwarded.get(pending.event.contact_id)
+            if queue is not None:
+                for earlier in queue.before(pending.time):
+                    self._score(earlier)
+            self._score(pending)
+        for queue in forwarded.values():
+            for rest in queue.before(math.inf):
+                self._score(rest)
 
     def _find_starts(self, consumer: Consumer) -> None:
         """Start at each topic's first retained offset; say so when history was deleted."""
         partition = self.partition
         for topic in self.source.topics:
             low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-            self.positions[topic] = low
+            self._starts[topic] = self.positions[topic] = low
             if low > 0:
                 logger.warning(
                     "rescore of partition %s: %s[%s] starts at offset %s, the records before "
@@ -367,17 +390,24 @@ class Rebuilt:
         held = self.states.get(contact_id)
         if held is not None and held.applied_at(origin):
             return
-        try:  # a copy, so that a failing call leaves the contact as it was
-            step = score_event(None if held is None else copy_state(held.state), event, self._plans)
-        except Exception:
-            logger.exception(
-                "rescore of partition %s: scoring failed at origin %s; the contact is rebuilt "
-                "without the event",
-                self.partition,
-                origin,
-            )
-            self._rescore.scoring_errors.inc()
-            return
+        if not self._safe:
+            try:
+                step = score_event(None if held is None else held.state, event, self._plans)
+            except Exception as error:
+                raise _CoreFailedError from error
+        else:
+            try:  # a copy, so that a failing call leaves the contact as it was
+                state = None if held is None else copy_state(held.state)
+                step = score_event(state, event, self._plans)
+            except Exception:
+                logger.exception(
+                    "rescore of partition %s: scoring failed at origin %s; the contact is "
+                    "rebuilt without the event",
+                    self.partition,
+                    origin,
+                )
+                self._rescore.scoring_errors.inc()
+                return
         if step.outcome is Outcome.APPLIED:
             self.states[contact_id] = (held or Held(step.state)).after(step.state, origin)
 

@@ -46,6 +46,7 @@ from streams.scoring import (
     load_plans,
 )
 from streams.scoring.state import SEEN_LIMIT, copy_state
+from streams.worker import rebuild as rebuild_module
 from streams.worker.fencing import PartitionProducers
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
@@ -61,6 +62,7 @@ from streams.worker.store import (
     record_state,
 )
 from streams.worker.timers import Timers
+from tests.support import BOOM, T0, event, failing_score_event
 from tests.worker.harness import (
     EXAMPLE_PLANS,
     WorkerProcess,
@@ -403,33 +405,28 @@ def test_a_rebuild_covers_the_retained_history_only_and_says_so(
 ) -> None:
     """The log start moved (retention, here `delete_records`): the rebuild starts there, logs
     the partition and the first offset, counts it, and a catch-up continues where it stopped."""
-    topics = TopicNames.with_prefix(new_prefix())
-    ensure_topics(kafka_bootstrap, [TopicSpec(topics.events, 1), TopicSpec(topics.rerouted, 1)])
     events = list(generate(20, 60, seed=3))
-    publish(kafka_bootstrap, topics.events, events)
+    source = _one_partition(kafka_bootstrap, events)
     deleted = 20
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    for future in admin.delete_records([TopicPartition(topics.events, 0, deleted)]).values():
+    for future in admin.delete_records([TopicPartition(source.events, 0, deleted)]).values():
         future.result(timeout=30)
-    assert _watermarks(kafka_bootstrap, topics.events, 0) == (deleted, len(events))
-    source = HistorySource(
-        KafkaConnection(kafka_bootstrap), topics.events, topics.rerouted, 1, "rebuild-test"
-    )
+    assert _watermarks(kafka_bootstrap, source.events, 0) == (deleted, len(events))
     version = parse_plan_version(NEW_VERSION).installed_at(events[-1].time)
     metrics = Metrics()
     half = 40
     with caplog.at_level(logging.WARNING, logger="streams.worker.rebuild"):
         rebuilt = asyncio.run(
             rebuild_partition(
-                source, 0, {topics.events: half, topics.rerouted: 0}, version, metrics
+                source, 0, {source.events: half, source.rerouted: 0}, version, metrics
             )
         )
     warning = [r.getMessage() for r in caplog.records if r.name == "streams.worker.rebuild"]
-    assert len(warning) == 1 and f"{topics.events}[0] starts at offset {deleted}" in warning[0]
+    assert len(warning) == 1 and f"{source.events}[0] starts at offset {deleted}" in warning[0]
     assert "partition 0" in warning[0] and "retention.ms=-1" in warning[0]
     _assert_rebuilt(rebuilt, events[deleted:half], version)
 
-    asyncio.run(rebuilt.catch_up({topics.events: len(events), topics.rerouted: 0}))
+    asyncio.run(rebuilt.catch_up({source.events: len(events), source.rerouted: 0}))
     _assert_rebuilt(rebuilt, events[deleted:], version)
     exposed = parse_metrics(metrics.exposition().decode())
     assert exposed["leadscore_rescore_partial_total"] == 1
@@ -445,3 +442,34 @@ def _assert_rebuilt(rebuilt: Rebuilt, events: list[TrackingEvent], version: Plan
     for contact_id, held in rebuilt.states.items():
         state, _ = advance(copy_state(held.state), end, version.plans)
         assert state == expected[contact_id], contact_id
+
+
+def _one_partition(bootstrap: str, events: list[TrackingEvent]) -> HistorySource:
+    """Fresh input and rerouted topics of one partition, the events on the input."""
+    topics = TopicNames.with_prefix(new_prefix())
+    ensure_topics(bootstrap, [TopicSpec(topics.events, 1), TopicSpec(topics.rerouted, 1)])
+    publish(bootstrap, topics.events, events)
+    return HistorySource(
+        KafkaConnection(bootstrap), topics.events, topics.rerouted, 1, "rebuild-test"
+    )
+
+
+def test_an_event_the_core_fails_on_is_left_out_as_the_live_path_does(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first pass changes states in place; the core's failure (which half-changes the
+    state) makes the rebuild replay again with copies, so the contact keeps what it had."""
+    events = list(generate(20, 60, seed=4))
+    boom = event(BOOM, events[30].time - T0, contact=events[30].contact_id)
+    source = _one_partition(kafka_bootstrap, [*events[:30], boom, *events[30:]])
+    monkeypatch.setattr(rebuild_module, "score_event", failing_score_event)
+    version = parse_plan_version(NEW_VERSION).installed_at(events[-1].time)
+    metrics = Metrics()
+    ends = {source.events: len(events) + 1, source.rerouted: 0}
+    with caplog.at_level(logging.WARNING, logger="streams.worker.rebuild"):
+        rebuilt = asyncio.run(rebuild_partition(source, 0, ends, version, metrics))
+    _assert_rebuilt(rebuilt, events, version)
+    exposed = parse_metrics(metrics.exposition().decode())
+    assert exposed["leadscore_rescore_scoring_errors_total"] == 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "streams.worker.rebuild"]
+    assert any("replaying the partition again" in line for line in logged)
