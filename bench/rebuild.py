@@ -4,9 +4,9 @@
 
 Uses the embedded broker (or `$LEADSCORE_KAFKA_BOOTSTRAP`), loads simulated events once into
 a one-partition input topic (binary CloudEvents, murmur2, as `EventPublisher` sends them) with
-an empty rerouted topic, then rebuilds the partition with the example plans in a fresh process
-per run (`rebuild_partition`: read with librdkafka from the beginning, decode, replay through
-the core, keep the records with their origins), so peak RSS is per run. The swap is timed too,
+an empty rerouted topic, then rebuilds the partition with the example plans, `--runs` times in one
+process (`rebuild_partition`: read with librdkafka from the beginning, decode, replay through
+the core, keep the records with their origins). The swap is timed too,
 into contact states holding no old records (RocksDB in a temporary directory): it rescores
 every contact once. The median run goes to bench/results/rebuild.json.
 """
@@ -20,7 +20,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -98,63 +97,41 @@ async def _rebuild_and_swap(bootstrap: str, prefix: str, end: int) -> dict[str, 
         "swap_outputs": outbox.sent,
         "seconds_per_million_events": replayed / end * 1_000_000,
         "events_per_second": end / replayed,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    for flag, default in (("--events", 1_000_000), ("--contacts", 100_000), ("--runs", 3)):
+        parser.add_argument(flag, type=int, default=default)
     args = parser.parse_args()
-    if args.child is not None:
-        bootstrap, prefix, end = args.child
-        print(json.dumps(asyncio.run(_rebuild_and_swap(bootstrap, prefix, int(end)))))
-        return 0
     with broker_from_env() as bootstrap:
         prefix = f"bench-rebuild-{uuid.uuid4().hex[:8]}."
         topics = TopicNames.with_prefix(prefix)
         ensure_topics(bootstrap, [TopicSpec(topics.events, 1), TopicSpec(topics.rerouted, 1)])
         loaded = load_events(bootstrap, topics.events, generate(args.contacts, args.events))
+        # One process: each run's states are released before the next starts.
         runs = [
-            json.loads(
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.rebuild",
-                        "--child",
-                        bootstrap,
-                        prefix,
-                        str(loaded.events),
-                    ],
-                    cwd=HERE.parent,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, "PYTHONPATH": str(HERE.parent)},
-                ).stdout
-            )
+            asyncio.run(_rebuild_and_swap(bootstrap, prefix, loaded.events))
             for _ in range(args.runs)
         ]
-    median = statistics.median(r["seconds_per_million_events"] for r in runs)
+
+    def median(key: str) -> float:
+        return statistics.median(run[key] for run in runs)
+
     summary = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), "
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other work, "
         f"{platform.python_implementation()} {platform.python_version()}",
-        "events": args.events,
+        "events": loaded.events,
         "contacts": args.contacts,
-        "median_seconds_per_million_events": round(median, 1),
-        "median_events_per_second": round(statistics.median(r["events_per_second"] for r in runs)),
-        "median_swap_seconds": round(statistics.median(r["swap_seconds"] for r in runs), 1),
-        "median_peak_rss_mib": round(statistics.median(r["peak_rss_mib"] for r in runs)),
+        "median_seconds_per_million_events": round(median("seconds_per_million_events"), 1),
+        "median_events_per_second": round(median("events_per_second")),
+        "median_swap_seconds": round(median("swap_seconds"), 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "runs": runs,
     }
-    out = HERE / "results" / "rebuild.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    (HERE / "results" / "rebuild.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({key: value for key, value in summary.items() if key != "runs"}, indent=2))
     return 0
 
 

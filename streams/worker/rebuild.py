@@ -48,6 +48,7 @@ from streams.models.plan_versions import PlanHistory, PlanVersion
 from streams.scoring import ContactState, Outcome, Output, PlanSet, score_event
 from streams.scoring.engine import plans_for, rescore
 from streams.scoring.state import copy_state
+from streams.worker import collector
 from streams.worker.metrics import Metrics, RescoreMetrics
 from streams.worker.processor import Outbox, read_event
 from streams.worker.reroute import Routing
@@ -346,6 +347,7 @@ class Rebuilt:
                         yield record
                     self.positions[topic] = min(max(self.positions[topic], offset + 1), end)
                 self._rescore.replayed.inc(read)
+                collector.freeze_survivors()  # the states live until the swap
                 (position,) = consumer.position([TopicPartition(topic, partition)])
                 if position.offset >= end:  # past a trailing transaction marker, which no
                     self.positions[topic] = end  # consumer receives
