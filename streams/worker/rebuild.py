@@ -4,12 +4,13 @@ Kafka is the log of record: the contacts of input partition `p` are made of the 
 input topic's partition `p` whose key belongs there, plus those forwarded to partition `p` of
 the rerouted topic by whichever worker consumed them (`streams.worker.reroute`). A rebuild
 reads both from the beginning with librdkafka (no group, `read_committed` like every reader
-of the worker's transactional topics), merges them by event time as the backtest orders a
-file, and replays them into fresh states with the new version's plans, through the live
-path's own pieces: `read_event` and `Routing` decide what is skipped (what the live path
-dead-lettered, which is not sent again, and what it forwarded), `Held` which event is a
-duplicate by its origin, and the core the rest. The rebuilt records keep the origins applied,
-so after the swap the live path treats an event consumed again as the duplicate it is.
+of the worker's transactional topics), merges each contact's events from both by event time
+(`_Forwarded`), as the backtest orders a file, and replays them into fresh states with the
+new version's plans, through the live path's own pieces: `read_event` and `Routing` decide
+what is skipped (what the live path dead-lettered, which is not sent again, and what it
+forwarded), `Held` which event is a duplicate by its origin, and the core the rest. The
+rebuilt records keep the origins applied, so after the swap the live path treats an event
+consumed again as the duplicate it is.
 
 The worker keeps scoring and answering look-ups with the old states meanwhile:
 
@@ -21,8 +22,9 @@ The worker keeps scoring and answering look-ups with the old states meanwhile:
    old state against rebuilt one), sends the changes, and writes the new records; the next
    persist makes both durable together, as for any event.
 
-The rebuilt states are held in memory until the swap: about the size of the partition's
-decoded states (bench/README.md gives the time per million events).
+The rebuilt states are held in memory until the swap, frozen for the cyclic collector
+(`collector.freeze_survivors`): about the size of the partition's decoded states
+(bench/README.md, "Rebuilding a partition", gives the time per million events and the memory).
 """
 
 from __future__ import annotations
@@ -189,10 +191,9 @@ class Rebuilt:
             for partition, offset in old.applied.items():
                 applied[partition] = max(offset, applied.get(partition, -1))
         before = None if old is None else old.state
-        plans = old_plans
-        if isinstance(plans, PlanHistory):
-            plans = plans.versions[0].plans if before is None else plans_for(before, plans)
-        state, outputs = rescore(before, plans, held.state, self.version, at)
+        if isinstance(old_plans, PlanHistory):  # the version the contact was scored with
+            old_plans = self._plans if before is None else plans_for(before, old_plans)
+        state, outputs = rescore(before, old_plans, held.state, self.version, at)
         return Held(state, applied), outputs
 
     async def swap(
