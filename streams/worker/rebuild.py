@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 BATCH = 10_000
 """Messages taken from librdkafka per call."""
+CONSUME_WAIT = 0.1
+"""Seconds a call waits for a batch to fill: at the end of what is there, it waits this long
+for nothing, and a catch-up holds its partition meanwhile."""
 FETCH_BYTES = 64 * 1024**2
 READ_TIMEOUT = 120.0
 """Seconds a rebuild may go without reaching an end it was given (a broker that does not
@@ -336,7 +339,7 @@ class Rebuilt:
             while self.positions[topic] < end:
                 if cancelled.is_set():
                     raise RebuildCancelledError(f"rebuild of partition {partition} cancelled")
-                batch = consumer.consume(BATCH, timeout=1.0)
+                batch = consumer.consume(BATCH, timeout=CONSUME_WAIT)
                 read = 0
                 for record in batch:
                     error = record.error()

@@ -360,7 +360,7 @@ def test_a_second_swap_changes_nothing_and_every_message_consumed_again_is_a_dup
             asyncio.run(rebuilt.swap(states, cast(Outbox, outbox), old_plans, history.end_time))
         assert bool(outbox.sent) == (old_plans is OLD_PLANS)
     processor = _processor(states, outbox, metrics, version.plans, history.topics, table.store)
-    redelivered = 0
+    again: list[Message] = []
     for partition in range(PARTITIONS):
         for topic in (history.topics.events, history.topics.rerouted):
             for record in _read_all(kafka_bootstrap, topic, partition):
@@ -369,12 +369,26 @@ def test_a_second_swap_changes_nothing_and_every_message_consumed_again_is_a_dup
                     continue  # forwarded again by the live path: not this test's point
                 if record.value() == b"{not json":
                     continue  # dead-lettered again: not this test's point
-                message = Message(
-                    topic, partition, record.offset(), 0.0, 0, record.headers(), key,
-                    record.value(), None,
-                )  # fmt: skip
-                asyncio.run(processor.handle(message))
-                redelivered += 1
+                again.append(
+                    Message(
+                        topic,
+                        partition,
+                        record.offset(),
+                        0.0,
+                        0,
+                        record.headers(),
+                        key,
+                        record.value(),
+                        None,
+                    )  # fmt: skip
+                )
+
+    async def consume_again() -> None:
+        for message in again:
+            await processor.handle(message)
+
+    asyncio.run(consume_again())
+    redelivered = len(again)
     exposed = parse_metrics(metrics.exposition().decode())
     outcomes = {
         name: value
