@@ -177,6 +177,7 @@ class Metrics:
         self.ready = Gauge(
             "leadscore_ready", "1 when the worker is recovered and consuming.", registry=r
         )
+        self.rescore = RescoreMetrics(r)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)  # registers itself on CPython only, as the global one does
@@ -208,3 +209,47 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RescoreMetrics:
+    """Progress of `change: rescore` rebuilds (`streams.worker.rebuild`)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.replayed = Counter(
+            "leadscore_rescore_events_replayed",
+            "Messages of the input and rerouted topics read again by partition rebuilds.",
+            registry=r,
+        )
+        self.rebuilding = Gauge(
+            "leadscore_rescore_partitions_rebuilding",
+            "Partitions whose retained history is being read and replayed now.",
+            registry=r,
+        )
+        self.seconds = Histogram(
+            "leadscore_rescore_rebuild_seconds",
+            "Duration of each phase of a partition rebuild: replay (the history up to the "
+            "positions at the start, beside live scoring), catch_up (the rest, with the "
+            "partition held) and swap (rescoring every contact and sending the changes).",
+            ["phase"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.partial = Counter(
+            "leadscore_rescore_partial",
+            "Partition rebuilds that found part of the history deleted (retention): their "
+            "contacts are rescored from the retained events only.",
+            registry=r,
+        )
+        self.missing = Gauge(
+            "leadscore_rescore_missing_offsets",
+            "Offsets of the input and rerouted topics deleted before the last rebuild of the "
+            "partition read them (0: the whole history was there).",
+            ["partition"],
+            registry=r,
+        )
+        self.scoring_errors = Counter(
+            "leadscore_rescore_scoring_errors",
+            "Events the scoring core failed on during a rebuild (a bug, logged): the contact "
+            "is rebuilt without them.",
+            registry=r,
+        )

@@ -32,9 +32,15 @@ from streams.worker.fencing import PartitionProducers
 from streams.worker.history import DEFAULT_SIZE, Ledger
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import INVALID_TYPE, Metrics
-from streams.worker.reroute import REROUTED_HEADER, Rerouter, header_list, origin_headers
+from streams.worker.reroute import (
+    REROUTED_HEADER,
+    Rerouter,
+    Routing,
+    header_list,
+    origin_headers,
+)
 from streams.worker.settings import TopicNames
-from streams.worker.states import ContactStates, Held
+from streams.worker.states import ContactStates, Held, Origin
 from streams.worker.timers import Timers, decode_tick
 
 logger = logging.getLogger(__name__)
@@ -165,8 +171,7 @@ class Processor:
 
     async def _event(self, message: Message) -> None:
         try:
-            event = decode_kafka_message(message.key, message.value, header_list(message.headers))
-            origin = self._rerouter.origin(message)
+            event, origin = read_event(message, self._rerouter)
         except EventError as error:
             await self._dead_letter(message, error, INVALID_TYPE)
             return
@@ -296,6 +301,14 @@ class Processor:
             self._metrics.processing_delay.observe(max(now - message.timestamp, 0.0))
         if event is not None:
             self._metrics.event_to_output.observe(max(now - event.time, 0.0))
+
+
+def read_event(message: Message, routing: Routing) -> tuple[TrackingEvent, Origin]:
+    """The event of an input or re-routed message and where it was first consumed; an
+    `EventError` is what the live path dead-letters, and what a rebuild skips without sending
+    it again (`streams.worker.rebuild`)."""
+    event = decode_kafka_message(message.key, message.value, header_list(message.headers))
+    return event, routing.origin(message)
 
 
 def plan_event_types(plans: PlanSet) -> Iterable[str]:

@@ -64,15 +64,13 @@ def origin_headers(prefix: str, message: Message) -> list[tuple[str, bytes]]:
     ]
 
 
-class Rerouter:
-    """Decides whether an input message is on its key's partition, and forwards it if not."""
+class Routing:
+    """Decides whether an input message is on its key's partition, and where it was first
+    consumed: the live path and a partition's rebuild (`streams.worker.rebuild`) ask the same."""
 
-    def __init__(self, input_topic: str, partitions: int, outbox: Outbox, metrics: Metrics) -> None:
+    def __init__(self, input_topic: str, partitions: int) -> None:
         self._input_topic = input_topic
         self._partitions = partitions
-        self._outbox = outbox
-        self._metrics = metrics
-        self._warned: set[str] = set()
 
     def origin(self, message: Message) -> Origin:
         """Where `message` was first consumed from the input topic; `EventError` for a message
@@ -98,6 +96,16 @@ class Rerouter:
             return None
         owner = partition_for(key, self._partitions)
         return None if owner == message.partition else owner
+
+
+class Rerouter(Routing):
+    """`Routing`, and the forwarder of messages that are not on their key's partition."""
+
+    def __init__(self, input_topic: str, partitions: int, outbox: Outbox, metrics: Metrics) -> None:
+        super().__init__(input_topic, partitions)
+        self._outbox = outbox
+        self._metrics = metrics
+        self._warned: set[str] = set()
 
     async def forward(self, message: Message, owner: int) -> None:
         """Send `message` to partition `owner` of the rerouted topic, count it, and tell the

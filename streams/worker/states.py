@@ -144,6 +144,13 @@ class ContactStates:
         state = decode_state(record_state(record))
         return Held(state, record_applied(record), Ledger(record_history(record)))
 
+    def contact_ids(self, partition: int) -> set[str]:
+        """Every contact `get` knows on `partition`: durable, being persisted, or written since."""
+        ids = set(self._store().contact_ids(partition))
+        for keys in (self._persisting, self._dirty):
+            ids.update(contact_id for p, contact_id in keys if p == partition)
+        return ids
+
     def cached(self, partition: int, contact_id: str) -> bool:
         """Whether `get` hands out the cached object (changed since the last persist) rather
         than one decoded for the caller: only that one must be copied before the core changes

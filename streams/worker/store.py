@@ -145,6 +145,17 @@ class ContactStore(rocksdb.Store):
         raw = self._db(partition).get(_COUNT)
         return int(raw) if raw else 0
 
+    def contact_ids(self, partition: int) -> Iterator[str]:
+        """Every contact with a record on `partition` (a rescore visits them all)."""
+        iterator = self._db(partition).iter()
+        iterator.seek(CONTACT)
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if not key.startswith(CONTACT):
+                return
+            yield key[len(CONTACT) :].decode()
+            iterator.next()
+
     def due(self, partition: int, until: float) -> Iterator[tuple[float, str]]:
         """`(deadline, contact id)` of the index entries at or before `until`, oldest first."""
         end = _index_key(until, b"\xff")

@@ -131,3 +131,18 @@ def test_a_contact_id_never_matches_a_state_of_another_partition(table: ContactT
     for partition, written, applied in ((0, on_0, {0: 4}), (1, on_1, {1: 9})):
         held = states.get(partition, "a")
         assert held is not None and (held.state, held.applied) == (written, applied)
+
+
+def test_contact_ids_are_those_of_the_partition_durable_or_written_since(
+    table: ContactTable,
+) -> None:
+    states = _states(table, _Changelog())
+    states.put(0, "durable", Held(_opened("durable", 0)))
+    states.put(1, "elsewhere", Held(_opened("elsewhere", 0)))
+    asyncio.run(states.persist())
+    states.put(0, "new", Held(_opened("new", 1)))
+    states.put(0, "durable", Held(_opened("durable", 2)))
+    table.store.write(0, {}, meta={"stream-time": b"\0" * 8})  # not a contact
+
+    assert states.contact_ids(0) == {"durable", "new"}
+    assert states.contact_ids(1) == {"elsewhere"}
