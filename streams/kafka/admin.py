@@ -237,7 +237,7 @@ def watermarks(
         )
     )
     try:
-        return {p: _watermark(consumer, TopicPartition(topic, p)) for p in partitions}
+        return {p: watermark(consumer, TopicPartition(topic, p)) for p in partitions}
     finally:
         consumer.close()
 
@@ -262,7 +262,8 @@ def committed_offsets(
         consumer.close()
 
 
-def _watermark(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+def watermark(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+    """One partition's (log start, end) with `consumer`, retried as `watermarks` does."""
     low, high = _retrying(
         lambda: consumer.get_watermark_offsets(partition, timeout=WATERMARK_TIMEOUT)
     )

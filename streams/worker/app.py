@@ -35,6 +35,7 @@ from streams.worker.plan_switch import SwitchPasses
 from streams.worker.processor import Outbox, Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
 from streams.worker.reroute import Rerouter
+from streams.worker.rescoring import Rescores
 from streams.worker.seeking import SeekGate
 from streams.worker.settings import WorkerSettings
 from streams.worker.states import ContactStates
@@ -490,6 +491,10 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
     worker = Worker(
         settings, live, app, table, states, timers, processor, metrics, dead_letter_limit
     )
+    processor.rescores = live.rescorer = Rescores(
+        settings, live, states, outbox, processor.processed, timers, metrics,
+        worker.active_partitions,
+    )  # fmt: skip
     _wire(worker, producers)
     register_views(worker)
     return worker
@@ -582,6 +587,8 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
         gone = {tp.partition for tp in revoked if tp.topic == topics.events}
         states.forget(gone)
         timers.forget(gone)
+        if worker.processor.rescores is not None:
+            worker.processor.rescores.forget(gone)
 
     # mode types handlers with mypy_extensions.VarArg(), which no real signature matches.
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
+from streams.models.plan_versions import Change
 from streams.scoring import decode_state
 from streams.worker.live_plans import LivePlans
 from streams.worker.store import ContactStore, record_deadline, record_state
@@ -51,6 +52,8 @@ class SwitchPasses:
         index = history.index_at(now)
         if index == 0 or self._done.get(partition, 0) >= index:
             return None
+        if history.versions[index].change is Change.RESCORE:
+            return None  # time takes no contact there: the partition's rebuild does
         if store.meta(partition, SWITCHED) == history.versions[index].label.encode():
             self._done[partition] = index
             return None

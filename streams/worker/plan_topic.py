@@ -31,7 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streams.kafka.admin import TopicSpec
+from streams.kafka.admin import TopicSpec, watermark
 from streams.kafka.security import KafkaConnection
 from streams.models.errors import EventError
 from streams.models.plan_file import PlanError
@@ -174,7 +174,7 @@ class PlanTopicReader:
 
     def read_to_end(self, timeout: float = READ_TIMEOUT) -> list[PlanRecord]:
         """Every record up to the end offset taken now."""
-        _, end = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout)
+        _, end = watermark(self._consumer, TopicPartition(self.topic, 0))
         records: list[PlanRecord] = []
         deadline = time.monotonic() + timeout
         while self._position() < end:

@@ -11,6 +11,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from faust.types.tuples import Message
 
@@ -40,6 +41,9 @@ from streams.worker.reroute import (
     origin_headers,
 )
 from streams.worker.settings import TopicNames
+
+if TYPE_CHECKING:  # it imports this module's Outbox
+    from streams.worker.rescoring import Rescores
 from streams.worker.states import ContactStates, Held, Origin
 from streams.worker.timers import Timers, decode_tick
 
@@ -159,9 +163,13 @@ class Processor:
         self._metrics = metrics
         self.processed: dict[tuple[str, int], int] = {}
         """Last offset processed per (topic, partition), for the lag gauge."""
+        self.rescores: Rescores | None = None
+        """Rebuilds for `change: rescore`, swapped in before a partition's next message."""
 
     async def handle(self, message: Message) -> None:
         started = time.perf_counter()
+        if self.rescores is not None:
+            await self.rescores.before(message.partition)
         if message.topic == self._ticks_topic:
             await self._tick(message)
         else:

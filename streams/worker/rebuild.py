@@ -51,6 +51,7 @@ from streams.scoring import ContactState, Outcome, Output, PlanSet, score_event
 from streams.scoring.engine import plans_for, rescore
 from streams.scoring.state import copy_state
 from streams.worker import collector
+from streams.worker.history import DEFAULT_SIZE, EMPTY
 from streams.worker.metrics import Metrics, RescoreMetrics
 from streams.worker.processor import Outbox, read_event
 from streams.worker.reroute import Routing
@@ -179,12 +180,18 @@ class Rebuilt:
                 raise
 
     def rescored(
-        self, contact_id: str, old: Held | None, old_plans: PlanSet | PlanHistory, at: float
+        self,
+        contact_id: str,
+        old: Held | None,
+        old_plans: PlanSet | PlanHistory,
+        at: float,
+        history_size: int = DEFAULT_SIZE,
     ) -> tuple[Held, list[Output]]:
         """A contact's record after the swap, and what changed for its readers.
 
         A contact with no retained event (its history deleted by retention) starts from
-        nothing, but keeps an erasure: the tombstone is the only record of it left."""
+        nothing, but keeps an erasure: the tombstone is the only record of it left. Its score
+        history goes on, with the rescore's changes."""
         held = self.states.get(contact_id)
         if held is None:
             erased_at = None if old is None else old.state.erased_at
@@ -197,7 +204,9 @@ class Rebuilt:
         if isinstance(old_plans, PlanHistory):  # the version the contact was scored with
             old_plans = self._plans if before is None else plans_for(before, old_plans)
         state, outputs = rescore(before, old_plans, held.state, self.version, at)
-        return Held(state, applied), outputs
+        ledger = EMPTY if old is None else old.history
+        history = ledger.recorded(outputs, history_size, self._plans.active_names)
+        return Held(state, applied, history), outputs
 
     async def swap(
         self,
@@ -205,6 +214,7 @@ class Rebuilt:
         outbox: Outbox,
         old_plans: PlanSet | PlanHistory,
         at: float,
+        history_size: int = DEFAULT_SIZE,
     ) -> Swap:
         """Rescore every contact of the partition (old or rebuilt) at `at`: send its changes,
         then write its new record, as the processor does for an event, so that a persist
@@ -220,7 +230,7 @@ class Rebuilt:
             contact_ids = sorted(states.contact_ids(partition) | self.states.keys())
             for contact_id in contact_ids:
                 held, outputs = self.rescored(
-                    contact_id, states.get(partition, contact_id), old_plans, at
+                    contact_id, states.get(partition, contact_id), old_plans, at, history_size
                 )
                 if outputs:
                     changed += 1

@@ -125,6 +125,7 @@ class ContactStates:
         records as bytes, which the collector does not scan."""
         self._persisting: dict[tuple[int, str], bytes] = {}
         self._stream_times: dict[int, float] = {}
+        self._noted: defaultdict[int, dict[str, bytes]] = defaultdict(dict)
         self._times_changed: set[int] = set()
         self._lock = asyncio.Lock()
         self._poisoned: BaseException | None = None
@@ -160,6 +161,16 @@ class ContactStates:
     def put(self, partition: int, contact_id: str, held: Held) -> None:
         self._dirty[(partition, contact_id)] = held
 
+    def note(self, partition: int, name: str, value: bytes) -> None:
+        """Metadata made durable with the partition's next persist, in the same writes as the
+        states put before it (local and changelog: a partition's next owner sees it too)."""
+        self._noted[partition][name] = value
+
+    def meta(self, partition: int, name: str) -> bytes | None:
+        """A partition's metadata: noted and not yet persisted, or durable."""
+        noted = self._noted.get(partition, {}).get(name)
+        return noted if noted is not None else self._store().meta(partition, name)
+
     def observe_time(self, partition: int, event_time: float) -> None:
         """Move the partition's stream time forward (never back)."""
         current = self.stream_time(partition)
@@ -185,6 +196,7 @@ class ContactStates:
         for partition in partitions:
             self._stream_times.pop(partition, None)
             self._times_changed.discard(partition)
+            self._noted.pop(partition, None)
 
     def poison(self, error: BaseException) -> None:
         """Never persist again: the core failed mid-event, so a cached state may be half
@@ -202,7 +214,9 @@ class ContactStates:
             if self._poisoned is not None:
                 raise RuntimeError("not persisting after a scoring failure") from self._poisoned
             snapshot, self._dirty = self._dirty, {}
-            times = {p: self._stream_times[p] for p in self._times_changed}
+            metas, self._noted = self._noted, defaultdict(dict)
+            for partition in self._times_changed:
+                metas[partition][STREAM_TIME] = _TIME.pack(self._stream_times[partition])
             self._times_changed = set()
             history = self._plans.history
             self._persisting = {
@@ -216,8 +230,8 @@ class ContactStates:
             }
             try:
                 await self._outputs_barrier()
-                offsets = await self._send_changelog(times)
-                self._write(offsets, times)
+                offsets = await self._send_changelog(metas)
+                self._write(offsets, metas)
             finally:
                 self._persisting = {}
         persisted: dict[int, list[str]] = defaultdict(list)
@@ -225,14 +239,17 @@ class ContactStates:
             persisted[partition].append(contact_id)
         return Persisted(dict(persisted))
 
-    async def _send_changelog(self, times: dict[int, float]) -> dict[int, int]:
-        """Send the snapshot and the changed stream times to the changelog, so that whoever
-        recovers a partition also knows its stream time; the last offset acked per partition."""
+    async def _send_changelog(self, metas: dict[int, dict[str, bytes]]) -> dict[int, int]:
+        """Send the snapshot and the changed metadata (stream times, `note`s) to the
+        changelog, so that whoever recovers a partition also knows them; the last offset acked
+        per partition."""
         records = [
             (partition, contact_key(contact_id), record)
             for (partition, contact_id), record in self._persisting.items()
         ]
-        records += [(p, meta_key(STREAM_TIME), _TIME.pack(t)) for p, t in times.items()]
+        records += [
+            (p, meta_key(name), value) for p, meta in metas.items() for name, value in meta.items()
+        ]
         for partition, key, value in records:
             producer = self._producers.producer(partition)
             await producer.send(self._changelog_topic, key, value, [], partition)
@@ -243,16 +260,15 @@ class ContactStates:
             for partition in {partition for partition, _, _ in records}
         }
 
-    def _write(self, offsets: dict[int, int], times: dict[int, float]) -> None:
+    def _write(self, offsets: dict[int, int], metas: dict[int, dict[str, bytes]]) -> None:
         by_partition: dict[int, dict[str, bytes]] = defaultdict(dict)
         for (partition, contact_id), record in self._persisting.items():
             by_partition[partition][contact_id] = record
         store = self._store()
-        for partition in by_partition.keys() | times.keys():
-            meta = {STREAM_TIME: _TIME.pack(times[partition])} if partition in times else None
+        for partition in by_partition.keys() | metas.keys():
             store.write(
                 partition,
                 by_partition.get(partition, {}),
                 changelog_offset=offsets.get(partition),
-                meta=meta,
+                meta=metas.get(partition) or None,
             )

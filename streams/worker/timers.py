@@ -146,6 +146,12 @@ class Timers:
             headers=None,
         )
 
+    async def wake(self, partition: int) -> None:
+        """A tick for no contact: the processor handles a message of the partition soon,
+        which a partition waiting for its rescore swap needs even when no event comes."""
+        now = self.now(partition)
+        await self._send(self._producer(), partition, "", encode_tick(now or time.time()))
+
     def done(self, partition: int, contact_id: str) -> None:
         """A tick was processed without a state to change."""
         self._in_flight.get(partition, {}).pop(contact_id, None)
