@@ -6,9 +6,9 @@ version is one assignment on the event loop: the next event, tick or look-up see
 version that cannot be used is logged and counted, and the history stays as it was: the worker
 never stops scoring because of a plan.
 
-A version with `change: rescore` is installed like a forward one (the core switches each
-contact at its start) and then handed to `Rescorer.rescore`, the one place where a rebuild of
-the states from the input topic's history plugs in (`streams.worker.rebuild`).
+A version with `change: rescore` is installed, then handed to `Rescorer.rescore`: time takes
+no contact into it (`streams.scoring.engine`), the worker's rebuild of each partition from
+the input topic's history does (`streams.worker.rescoring`).
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ class Rescorer(Protocol):
     def rescore(self, history: PlanHistory, version: PlanVersion) -> None: ...
 
 
-class ForwardOnly:
-    """The rescorer until a rebuild is wired in: the version applies forward only, and the
-    log says so, so nobody believes the scores were rebuilt."""
+class NoRebuild:
+    """The rescorer of a `LivePlans` built without one (tests of installing alone): contacts
+    stay on the version before the rescore, and the log says so."""
 
     def rescore(self, history: PlanHistory, version: PlanVersion) -> None:
         logger.warning(
-            "plan %s asks for a rescore; this worker cannot rebuild states yet, so it applies "
-            "forward from its start",
+            "plan %s asks for a rescore and nothing rebuilds the states here: contacts keep "
+            "the version before it",
             version.describe(),
         )
 
@@ -71,7 +71,7 @@ class LivePlans:
         self._now = now
         """The worker's time (wall or stream time, as `--clock` says): a version without
         `effective_from` takes over then, and it decides which version is in force."""
-        self.rescorer: Rescorer = rescorer or ForwardOnly()
+        self.rescorer: Rescorer = rescorer or NoRebuild()
         self._info = Gauge(
             "leadscore_plan_version_info",
             "1 for the plan version in force now (state=current) and for each version "
