@@ -168,8 +168,9 @@ class Processor:
 
     async def handle(self, message: Message) -> None:
         started = time.perf_counter()
-        if self.rescores is not None:
-            await self.rescores.before(message.partition)
+        rescores = self.rescores
+        if rescores is not None and rescores.target is not None:  # no coroutine when none
+            await rescores.before(message.partition)
         if message.topic == self._ticks_topic:
             await self._tick(message)
         else:

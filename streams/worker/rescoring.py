@@ -62,7 +62,8 @@ class Rescores:
         self._timers = timers
         self._metrics = metrics
         self._active = active
-        self._target = latest_rescore(live.history)
+        self.target = latest_rescore(live.history)
+        """The latest rescore version (None: nothing to rebuild, ever, until one comes)."""
         self._checked: set[int] = set()
         """Partitions found swapped to `_target`, or with a rebuild under way."""
         self._tasks: dict[int, asyncio.Task[Rebuilt]] = {}
@@ -72,7 +73,7 @@ class Rescores:
     def rescore(self, history: PlanHistory, version: PlanVersion) -> None:
         """A rescore version was installed: every owned partition is rebuilt once its time
         reaches the version's start (checked now, and again before each of its messages)."""
-        self._target = version
+        self.target = version
         for task in self._tasks.values():
             task.cancel()  # built for an older version
         self._tasks.clear()
@@ -82,7 +83,7 @@ class Rescores:
 
     async def before(self, partition: int) -> None:
         """Called before each message: start a due rebuild, or swap a finished one in."""
-        if self._target is None:
+        if self.target is None:
             return
         if partition not in self._checked:
             self._check(partition)
@@ -100,7 +101,7 @@ class Rescores:
             self._checked.discard(partition)
 
     def _check(self, partition: int) -> None:
-        version = self._target
+        version = self.target
         assert version is not None
         if self._states.meta(partition, RESCORED) == version.label.encode():
             self._checked.add(partition)

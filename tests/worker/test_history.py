@@ -7,10 +7,13 @@ import signal
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from streams.backtest.explain import explain_file
 from streams.backtest.replay import replay
 from streams.models.events import TrackingEvent
 from streams.models.outputs import SCORE_CHANGED, Cause, Output
@@ -216,10 +219,34 @@ def _agrees(worker: WorkerProcess, reader: TopicReader, contacts: Iterable[str],
         assert body["plans"] == {plan: expected[plan][-size:] for plan in ACTIVE}, contact
 
 
+def _explain_agrees(
+    tmp_path: Path, events: Sequence[TrackingEvent], reader: TopicReader, contacts: Iterable[str]
+) -> None:
+    """Every change `leadscore explain` prints for a contact, in order, is the contact's score
+    update on the topic: time, score, previous score, cause and plan version."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e.to_cloudevent()) + b"\n" for e in events))
+    updates = reader.values()
+    for contact in contacts:
+        explained: dict[str, list[Any]] = defaultdict(list)
+        for change in explain_file(path, contact, PLANS).changes:
+            explained[change.plan].append(
+                {
+                    "time": change.time,
+                    "score": change.score,
+                    "previous_score": change.previous_score,
+                    "cause": dict(change.cause),
+                    "plan_version": change.plan_version,
+                }
+            )
+        assert explained == _topic_history(updates, contact), contact
+
+
 @pytest.mark.integration
 def test_the_history_endpoint_agrees_with_the_score_updates_also_after_a_kill(
-    start_worker: StartWorker, kafka_bootstrap: str
+    start_worker: StartWorker, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    """`leadscore explain` over the same events gives the same ledger as the topic too."""
     size = 3
     worker = start_worker(extra_args=["--history-size", str(size)])
     stem = uuid.uuid4().hex[:6]
@@ -244,6 +271,7 @@ def test_the_history_endpoint_agrees_with_the_score_updates_also_after_a_kill(
     )
     contacts = [busy, fit, few]
     _agrees(worker, reader, contacts, size)
+    _explain_agrees(tmp_path, events, reader, contacts)
     fit_history = http_get(f"{worker.url}/contacts/{fit}/history?plan=icp-fit")[1]
     assert [c["score"] for c in fit_history["plans"]["icp-fit"]] == [16, 6]
     assert fit_history["plans"]["icp-fit"][-1]["cause"] == {
