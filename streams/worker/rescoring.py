@@ -65,7 +65,7 @@ class Rescores:
         self.target = latest_rescore(live.history)
         """The latest rescore version (None: nothing to rebuild, ever, until one comes)."""
         self._checked: set[int] = set()
-        """Partitions found swapped to `_target`, or with a rebuild under way."""
+        """Partitions found swapped to `target`, or with a rebuild under way."""
         self._tasks: dict[int, asyncio.Task[Rebuilt]] = {}
         self._one_at_a_time = asyncio.Lock()
         """A replay holds the GIL and a partition's states in memory: one partition at once."""
