@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from faust.types import ProducerT
 from faust.types.tuples import Message
+from prometheus_client import CollectorRegistry
 
 from streams.backtest.replay import replay
 from streams.backtest.simulate import generate
@@ -48,6 +50,7 @@ from streams.scoring import (
 from streams.scoring.state import SEEN_LIMIT, copy_state
 from streams.worker import rebuild as rebuild_module
 from streams.worker.fencing import PartitionProducers
+from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
 from streams.worker.rebuild import HistorySource, Rebuilt, rebuild_partition
@@ -253,8 +256,9 @@ def _contact_states(store: ContactStore, old: dict[int, dict[str, Held]]) -> Con
     async def no_barrier() -> None:
         raise AssertionError("nothing persists in these tests")
 
+    live = LivePlans(PlanHistory.single(OLD_PLANS), CollectorRegistry(), time.time)
     return ContactStates(
-        lambda: store, cast(PartitionProducers, None), "changelog", OLD_PLANS, no_barrier
+        lambda: store, cast(PartitionProducers, None), "changelog", live, no_barrier
     )
 
 
@@ -411,7 +415,8 @@ def _processor(
 ) -> Processor:
     timers = Timers("event", states, lambda: store, lambda: cast(ProducerT, None), topics.ticks)
     rerouter = Rerouter(topics.events, PARTITIONS, cast(Outbox, outbox), metrics)
-    return Processor(plans, topics, states, cast(Outbox, outbox), timers, metrics, rerouter)
+    live = LivePlans(PlanHistory.single(plans), metrics.registry, time.time)
+    return Processor(live, topics, states, cast(Outbox, outbox), timers, metrics, rerouter)
 
 
 def test_a_rebuild_covers_the_retained_history_only_and_says_so(
