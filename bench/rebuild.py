@@ -29,15 +29,17 @@ from pathlib import Path
 from typing import cast
 
 import faust
+from prometheus_client import CollectorRegistry
 
 from bench.harness import load_events
 from streams.backtest.simulate import generate
 from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.broker import broker_from_env
 from streams.kafka.security import KafkaConnection
-from streams.models.plan_versions import parse_plan_version
+from streams.models.plan_versions import PlanHistory, parse_plan_version
 from streams.scoring import Output
 from streams.worker.fencing import PartitionProducers
+from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox
 from streams.worker.rebuild import HistorySource, rebuild_partition
@@ -81,7 +83,7 @@ async def _rebuild_and_swap(bootstrap: str, prefix: str, end: int) -> dict[str, 
             lambda: table.store,
             cast(PartitionProducers, None),
             "changelog",
-            version.plans,
+            LivePlans(PlanHistory.single(version.plans), CollectorRegistry(), time.time),
             no_barrier,
         )
         outbox = _CountingOutbox()
