@@ -41,11 +41,11 @@ from streams.worker.reroute import (
     origin_headers,
 )
 from streams.worker.settings import TopicNames
+from streams.worker.states import ContactStates, Held, Origin
+from streams.worker.timers import Timers, decode_tick
 
 if TYPE_CHECKING:  # it imports this module's Outbox
     from streams.worker.rescoring import Rescores
-from streams.worker.states import ContactStates, Held, Origin
-from streams.worker.timers import Timers, decode_tick
 
 logger = logging.getLogger(__name__)
 
