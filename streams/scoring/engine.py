@@ -103,13 +103,11 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: Plans) 
     outputs: list[Output] = []
     event_type = event.type
     time = event.time
-    if type(plans) is PlanHistory:
-        plans = _in_force(state, time, plans, outputs)
-    assert type(plans) is PlanSet
+    plan_set = _in_force(state, time, plans, outputs) if isinstance(plans, PlanHistory) else plans
     if state.first_seen is None or time < state.first_seen:
         state.first_seen = time
-    _prune_plans(state, plans)
-    _advance(state, time, plans, outputs)
+    _prune_plans(state, plan_set)
+    _advance(state, time, plan_set, outputs)
     if event_type == CONTACT_ERASED:
         return Step(_erase(state, event, outputs), outputs, Outcome.APPLIED)
     seen.append(key)
@@ -117,12 +115,12 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: Plans) 
         del seen[0]
     old_fit: dict[str, tuple[int, ...]] = {}
     if event_type == CONTACT_UPDATED:
-        old_fit = {plan.name: _fit(plan, state) for plan in plans}
+        old_fit = {plan.name: _fit(plan, state) for plan in plan_set}
         state.attributes = _merged_attributes(state, event)
         state.fit = {}
     elif state.last_activity is None or time > state.last_activity:
         state.last_activity = time
-    for reaction in plans.reactions(event_type):
+    for reaction in plan_set.reactions(event_type):
         _score_plan_event(state, reaction, event, old_fit.get(reaction.plan.name), outputs)
     return Step(state, outputs, Outcome.APPLIED)
 
@@ -140,11 +138,11 @@ def advance(state: ContactState, now: float, plans: Plans) -> tuple[ContactState
     and plan versions take over at theirs."""
     outputs: list[Output] = []
     if state.first_seen is not None:
-        if type(plans) is PlanHistory:
-            plans = _in_force(state, now, plans, outputs)
-        assert type(plans) is PlanSet
-        _prune_plans(state, plans)
-        _advance(state, now, plans, outputs)
+        plan_set = (
+            _in_force(state, now, plans, outputs) if isinstance(plans, PlanHistory) else plans
+        )
+        _prune_plans(state, plan_set)
+        _advance(state, now, plan_set, outputs)
     return state, outputs
 
 
@@ -154,11 +152,12 @@ def next_deadline(state: ContactState, plans: Plans) -> float | None:
     if state.first_seen is None:
         return None
     due: float | None = None
-    if type(plans) is PlanHistory:
+    if isinstance(plans, PlanHistory):
         due = _next_switch(state, plans)
-        plans = plans_for(state, plans)
-    assert type(plans) is PlanSet
-    for plan in plans:
+        plan_set = plans_for(state, plans)
+    else:
+        plan_set = plans
+    for plan in plan_set:
         plan_state = state.plans.get(plan.name)
         candidate = (
             min((state.first_seen + rule.after for rule in plan.inactivity), default=inf)
@@ -671,10 +670,7 @@ def _tally(
 def _report(
     state: ContactState, plan: Plan, plan_state: PlanState, cause: Cause, outputs: list[Output]
 ) -> None:
-    """Emit a score update, and an alert per threshold crossed, when the score changed.
-
-    The breakdown is taken as it is now (a copy of the awards) and tallied only if the
-    output's data is read."""
+    """Emit a score update, and an alert per threshold crossed, when the score changed."""
     previous = plan_state.score
     fit = _fit(plan, state)
     score = plan.clamp(_raw_score(plan_state, fit))
@@ -683,33 +679,52 @@ def _report(
     plan_state.score = score
     if cause.time >= END:  # a deadline past year 9999: fail here, in the core, as it always did
         format_time(cause.time)
-    contact_id = state.contact_id
-    folded = (
-        {rule_id: f.points for rule_id, f in plan_state.folded.items()} if plan_state.folded else {}
-    )
-    data = partial(
-        _score_data,
-        contact_id,
-        plan,
-        score,
-        previous,
-        cause,
-        plan_state.awards.copy(),
-        folded,
-        fit,
-    )
-    update = Output("update", SCORE_CHANGED, plan.source, contact_id, cause, data)
+    update = _update(state, plan, plan_state, score, previous, fit, cause)
     outputs.append(update)
     if score > previous:
         crossed = [t for t in plan.thresholds if previous < t.score <= score]
-        alert_type = THRESHOLD_CROSSED
+        _alerts(update, THRESHOLD_CROSSED, crossed, outputs)
     else:
-        crossed = [t for t in reversed(plan.thresholds) if previous >= t.score > score]
-        alert_type = THRESHOLD_DROPPED
-    for threshold in crossed:
+        dropped = [t for t in reversed(plan.thresholds) if previous >= t.score > score]
+        _alerts(update, THRESHOLD_DROPPED, dropped, outputs)
+
+
+def _update(
+    state: ContactState,
+    plan: Plan,
+    plan_state: PlanState,
+    score: int,
+    previous: int,
+    fit: tuple[int, ...],
+    cause: Cause,
+) -> Output:
+    """A score update; its breakdown is taken as it is now (a copy of the awards) and tallied
+    only if the output's data is read."""
+    folded = (
+        {rule_id: f.points for rule_id, f in plan_state.folded.items()} if plan_state.folded else {}
+    )
+    awards = plan_state.awards.copy()
+    contact_id = state.contact_id
+    data = partial(_score_data, contact_id, plan, score, previous, cause, awards, folded, fit)
+    return Output("update", SCORE_CHANGED, plan.source, contact_id, cause, data)
+
+
+def _alerts(
+    update: Output, alert_type: str, thresholds: list[Threshold], outputs: list[Output]
+) -> None:
+    """An alert per threshold, its data that of `update` and the threshold."""
+    for threshold in thresholds:
         alert = partial(alert_data, update, threshold.name, threshold.score)
         outputs.append(
-            Output("alert", alert_type, plan.source, contact_id, cause, alert, threshold.name)
+            Output(
+                "alert",
+                alert_type,
+                update.source,
+                update.contact_id,
+                update.cause,
+                alert,
+                threshold.name,
+            )
         )
 
 
@@ -733,20 +748,11 @@ def _report_switch(
     left = [t for t in reversed(reached) if t.name not in now]
     if score == previous and not entered and not left:
         return
-    folded = {rule_id: f.points for rule_id, f in plan_state.folded.items()}
-    contact_id = state.contact_id
-    data = partial(
-        _score_data, contact_id, plan, score, previous, cause, plan_state.awards.copy(), folded, fit
-    )
-    update = Output("update", SCORE_CHANGED, plan.source, contact_id, cause, data)
+    update = _update(state, plan, plan_state, score, previous, fit, cause)
     if score != previous:
         outputs.append(update)
-    for alert_type, thresholds in ((THRESHOLD_CROSSED, entered), (THRESHOLD_DROPPED, left)):
-        for threshold in thresholds:
-            alert = partial(alert_data, update, threshold.name, threshold.score)
-            outputs.append(
-                Output("alert", alert_type, plan.source, contact_id, cause, alert, threshold.name)
-            )
+    _alerts(update, THRESHOLD_CROSSED, entered, outputs)
+    _alerts(update, THRESHOLD_DROPPED, left, outputs)
 
 
 def _score_data(
