@@ -87,7 +87,7 @@ def failing_score_event(state: ContactState | None, item: TrackingEvent, plans: 
     if item.type != BOOM:
         return score_event(state, item, plans)
     if state is not None:
-        state.seen.append(0)
+        state.seen += bytes(8)
         state.last_activity = item.time
         for plan_state in state.plans.values():
             plan_state.awards.append(Award("boom", item.time, 1_000, None))

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from streams.backtest.cli import until_argument
-from streams.backtest.replay import FailedEvent, RejectedLine, ReplayPass, read_events, valid_events
+from streams.backtest.replay import FailedEvent, RejectedLine, ReplayPass, read_lines, valid_events
 from streams.models.events import TrackingEvent, format_time
 from streams.models.ledger import Ledger, format_cause, format_points
 from streams.models.outputs import THRESHOLD_CROSSED, Output
@@ -80,7 +80,7 @@ def explain_file(
     rejected: list[RejectedLine] = []
     events: list[TrackingEvent] = []
     last: float | None = None
-    for _, event in valid_events(read_events(path), rejected):
+    for _, event in valid_events(read_lines(path), rejected):
         if last is None or event.time > last:
             last = event.time
         if event.subject == contact_id:

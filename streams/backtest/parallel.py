@@ -46,7 +46,6 @@ from streams.backtest.replay import (
     ReplayPass,
     ReplayResult,
     cyclic_gc_paused,
-    parse_lines,
     plans_at,
     prefix_of,
     read_lines,
@@ -336,15 +335,13 @@ class _Worker:
     def _pass(self, *, ordered: bool, safe: bool) -> _Share:
         rejected: list[RejectedLine] = []
         lines = self._from_parent() if not self._inbox_done else self._from_file()
-        events: Iterable[tuple[int, TrackingEvent]] = valid_events(parse_lines(lines), rejected)
+        events: Iterable[tuple[int, TrackingEvent]] = valid_events(lines, rejected)
         if ordered:
             events = sorted(events, key=lambda item: item[1].time)  # stable: ties in line order
             in_memory = events
             prefix = prefix_of(lambda: (event for _, event in in_memory))
         else:
-            prefix = prefix_of(
-                lambda: (event for _, event in valid_events(parse_lines(self._from_file()), []))
-            )
+            prefix = prefix_of(lambda: (event for _, event in valid_events(self._from_file(), [])))
         run = ReplayPass(self._plans, safe=safe, prefix=prefix)
         result = run.result
         alert_keys: list[Key] = []

@@ -52,13 +52,14 @@ from streams.models.plans import (
 from streams.models.times import END
 from streams.scoring.state import (
     AWARD_LIMIT,
-    SEEN_LIMIT,
     Award,
     ContactState,
     Folded,
     PlanState,
     Quiet,
     event_key,
+    has_seen,
+    remember,
 )
 
 
@@ -97,8 +98,7 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: Plans) 
     if state.erased_at is not None and event.time <= state.erased_at:
         return Step(state, [], Outcome.IGNORED)
     key = event_key(event)
-    seen = state.seen
-    if key in seen:
+    if has_seen(state.seen, key):
         return Step(state, [], Outcome.DUPLICATE)
     outputs: list[Output] = []
     event_type = event.type
@@ -110,9 +110,7 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: Plans) 
     _advance(state, time, plan_set, outputs)
     if event_type == CONTACT_ERASED:
         return Step(_erase(state, event, outputs), outputs, Outcome.APPLIED)
-    seen.append(key)
-    if len(seen) > SEEN_LIMIT:
-        del seen[0]
+    state.seen = remember(state.seen, key)
     old_fit: dict[str, tuple[int, ...]] = {}
     if event_type == CONTACT_UPDATED:
         old_fit = {plan.name: _fit(plan, state) for plan in plan_set}

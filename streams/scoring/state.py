@@ -1,7 +1,7 @@
 """A contact's scoring state: small, serialisable, and enough to score the next event exactly.
 
 Bounds that keep a contact's state small whatever its history (documented in the README):
-- `SEEN_LIMIT` recent event ids (64-bit hashes) for idempotency;
+- `SEEN_LIMIT` recent event ids (8-byte hashes, one `bytes`) for idempotency;
 - per plan, at most `AWARD_LIMIT` individual awards; the oldest awards that no expiry or limit
   needs one by one are folded into per-rule totals;
 - per limited rule, the times of the awards that used its allowance (at most `count` for a limit
@@ -23,7 +23,10 @@ SEEN_LIMIT: Final = 128
 """Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
 AWARD_LIMIT: Final = 64
 """Individual awards kept per plan before the oldest foldable ones are summed per rule."""
-_FORMAT: Final = 2
+_FORMAT: Final = 3
+"""3: `seen` is one byte string (2: a list of integers; 1: also no `plan_version`)."""
+KEY_SIZE: Final = 8
+"""Bytes of an event key (`event_key`)."""
 
 
 class Award:
@@ -112,7 +115,10 @@ class ContactState:
     last_activity: float | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     attribute_times: dict[str, float] = field(default_factory=dict)
-    seen: list[int] = field(default_factory=list)
+    seen: bytes = b""
+    """The keys (`event_key`) of the last `SEEN_LIMIT` events, oldest first, end to end: one
+    object instead of 128 integers is a fifth of the memory, a `find` in C instead of 128
+    comparisons, and one msgpack `bin` to encode and decode."""
     plans: dict[str, PlanState] = field(default_factory=dict)
     erased_at: float | None = None
     plan_version: str | None = None
@@ -129,10 +135,26 @@ class ContactState:
     deadlines that move later leave it as it is, new ones lower it."""
 
 
-def event_key(event: TrackingEvent) -> int:
+def event_key(event: TrackingEvent) -> bytes:
     """64 bits identifying `(source, id)`: small to keep, and collisions are negligible."""
-    digest = blake2b(f"{event.source}\x1f{event.id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    return blake2b(f"{event.source}\x1f{event.id}".encode(), digest_size=KEY_SIZE).digest()
+
+
+def has_seen(seen: bytes, key: bytes) -> bool:
+    """Whether `key` is one of the keys in `seen` (a match across two keys does not count)."""
+    at = seen.find(key)
+    while at >= 0:
+        if at % KEY_SIZE == 0:
+            return True
+        at = seen.find(key, at + 1)
+    return False
+
+
+def remember(seen: bytes, key: bytes) -> bytes:
+    """`seen` with `key` added last, and the oldest key dropped beyond `SEEN_LIMIT`."""
+    if len(seen) >= SEEN_LIMIT * KEY_SIZE:
+        return seen[len(seen) - (SEEN_LIMIT - 1) * KEY_SIZE :] + key
+    return seen + key
 
 
 def encode_state(state: ContactState) -> bytes:
@@ -172,6 +194,8 @@ def decode_state(raw: bytes) -> ContactState:
     fields = msgpack.unpackb(raw, raw=False)
     if fields[0] == 1:  # before plan versions: scored with a version no history knows
         fields.append(None)
+    if fields[0] in (1, 2):  # event keys as integers
+        fields[7] = b"".join(key.to_bytes(KEY_SIZE, "big") for key in fields[7])
     (
         version,
         contact_id,
@@ -185,7 +209,7 @@ def decode_state(raw: bytes) -> ContactState:
         erased_at,
         plan_version,
     ) = fields
-    if version not in (_FORMAT, 1):
+    if version not in (_FORMAT, 2, 1):
         raise ValueError(f"state format {version} is not supported (expected {_FORMAT})")
     return ContactState(
         contact_id=contact_id,
@@ -216,8 +240,8 @@ def copy_state(state: ContactState) -> ContactState:
     event the core fails on leaves the contact exactly as it was.
 
     Structural, not `deepcopy` (ten times slower) nor `decode_state(encode_state(...))` (three
-    times): every mutable container the core changes in place is copied; awards are tuples and
-    attribute values are replaced, never changed, so they are shared.
+    times): every mutable container the core changes in place is copied; awards, the event keys
+    and attribute values are replaced, never changed, so they are shared.
     """
     return ContactState(
         state.contact_id,
@@ -226,7 +250,7 @@ def copy_state(state: ContactState) -> ContactState:
         state.last_activity,
         state.attributes.copy(),
         state.attribute_times.copy(),
-        state.seen.copy(),
+        state.seen,
         {name: _copy_plan(plan) for name, plan in state.plans.items()},
         state.erased_at,
         state.plan_version,

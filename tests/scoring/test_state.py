@@ -19,7 +19,14 @@ from streams.scoring import (
     next_deadline,
     score_event,
 )
-from streams.scoring.state import AWARD_LIMIT, SEEN_LIMIT, copy_state
+from streams.scoring.state import (
+    AWARD_LIMIT,
+    KEY_SIZE,
+    SEEN_LIMIT,
+    copy_state,
+    has_seen,
+    remember,
+)
 from tests.support import DAY, attributes, event, plans_from, run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
@@ -74,7 +81,7 @@ def test_awards_are_folded_beyond_the_limit_without_changing_the_score() -> None
 def test_seen_ids_are_bounded_and_recent_duplicates_still_caught() -> None:
     history = [event("email.clicked", i) for i in range(SEEN_LIMIT + 10)]
     state, _ = run(PLANS, history)
-    assert state is not None and len(state.seen) == SEEN_LIMIT
+    assert state is not None and len(state.seen) == SEEN_LIMIT * KEY_SIZE
     assert score_event(state, history[-SEEN_LIMIT], PLANS).outcome == "duplicate"
 
 
@@ -162,18 +169,36 @@ def test_the_derived_totals_always_equal_the_awards() -> None:
     assert checked > 100
 
 
-def test_a_state_of_format_1_is_read_with_no_plan_version() -> None:
-    """Written before plan versions: the contact is on a version no history knows, and
-    switches to the one in force when next touched."""
+def test_states_of_formats_1_and_2_are_read() -> None:
+    """Format 1 was written before plan versions: the contact is on a version no history knows,
+    and switches to the one in force when next touched. Both stored event keys as integers."""
     state, _ = run(PLANS, [attributes(0, city="Kraków"), event("email.clicked", 1)])
     assert state is not None
     state.plan_version = "v1"
     fields = msgpack.unpackb(encode_state(state), raw=False)
-    assert fields[0] == 2 and fields[-1] == "v1"
-    old = msgpack.packb([1, *fields[1:-1]], use_bin_type=True)
-    decoded = decode_state(old)
+    assert fields[0] == 3 and fields[-1] == "v1"
+    assert len(fields[7]) == 2 * KEY_SIZE
+    as_integers = [
+        int.from_bytes(fields[7][at : at + KEY_SIZE], "big")
+        for at in range(0, len(fields[7]), KEY_SIZE)
+    ]
+    format_2 = msgpack.packb([2, *fields[1:7], as_integers, *fields[8:]], use_bin_type=True)
+    assert decode_state(format_2) == state
+    format_1 = msgpack.packb([1, *fields[1:7], as_integers, *fields[8:-1]], use_bin_type=True)
+    decoded = decode_state(format_1)
     assert decoded.plan_version is None
     state.plan_version = None
     assert decoded == state
-    with pytest.raises(ValueError, match="state format 3 is not supported"):
-        decode_state(msgpack.packb([3, *fields[1:]], use_bin_type=True))
+    with pytest.raises(ValueError, match="state format 4 is not supported"):
+        decode_state(msgpack.packb([4, *fields[1:]], use_bin_type=True))
+
+
+def test_a_key_is_seen_only_where_a_key_starts() -> None:
+    first, second = bytes(range(8)), bytes(range(8, 16))
+    seen = remember(remember(b"", first), second)
+    assert has_seen(seen, first) and has_seen(seen, second)
+    assert not has_seen(seen, (first + second)[4:12])  # the end of one and the start of the next
+    key = b"K" * 8
+    straddling = b"zzzz" + key[:4] + key[4:] + b"wwww"  # `key` at 4, across two keys
+    assert not has_seen(straddling, key)
+    assert has_seen(straddling + key, key)  # found at 4 first, then where a key starts

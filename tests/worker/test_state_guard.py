@@ -192,4 +192,4 @@ def test_an_erased_contact_leaves_the_changelog_within_the_bound(
     ]
     state = decode_state(record_state(records[-1]))
     assert state.erased_at is not None
-    assert (state.attributes, state.plans, state.seen) == ({}, {}, [])
+    assert (state.attributes, state.plans, state.seen) == ({}, {}, b"")
