@@ -28,6 +28,7 @@ from streams.kafka.security import KafkaConnection
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet
 from streams.worker import collector, dead_letters
+from streams.worker.crash import crash_without_commit
 from streams.worker.fencing import FencedError, PartitionProducers, read_committed
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
@@ -518,8 +519,9 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
         # states not made durable, write no RocksDB, commit nothing, and let the orchestrator
         # restart this worker, which then joins the group like any new one.
         logger.critical("fenced (%s): another worker owns it; stopping without commit", error)
-        states.poison(error)
-        await app.crash(error)
+        await crash_without_commit(states.poison, app.crash, error)
+
+    full_passes = collector.FullPasses()
 
     async def persist() -> bool:
         """Make states durable; False, with nothing done, once stopping after a failure (the
@@ -535,7 +537,7 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
         timers.settled(persisted)
         metrics.persisted.inc(persisted.count)
         metrics.persist.observe(time.perf_counter() - started)
-        collector.collect_after_persist()
+        full_passes.after_persist()
         return True
 
     app.before_commit = persist
@@ -562,8 +564,7 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
                 message.partition,
                 message.offset,
             )
-            states.poison(error)
-            await app.crash(error)
+            await crash_without_commit(states.poison, app.crash, error)
             raise
 
     app.direct_topics = frozenset(source.topics)

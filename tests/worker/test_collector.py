@@ -40,7 +40,9 @@ def test_objects_alive_at_start_are_frozen_and_full_passes_are_left_to_the_worke
     )
 
 
-def test_the_pass_after_a_persist_frees_cyclic_garbage() -> None:
+def test_a_pass_after_a_persist_frees_cyclic_garbage_once_the_interval_has_passed() -> None:
+    now = [100.0]
+    passes = collector.FullPasses(lambda: now[0])
     collector.settle_after_start()
     gc.disable()  # no young pass may free the cycle first
     first, second = _Node(), _Node()
@@ -48,6 +50,10 @@ def test_the_pass_after_a_persist_frees_cyclic_garbage() -> None:
     gone = weakref.ref(first)
     del first, second
 
-    collector.collect_after_persist()
-
+    now[0] += collector.FULL_PASS_INTERVAL / 2
+    assert not passes.after_persist()
+    assert gone() is not None  # not due yet: the cycle is still there
+    now[0] += collector.FULL_PASS_INTERVAL / 2
+    assert passes.after_persist()
     assert gone() is None
+    assert not passes.after_persist()  # the next one is an interval later

@@ -15,6 +15,7 @@ from faust.types import TP
 
 from streams.backtest.simulate import generate
 from streams.kafka.admin import TopicSpec, ensure_topics
+from streams.kafka.client import PublishError
 from streams.kafka.security import KafkaConnection
 from streams.models.events import CONTACT_ERASED, TrackingEvent
 from streams.scoring import ContactState, current_score, decode_state, load_plans
@@ -68,6 +69,37 @@ def test_a_partition_never_claimed_cannot_be_written() -> None:
     )  # nothing connects unclaimed
     with pytest.raises(FencedError, match="partition 2: not claimed"):
         producers.producer(2)
+
+
+@pytest.mark.integration
+def test_a_commit_waits_for_every_message_and_fails_with_the_refused_ones_reasons(
+    kafka_bootstrap: str,
+) -> None:
+    """The commit is the persist's barrier: it returns once everything sent in the
+    transaction is acknowledged (the offsets are known then), and a refused message makes it
+    raise, so the states of that interval are never written."""
+    app_id = f"commit-{uuid.uuid4().hex[:8]}"
+    topic = f"{app_id}-out"
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 1)])
+
+    async def scenario() -> None:
+        producers = PartitionProducers(
+            KafkaConnection(kafka_bootstrap), lambda: {"message.timeout.ms": 3000}, app_id
+        )
+        await producers.claim({0})
+        for number in range(20):
+            await producers.producer(0).send(topic, b"k", str(number).encode(), [], 0)
+        await producers.commit()
+        assert producers.producer(0).acknowledged == {(topic, 0): 19}
+        await producers.producer(0).send(topic, b"k", b"kept?", [], 0)
+        await producers.producer(0).send(f"{app_id}-missing", b"k", b"refused", [], 0)
+        with pytest.raises(PublishError, match="1 message"):
+            await producers.commit()
+        producers.close()
+
+    asyncio.run(scenario())
+    values = [m.value() for m in TopicReader(kafka_bootstrap, topic).catch_up()]
+    assert values == [str(number).encode() for number in range(20)]  # the second was aborted
 
 
 @pytest.mark.integration
