@@ -4,7 +4,7 @@ After a fencing or a failure of the shell, the worker poisons its states (nothin
 persisted) and crashes the app, and Faust stops its services. That stop can wait forever: a
 commit that had passed the persist before the failure goes on to commit the consumed offsets
 through Faust's consumer thread, which the crash has stopped, and the reply never comes (seen
-in tests/worker/test_fencing.py's frozen worker, whose takeover then stalled for good). A
+in tests/worker/test_fencing.py's frozen worker, whose stop then never ended). A
 process that stops without writing loses nothing by being cut short, so once
 `STOP_DEADLINE` has passed it exits at once, with the code of a crash; the orchestrator
 restarts it, and its successor replays from the last commit.
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 STOP_DEADLINE = 20.0
 """Seconds a crashed worker may take to stop before it exits without finishing."""
 EXIT_CRASHED = 1
-"""What a crash exits with when Faust stops in time (its `SystemExit` of the error)."""
+"""Python's exit code for an uncaught exception: a stop cut short reads as a crash."""
 
 
 def crash_without_commit(
