@@ -320,8 +320,9 @@ def read_lines(path: Path, progress: Progress | None = None) -> Iterator[tuple[i
         for number, line in enumerate(stream, start=1):
             if progress is not None and number % 65536 == 0:
                 progress(raw.tell(), total)
-            if not line.isspace():  # the line break is not the event's: the size limit is the
-                yield number, line.removesuffix(b"\n").removesuffix(b"\r")  # worker's
+            # The line break is not the event's: the size limit is the worker's.
+            if not line.isspace():
+                yield number, line.removesuffix(b"\n").removesuffix(b"\r")
     if progress is not None:
         progress(total, total)
 

@@ -651,16 +651,12 @@ def _breakdown(plan: Plan, plan_state: PlanState, state: ContactState) -> dict[s
 
 
 def _tally(
-    plan: Plan,
-    awards: list[Award],
-    folded: dict[str, int],
-    fit: tuple[int, ...],
-    counted: int | None = None,
+    plan: Plan, awards: list[Award], folded: dict[str, int], fit: tuple[int, ...]
 ) -> dict[str, int]:
     """In plan order, then, sorted, the rules of an earlier plan version whose awards still
     count (a `forward` change keeps them), so that the breakdown adds up to the raw score."""
     totals: dict[str, int] = folded.copy()
-    for award in awards if counted is None else awards[:counted]:
+    for award in awards:
         totals[award.rule] = totals.get(award.rule, 0) + award.points
     for rule, points in zip(plan.attributes, fit, strict=True):
         totals[rule.id] = totals.get(rule.id, 0) + points
@@ -783,6 +779,6 @@ def _score_data(
         "score": score,
         "previous_score": previous,
         "cause": cause.to_json(),
-        "breakdown": _tally(plan, awards, folded, fit, counted),
+        "breakdown": _tally(plan, awards[:counted], folded, fit),
         "plan_version": plan.version,
     }

@@ -25,13 +25,13 @@ EXIT_CRASHED = 1
 """Python's exit code for an uncaught exception: a stop cut short reads as a crash."""
 
 
-def crash_without_commit(
+async def crash_without_commit(
     poison: Callable[[BaseException], None],
     crash: Callable[[BaseException], Awaitable[None]],
     error: BaseException,
     exit_now: Callable[[int], None] = os._exit,
-) -> Awaitable[None]:
-    """Poison, arm the deadline, and crash the app (the caller awaits the crash)."""
+) -> None:
+    """Poison, arm the deadline, and crash the app."""
     poison(error)
 
     def too_late() -> None:
@@ -44,4 +44,4 @@ def crash_without_commit(
         exit_now(EXIT_CRASHED)
 
     asyncio.get_running_loop().call_later(STOP_DEADLINE, too_late)
-    return crash(error)
+    await crash(error)
