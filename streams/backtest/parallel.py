@@ -39,6 +39,7 @@ import orjson
 
 from streams.backtest.replay import (
     CoreFailedError,
+    Cutoff,
     FailedEvent,
     OutOfOrderError,
     Progress,
@@ -103,13 +104,15 @@ def backtest_file(
     until: float | None = None,
     progress: Progress | None = None,
     jobs: int = 1,
+    *,
+    cutoff: Cutoff | None = None,
 ) -> Backtest:
     """`replay_file` with `jobs` worker processes (in this process for one job)."""
     if jobs <= 1:
         # The rows too: the first collection after the replay would scan every state (0.6 s
         # for 20,000 contacts), and their 20,000 tuples would start one.
         with cyclic_gc_paused():
-            result = replay_file(path, plans, until, progress)
+            result = replay_file(path, plans, until, progress, cutoff=cutoff)
             rows = score_rows(result.states, plans_at(plans, result.until))
         return Backtest(
             alerts=result.alerts,
@@ -120,7 +123,7 @@ def backtest_file(
             scores=rows,
             until=result.until,
         )
-    return _Pool(path, plans, until, jobs).run(progress)
+    return _Pool(path, plans, until, jobs, cutoff).run(progress)
 
 
 def score_rows(states: dict[str, ContactState], plans: PlanSet) -> list[ScoreRow]:
@@ -176,7 +179,9 @@ class _WorkerFailedError(RuntimeError):
 class _Pool:
     """The parent's side: start the workers, deal the lines, exchange the end time, merge."""
 
-    def __init__(self, path: Path, plans: Plans, until: float | None, jobs: int) -> None:
+    def __init__(
+        self, path: Path, plans: Plans, until: float | None, jobs: int, cutoff: Cutoff | None
+    ) -> None:
         # fork: the workers inherit the plans and the loaded code, and start in milliseconds
         methods = multiprocessing.get_all_start_methods()
         context: BaseContext = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -187,7 +192,7 @@ class _Pool:
         self._workers: list[BaseProcess] = [
             context.Process(  # type: ignore[attr-defined]
                 target=_work,
-                args=(index, jobs, path, plans, self._inboxes[index], self._outbox),
+                args=(index, jobs, path, plans, self._inboxes[index], self._outbox, cutoff),
                 name=f"leadscore-backtest-{index}",
                 daemon=True,
             )
@@ -292,11 +297,12 @@ def _work(
     plans: Plans,
     inbox: Any,
     outbox: Any,
+    cutoff: Cutoff | None,
 ) -> None:
     """A worker process: its share of the lines from the parent, then its `_Share` back."""
     gc.disable()  # as `replay` does, for the whole process: the core makes no cycles
     try:
-        share = _Worker(index, jobs, path, plans, inbox, outbox).run()
+        share = _Worker(index, jobs, path, plans, inbox, outbox, cutoff).run()
     except Exception:
         outbox.put((index, False, traceback.format_exc()))
         raise
@@ -309,9 +315,17 @@ class _Worker:
     parent; the others read the file and keep the share's lines."""
 
     def __init__(
-        self, index: int, jobs: int, path: Path, plans: Plans, inbox: Any, outbox: Any
+        self,
+        index: int,
+        jobs: int,
+        path: Path,
+        plans: Plans,
+        inbox: Any,
+        outbox: Any,
+        cutoff: Cutoff | None = None,
     ) -> None:
         self._index = index
+        self._cutoff = cutoff
         self._jobs = jobs
         self._path = path
         self._plans = plans
@@ -342,7 +356,7 @@ class _Worker:
             prefix = prefix_of(lambda: (event for _, event in in_memory))
         else:
             prefix = prefix_of(lambda: (event for _, event in valid_events(self._from_file(), [])))
-        run = ReplayPass(self._plans, safe=safe, prefix=prefix)
+        run = ReplayPass(self._plans, safe=safe, prefix=prefix, cutoff=self._cutoff)
         result = run.result
         alert_keys: list[Key] = []
         failed_keys: list[Key] = []
