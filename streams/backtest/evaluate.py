@@ -201,7 +201,8 @@ class NamedThreshold:
 
 @dataclass(frozen=True, slots=True)
 class CapacityPick:
-    """The lowest candidate threshold whose alerts in the backtest fit the capacity."""
+    """The lowest candidate threshold whose alerts in the backtest (and every higher one's) fit
+    the capacity."""
 
     capacity: str
     per_week: float
@@ -317,14 +318,18 @@ def pick_for_capacity(
     weeks: float,
     data: Labelled,
 ) -> CapacityPick:
-    """The lowest candidate whose alerts per week fit: the most contacts sales can call."""
-    for score in sorted(candidates):
+    """The lowest candidate whose alerts per week fit, and every higher one's: the most contacts
+    sales can call. Going down from the highest, so that a threshold at the lowest score, which
+    everyone is at from the start and so never crosses (no alerts at all), is not taken."""
+    pick: CapacityPick | None = None
+    for score in sorted(candidates, reverse=True):
         per_week = alerts[score] / weeks
-        if per_week <= capacity.per_week:
-            return CapacityPick(
-                capacity.text, capacity.per_week, at_threshold(data, score), alerts[score], per_week
-            )
-    return CapacityPick(capacity.text, capacity.per_week, None, 0, 0.0)
+        if per_week > capacity.per_week:
+            break
+        pick = CapacityPick(
+            capacity.text, capacity.per_week, at_threshold(data, score), alerts[score], per_week
+        )
+    return pick or CapacityPick(capacity.text, capacity.per_week, None, 0, 0.0)
 
 
 def evaluate_files(

@@ -20,7 +20,7 @@ def render_text(evaluation: Evaluation) -> str:
 def _summary(e: Evaluation) -> str:
     lines = [
         f"evaluated {e.contacts:,} contacts of {e.events}: {e.converters:,} converted"
-        f" (base rate {_pct(e.converters / e.contacts if e.contacts else None)})",
+        f" (base rate {percent(e.converters / e.contacts if e.contacts else None)})",
         f"  outcomes {e.outcomes}: {e.conversions:,} conversions, {e.rejected_rows:,} rejected"
         f" rows, {e.unknown_contacts:,} naming no contact of the events",
     ]
@@ -39,26 +39,26 @@ def render_plan(p: PlanEvaluation) -> str:
     lines = [f"Plan {p.plan} ({p.file}): ROC AUC {_num(p.auc, '.3f')}"]
     if not p.contacts:
         return lines[0] + "\n  no contacts"
-    lines += _table(
+    lines += table(
         ("top", "contacts", "converted", "capture", "lift", "score at least"),
         [
-            (f"{t.pct:g}%", f"{t.contacts:,}", f"{t.converters:,.1f}", _pct(t.capture),
-             _times(t.lift), _num(t.score, ","))
+            (f"{t.pct:g}%", f"{t.contacts:,}", f"{t.converters:,.1f}", percent(t.capture),
+             times(t.lift), _num(t.score, ","))
             for t in p.top
         ],
     )  # fmt: skip
     lines.append("")
-    lines += _table(
+    lines += table(
         ("score band", "contacts", "converted", "rate", "lift"),
         [
             (f"{b.low:,} .. {b.high:,}" if b.low != b.high else f"{b.low:,}", f"{b.contacts:,}",
-             f"{b.converters:,}", _pct(b.rate), _times(b.lift))
+             f"{b.converters:,}", percent(b.rate), times(b.lift))
             for b in p.bands
         ],
     )  # fmt: skip
     if p.thresholds:
         lines.append("")
-        lines += _table(
+        lines += table(
             ("threshold", "score", "at or above", "converted", "precision", "recall", "lift"),
             [(t.name, *_threshold_cells(t.stats)) for t in p.thresholds],
         )
@@ -69,25 +69,25 @@ def render_plan(p: PlanEvaluation) -> str:
         else:
             lines.append(
                 f"  for {c.capacity}: threshold {c.stats.score:,}, {c.alerts_per_week:,.1f}"
-                f" alerts a week in the backtest ({c.alerts:,} in all); {_selects(c.stats)}"
+                f" alerts a week in the backtest ({c.alerts:,} in all); {selects(c.stats)}"
             )
     if p.precision_target is not None:
         if p.precision is None:
             lines.append(
-                f"  for a precision of {_pct(p.precision_target)}: no threshold reaches it"
+                f"  for a precision of {percent(p.precision_target)}: no threshold reaches it"
             )
         else:
             lines.append(
-                f"  for a precision of {_pct(p.precision_target)}: threshold"
-                f" {p.precision.score:,}; {_selects(p.precision)}"
+                f"  for a precision of {percent(p.precision_target)}: threshold"
+                f" {p.precision.score:,}; {selects(p.precision)}"
             )
     return "\n".join(lines)
 
 
-def _selects(stats: AtThreshold) -> str:
+def selects(stats: AtThreshold) -> str:
     return (
         f"at the cutoffs {stats.contacts:,} contacts at or above, precision"
-        f" {_pct(stats.precision)}, recall {_pct(stats.recall)}"
+        f" {percent(stats.precision)}, recall {percent(stats.recall)}"
     )
 
 
@@ -96,29 +96,30 @@ def _threshold_cells(stats: AtThreshold) -> tuple[str, ...]:
         f"{stats.score:,}",
         f"{stats.contacts:,}",
         f"{stats.converters:,}",
-        _pct(stats.precision),
-        _pct(stats.recall),
-        _times(stats.lift),
+        percent(stats.precision),
+        percent(stats.recall),
+        times(stats.lift),
     )
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+    """Indented lines of aligned columns, the first `left` left-aligned and the others right."""
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     return [
         "  "
         + "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
+            cell.ljust(width) if i < left else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
+        ).rstrip()
         for row in (header, *rows)
     ]
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _times(value: float | None) -> str:
+def times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 

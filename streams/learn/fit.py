@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,11 @@ from streams.backtest.evaluate import (
     evaluate_files,
     scores_at_cutoffs,
 )
-from streams.backtest.evaluate_report import render_plan
+from streams.backtest.evaluate_report import selects, table, times
 from streams.backtest.evaluate_report import to_json as evaluation_json
+from streams.backtest.metrics import TOP_PCTS
 from streams.learn.features import MAX_VALUES, Feature, discover, feature_plans, survey_file
-from streams.learn.model import TEST_SHARE, fit_weights, split
+from streams.learn.model import FOLDS, TEST_SHARE, fit_weights, split
 from streams.models.outcomes import Outcomes
 from streams.models.plan_file import parse_plans
 from streams.models.plans import PlanSet
@@ -231,23 +233,23 @@ def _header(
     mine = evaluation.plans[-1]
     others = ", ".join(f"{plan.plan} {_auc(plan.auc)}" for plan in evaluation.plans[:-1])
     lines = [
-        f"Fitted by `leadscore plans fit` from {events.name} ({event_count:,} events, "
-        f"{evaluation.contacts + train:,} contacts)",
-        f"and {Path(outcomes.origin).name} ({len(outcomes.conversions):,} conversions); "
-        + (
-            "scores read at each conversion"
+        f"Fitted by `leadscore plans fit` from {events.name} ({event_count:,} events,"
+        f" {evaluation.contacts + train:,} contacts) and {Path(outcomes.origin).name}"
+        f" ({len(outcomes.conversions):,} conversions).",
+        (
+            "Scores read at each conversion"
             if horizon == 0
-            else f"scores read {_duration(horizon)} before each conversion"
+            else f"Scores read {_duration(horizon)} before each conversion"
         )
-        + (f", others at {format_time(evaluation.end)}." if evaluation.end is not None else "."),
-        f"Logistic regression (L2, C={c:.3g} by {5}-fold cross-validated AUC) on {train:,} "
-        f"training contacts; the strongest factor per unit is {max_points} points.",
-        f"Test AUC {_auc(mine.auc)} on {evaluation.contacts:,} held-out contacts "
-        f"({TEST_SHARE:.0%}, seed {seed}, {evaluation.converters:,} converted)"
-        + (f"; on them: {others}." if others else "."),
+        + ("." if evaluation.end is None else f", the others' at {format_time(evaluation.end)}."),
+        f"L2 logistic regression (C={c:.3g}, by {FOLDS}-fold cross-validated AUC) on"
+        f" {train:,} training contacts; the strongest factor per unit is {max_points} points.",
+        f"Test AUC {_auc(mine.auc)} on {evaluation.contacts:,} held-out contacts"
+        f" ({TEST_SHARE:.0%}, seed {seed}, {evaluation.converters:,} converted)"
+        + (f"; on the same contacts {others}." if others else "."),
         f"Threshold {threshold_reason}.",
     ]
-    return "".join(f"# {line}\n" for line in lines)
+    return "".join(f"# {line}\n" for line in textwrap.wrap(" ".join(lines), 96))
 
 
 def _auc(value: float | None) -> str:
@@ -275,27 +277,38 @@ def render_text(result: FitResult, out: Path) -> str:
     if result.skipped_fields:
         lines.append(f"  too many values to learn from: {', '.join(result.skipped_fields)}")
     lines += ["", "top factors (points; on the training contacts, converters against the others)"]
-    rows = [("points", "rule", "measures", "converters", "others")]
-    rows += [
-        (f"{f.points:+,}", f.feature.id, f.feature.label, *_evidence(f))
-        for f in result.factors[:FACTORS_SHOWN]
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines += [
-        "  " + "  ".join(cell.rjust(w) if i == 0 else cell.ljust(w)
-                         for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
-        for row in rows
-    ]  # fmt: skip
+    lines += table(
+        ("rule", "measures", "points", "converters", "others"),
+        [
+            (f.feature.id, f.feature.label, f"{f.points:+,}", *_evidence(f))
+            for f in result.factors[:FACTORS_SHOWN]
+        ],
+        left=2,
+    )
     if len(result.factors) > FACTORS_SHOWN:
         lines.append(f"  ... and {len(result.factors) - FACTORS_SHOWN} more rules in {out}")
     lines += [
         "",
-        f"test set: {e.contacts:,} held-out contacts, {e.converters:,} converted;"
-        " every plan replayed on them",
-        "",
-        *(render_plan(p) + "\n" for p in e.plans),
-    ]
-    return "\n".join(lines)
+        f"test set: {e.contacts:,} held-out contacts, {e.converters:,} converted; every plan"
+        " replayed on them (`plans evaluate` gives the full report)",
+        *table(
+            ("plan", "file", "ROC AUC", *(f"top {pct:g}% lift" for pct in TOP_PCTS[1:])),
+            [
+                (p.plan, p.file, "-" if p.auc is None else f"{p.auc:.3f}",
+                 *(times(t.lift) for t in p.top[1:]))
+                for p in e.plans
+            ],
+            left=2,
+        ),
+    ]  # fmt: skip
+    for p in e.plans:
+        pick = p.capacity
+        if pick is not None and pick.stats is not None:
+            lines.append(
+                f"  {p.plan} for {pick.capacity}: threshold {pick.stats.score:,},"
+                f" {pick.alerts_per_week:,.1f} alerts a week; {selects(pick.stats)}"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def _evidence(factor: Factor) -> tuple[str, str]:

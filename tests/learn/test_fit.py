@@ -137,7 +137,8 @@ def test_its_threshold_sends_at_most_the_capacity_in_the_backtest(fitted: Fitted
 def test_the_file_opens_with_its_data_and_test_auc_and_checks_and_diffs(
     fitted: Fitted, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    header = fitted.out.read_text().split("plans:")[0]
+    comments = fitted.out.read_text().split("plans:")[0].splitlines()
+    header = " ".join(line.removeprefix("# ") for line in comments)
     auc = next(p["auc"] for p in fitted.report["test"]["plans"] if p["plan"] == "fitted")
     assert "12,000 events, 1,000 contacts" in header and f"Test AUC {auc:.3f}" in header
     assert main(["plans", "check", str(fitted.out)]) == 0
