@@ -62,6 +62,11 @@ def add_parsers(
         metavar="'TYPE FIELD OP VALUE'",
         help="an extra count to learn from, e.g. 'page.visited url glob */pricing*'",
     )
+    fit.add_argument(
+        "--name",
+        default="fitted",
+        help="of the fitted plan; a current plan's name makes plans diff compare the two",
+    )
     fit.add_argument("--seed", type=int, default=7, help="of the train/test split (%(default)s)")
     fit.add_argument(
         "--max-points", type=positive_int, default=100, help="of the strongest factor per unit"
@@ -190,6 +195,7 @@ def run_fit(args: argparse.Namespace) -> int:
             precision=args.precision,
             jobs=args.jobs,
             label=str(args.out),
+            name=args.name,
         )
     except fit.NotEnoughDataError as error:
         print(f"leadscore plans fit: not enough data to fit: {error}", file=sys.stderr)

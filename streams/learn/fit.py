@@ -98,8 +98,10 @@ def fit_plan(
     precision: float | None = None,
     jobs: int = 1,
     label: str = PLAN_NAME,
+    name: str = PLAN_NAME,
 ) -> FitResult:
-    """`label` names the fitted plan's file in the evaluation (the output path)."""
+    """`label` names the fitted plan's file in the evaluation (the output path); `name` is the
+    plan's (a current plan's name makes `plans diff` compare the two as one plan)."""
     census, survey = survey_file(events, max_values)
     _require(
         len(outcomes.conversions.keys() & census.contacts), len(census.contacts), min_conversions
@@ -125,7 +127,7 @@ def fit_plan(
         ),
         key=lambda factor: -abs(factor.per_sd),
     )  # fmt: skip
-    document = _document(factors)
+    document = _document(factors, name)
     fitted = parse_plans(document, "<fitted>")
     keep = {cohort.contact_ids[i] for i in test}
     evaluation = evaluate_files(
@@ -187,9 +189,9 @@ def _factor(
     )
 
 
-def _document(factors: Sequence[Factor]) -> dict[str, Any]:
+def _document(factors: Sequence[Factor], name: str) -> dict[str, Any]:
     plan: dict[str, Any] = {
-        "name": PLAN_NAME,
+        "name": name,
         "description": "points learned from outcomes by leadscore plans fit",
         "thresholds": [],
     }
