@@ -49,9 +49,12 @@ from streams.models.plans import Plan, PlanSet, Threshold
 from streams.scoring import ContactState, current_score
 
 WEEK = float(UNIT_SECONDS["w"])
-CANDIDATE_PCTS = (*range(5, 95, 5), 92, 94, 95, 96, 97, 98, 99, 99.5, 99.8, 99.9)
-"""Where the candidate thresholds for a capacity sit: these percentiles of the scores at the
-cutoffs (distinct scores only), plus the plan's own thresholds."""
+CANDIDATE_SPREAD = tuple(round(1.15**step, 3) for step in range(-10, 13))
+"""Where the candidate thresholds for a capacity sit: if each alert were a contact of its own,
+a capacity of N alerts over the period would select the N best contacts. The candidates are
+the scores of the best N times these factors (a quarter to five times as many), scaled from
+all contacts to those evaluated, plus the plan's own thresholds: closely spaced where the
+answer is, and no threshold so low that its alerts fill the memory."""
 _PERIODS = {"day": float(UNIT_SECONDS["d"]), "week": WEEK, "month": 30 * float(UNIT_SECONDS["d"])}
 
 
@@ -276,13 +279,15 @@ def evaluate_plan(
     )
 
 
-def candidate_thresholds(plan: Plan, scores: Sequence[int]) -> list[int]:
-    ordered = sorted(scores)
-    picks = (
-        {ordered[min(len(ordered) - 1, math.ceil(p * len(ordered) / 100))] for p in CANDIDATE_PCTS}
+def candidate_thresholds(plan: Plan, scores: Sequence[int], selected: float) -> list[int]:
+    """Thresholds to count the alerts of, for a capacity that would select `selected` of the
+    contacts whose `scores` are given (see `CANDIDATE_SPREAD`)."""
+    ordered = sorted(scores, reverse=True)
+    picks = {
+        ordered[min(len(ordered) - 1, max(0, math.ceil(selected * factor) - 1))]
+        for factor in CANDIDATE_SPREAD
         if ordered
-        else set()
-    )
+    }
     return sorted(picks | {threshold.score for threshold in plan.thresholds})
 
 
@@ -356,12 +361,13 @@ def evaluate_files(
         labelled = [cohort.labelled(index, keep) for index in range(len(plans.active))]
         picks: list[CapacityPick | None] = [None] * len(labelled)
         if capacity is not None and labelled:
+            weeks = _weeks(census, end)
+            share = capacity.per_week * weeks / max(1, len(census.contacts))
             candidates = [
-                candidate_thresholds(plan, data.scores)
+                candidate_thresholds(plan, data.scores, share * data.contacts)
                 for plan, data in zip(plans, labelled, strict=True)
             ]
             counts = alerts_by_threshold(events, plans, candidates, as_of, jobs)
-            weeks = _weeks(census, end)
             picks = [
                 pick_for_capacity(capacity, count, scores, weeks, data)
                 for count, scores, data in zip(counts, candidates, labelled, strict=True)

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from streams.backtest.evaluate import Census, take_census
 from streams.models.events import CONTACT_UPDATED, NON_ACTIVITY_TYPES, TrackingEvent
-from streams.models.matchers import OPERATORS
+from streams.models.matchers import OPERATORS, fold
 from streams.models.plan_file import PlanError, parse_plans
 from streams.models.plans import PlanSet
 
@@ -30,7 +30,7 @@ MAX_VALUES = 20
 """Distinct values of a data field or attribute beyond which it gives no features (an id, a
 timestamp or a free text field would otherwise give one rule per contact)."""
 MIN_EVENTS = 10
-"""Events (or contacts, for attribute values) a value needs to become a feature."""
+"""Events a value needs to become a feature (for an attribute value: updates that set it)."""
 QUIET_DAYS = (7, 14, 30, 60)
 """Inactivity features: no activity for this many days at the cutoff."""
 
@@ -67,7 +67,7 @@ class _Values:
     def add(self, value: Any) -> None:
         if self.overflow:
             return
-        key = _fold(value)
+        key = fold(value)  # values the plans' matchers take for equal are one feature
         if key not in self.counts and len(self.counts) >= self.cap:
             self.overflow = True
             self.counts.clear()
@@ -208,15 +208,6 @@ def _unique(features: list[Feature]) -> list[Feature]:
 
 def _scalar(value: Any) -> bool:
     return isinstance(value, (str, bool, int, float)) and value != ""
-
-
-def _fold(value: Any) -> Any:
-    """Values the plans' matchers take for equal (strings ignore case) are one feature."""
-    if isinstance(value, str):
-        return value.casefold()
-    if isinstance(value, bool):
-        return ("bool", value)
-    return value
 
 
 def _by_text(item: tuple[Any, int]) -> str:
