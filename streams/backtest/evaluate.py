@@ -363,9 +363,9 @@ def evaluate_files(
         if capacity is not None and labelled:
             weeks = _weeks(census, end)
             share = capacity.per_week * weeks / max(1, len(census.contacts))
-            candidates = [
-                candidate_thresholds(plan, data.scores, share * data.contacts)
-                for plan, data in zip(plans, labelled, strict=True)
+            candidates = [  # from every contact's score: the alerts are everyone's
+                candidate_thresholds(plan, scores, share * len(scores))
+                for plan, scores in zip(plans, cohort.scores, strict=True)
             ]
             counts = alerts_by_threshold(events, plans, candidates, as_of, jobs)
             picks = [
