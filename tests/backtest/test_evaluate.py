@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from streams.backtest.evaluate import (
     Cutoffs,
     evaluate_files,
     parse_capacity,
+    parse_precision,
     scores_at_cutoffs,
     take_census,
 )
@@ -165,3 +167,17 @@ def test_cli_refuses_a_bad_capacity_and_a_missing_outcomes_file(
     assert "expected alerts per period such as 50/week" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cannot read the outcomes file"):
         main([*base, "--outcomes", str(tmp_path / "none.jsonl")])
+
+
+@pytest.mark.parametrize(
+    ("text", "per_week"),
+    [("50/week", 50.0), ("10/day", 70.0), ("120/2w", 60.0), ("300/month", 70.0)],
+)
+def test_capacity_in_alerts_per_week(text: str, per_week: float) -> None:
+    assert parse_capacity(text).per_week == pytest.approx(per_week)
+
+
+def test_precision_as_a_fraction_or_a_percentage() -> None:
+    assert parse_precision("0.3") == parse_precision("30%") == pytest.approx(0.3)
+    with pytest.raises(argparse.ArgumentTypeError, match="at most 1"):
+        parse_precision("130%")
