@@ -5,7 +5,9 @@ Bounds that keep a contact's state small whatever its history (documented in the
 - per plan, at most `AWARD_LIMIT` individual awards; the oldest awards that no expiry or limit
   needs one by one are folded into per-rule totals;
 - per limited rule, the times of the awards that used its allowance (at most `count` for a limit
-  without `per`; those inside the window for one with `per`).
+  without `per`; those of the last two `per`s for one with `per`, for late events);
+- for late events, only when the driver asks for it (`lateness`): the state before its recent
+  events, and at most `WINDOW_LIMIT` of those events (`Window`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ SEEN_LIMIT: Final = 128
 """Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
 AWARD_LIMIT: Final = 64
 """Individual awards kept per plan before the oldest foldable ones are summed per rule."""
-_FORMAT: Final = 3
-"""3: `seen` is one byte string (2: a list of integers; 1: also no `plan_version`)."""
+WINDOW_LIMIT: Final = 64
+"""Recent events kept per contact for late arrivals (`Window`); beyond it the oldest half is
+folded into the window's base."""
+_FORMAT: Final = 4
+"""4: a `Window` for late events; 3: `seen` is one byte string (2: a list of integers; 1: also
+no `plan_version`)."""
 KEY_SIZE: Final = 8
 """Bytes of an event key (`event_key`)."""
 
@@ -68,6 +74,22 @@ class Folded:
 
 
 @dataclass(slots=True)
+class Window:
+    """What a late event needs to be scored as if it had come in time: the contact's state
+    before its recent events (`base`, encoded; empty for a contact that had none), the time
+    that state had reached (`since`), and the recent events in time order.
+
+    An event dated at or after `since` that arrives after later ones is scored by replaying
+    `base` with the recent events and it in time order, so every rule (windowed limits,
+    inactivity that already fired, resets, plan versions) ends exactly where a time-ordered
+    replay ends. The base stays encoded: it is read only when an event is late."""
+
+    base: bytes
+    since: float
+    events: list[TrackingEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Quiet:
     """An inactivity rule's clock: the anchor time, and whether its penalty already fired."""
 
@@ -85,7 +107,8 @@ class PlanState:
     reset_at: float | None = None
     quiet: dict[str, Quiet] = field(default_factory=dict)
     claims: dict[str, list[float]] = field(default_factory=dict)
-    """Per limited rule, sorted times of the awards that used its allowance (resets keep them)."""
+    """Per limited rule, sorted times of the awards that used its allowance (resets keep them);
+    with `per`, those of the last `2 * per` before the clock."""
     awarded: int | None = field(default=None, compare=False, repr=False)
     """Derived, never stored: the points of `awards` and `folded` together (None: not known
     yet). The engine keeps it up to date as it adds awards, so that a score is not a sum over
@@ -123,6 +146,8 @@ class ContactState:
     erased_at: float | None = None
     plan_version: str | None = None
     """The label of the plan version the contact was last scored with (None: not yet)."""
+    window: Window | None = None
+    """Recent history for late events (None: the driver keeps none, or none is needed)."""
     fit: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     """Points of each attribute rule per plan name: derived from `attributes`, never stored,
     cleared when they change (matching them on every event was a third of the core's time)."""
@@ -183,10 +208,26 @@ def encode_state(state: ContactState) -> bytes:
             plans,
             state.erased_at,
             state.plan_version,
+            _encode_window(state.window),
         ],
         use_bin_type=True,
     )
     return packed
+
+
+def _encode_window(window: Window | None) -> list[Any] | None:
+    if window is None:
+        return None
+    events = [[e.id, e.source, e.type, e.time, e.data] for e in window.events]
+    return [window.base, window.since, events]
+
+
+def _decode_window(contact_id: str, fields: list[Any] | None) -> Window | None:
+    if fields is None:
+        return None
+    base, since, events = fields
+    recent = [TrackingEvent(i, source, kind, t, contact_id, d) for i, source, kind, t, d in events]
+    return Window(base, since, recent)
 
 
 def decode_state(raw: bytes) -> ContactState:
@@ -196,6 +237,8 @@ def decode_state(raw: bytes) -> ContactState:
         fields.append(None)
     if fields[0] in (1, 2):  # event keys as integers
         fields[7] = b"".join(key.to_bytes(KEY_SIZE, "big") for key in fields[7])
+    if fields[0] in (1, 2, 3):  # no window for late events
+        fields.append(None)
     (
         version,
         contact_id,
@@ -208,8 +251,9 @@ def decode_state(raw: bytes) -> ContactState:
         plans,
         erased_at,
         plan_version,
+        window,
     ) = fields
-    if version not in (_FORMAT, 2, 1):
+    if version not in (_FORMAT, 3, 2, 1):
         raise ValueError(f"state format {version} is not supported (expected {_FORMAT})")
     return ContactState(
         contact_id=contact_id,
@@ -232,6 +276,7 @@ def decode_state(raw: bytes) -> ContactState:
         },
         erased_at=erased_at,
         plan_version=plan_version,
+        window=_decode_window(contact_id, window),
     )
 
 
@@ -254,10 +299,15 @@ def copy_state(state: ContactState) -> ContactState:
         {name: _copy_plan(plan) for name, plan in state.plans.items()},
         state.erased_at,
         state.plan_version,
+        None if state.window is None else _copy_window(state.window),
         state.fit.copy(),
         state.pruned_for,
         state.due_bound,
     )
+
+
+def _copy_window(window: Window) -> Window:
+    return Window(window.base, window.since, window.events.copy())
 
 
 def _copy_plan(plan: PlanState) -> PlanState:

@@ -487,7 +487,15 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
     )
     rerouter = Rerouter(topics.events, settings.partitions, outbox, metrics)
     processor = Processor(
-        live, topics, states, outbox, timers, metrics, rerouter, history_size=settings.history_size
+        live,
+        topics,
+        states,
+        outbox,
+        timers,
+        metrics,
+        rerouter,
+        history_size=settings.history_size,
+        lateness=settings.lateness,
     )
     worker = Worker(
         settings, live, app, table, states, timers, processor, metrics, dead_letter_limit

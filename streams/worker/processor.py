@@ -151,8 +151,10 @@ class Processor:
         rerouter: Rerouter,
         clock: Callable[[], float] = time.time,
         history_size: int = DEFAULT_SIZE,
+        lateness: float = 0.0,
     ) -> None:
         self._plans = plans
+        self._lateness = lateness
         self._history_size = history_size
         self._clock = clock
         self._ticks_topic = topics.ticks
@@ -200,7 +202,7 @@ class Processor:
             return
         try:
             state = None if held is None else self._own(partition, event.contact_id, held)
-            step = score_event(state, event, self._plans.history)
+            step = score_event(state, event, self._plans.history, self._lateness)
         except Exception as error:  # a bug in the core costs this event, not the partition
             logger.exception(
                 "scoring failed at %s[%s]@%s; dead-lettered, the contact keeps its state",

@@ -169,28 +169,31 @@ def test_the_derived_totals_always_equal_the_awards() -> None:
     assert checked > 100
 
 
-def test_states_of_formats_1_and_2_are_read() -> None:
+def test_states_of_formats_1_to_3_are_read() -> None:
     """Format 1 was written before plan versions: the contact is on a version no history knows,
-    and switches to the one in force when next touched. Both stored event keys as integers."""
+    and switches to the one in force when next touched. Formats 1 and 2 stored event keys as
+    integers; none of them had a window for late events."""
     state, _ = run(PLANS, [attributes(0, city="Kraków"), event("email.clicked", 1)])
     assert state is not None
     state.plan_version = "v1"
     fields = msgpack.unpackb(encode_state(state), raw=False)
-    assert fields[0] == 3 and fields[-1] == "v1"
+    assert fields[0] == 4 and fields[-2] == "v1" and fields[-1] is None
     assert len(fields[7]) == 2 * KEY_SIZE
+    format_3 = msgpack.packb([3, *fields[1:-1]], use_bin_type=True)
+    assert decode_state(format_3) == state
     as_integers = [
         int.from_bytes(fields[7][at : at + KEY_SIZE], "big")
         for at in range(0, len(fields[7]), KEY_SIZE)
     ]
-    format_2 = msgpack.packb([2, *fields[1:7], as_integers, *fields[8:]], use_bin_type=True)
+    format_2 = msgpack.packb([2, *fields[1:7], as_integers, *fields[8:-1]], use_bin_type=True)
     assert decode_state(format_2) == state
-    format_1 = msgpack.packb([1, *fields[1:7], as_integers, *fields[8:-1]], use_bin_type=True)
+    format_1 = msgpack.packb([1, *fields[1:7], as_integers, *fields[8:-2]], use_bin_type=True)
     decoded = decode_state(format_1)
     assert decoded.plan_version is None
     state.plan_version = None
     assert decoded == state
-    with pytest.raises(ValueError, match="state format 4 is not supported"):
-        decode_state(msgpack.packb([4, *fields[1:]], use_bin_type=True))
+    with pytest.raises(ValueError, match="state format 5 is not supported"):
+        decode_state(msgpack.packb([5, *fields[1:]], use_bin_type=True))
 
 
 def test_a_key_is_seen_only_where_a_key_starts() -> None:
