@@ -63,8 +63,13 @@ from streams.scoring.state import (
     encode_state,
     event_key,
     has_seen,
+    recent_event,
     remember,
+    replayed_event,
 )
+
+_TIME: Final = 3
+"""Where a window's stored event (`RecentEvent`) has its time."""
 
 
 class Outcome(StrEnum):
@@ -118,7 +123,7 @@ def score_event(
         if state.clock is None or event.time >= state.clock:
             window = _slide(state, event.time, lateness, plans)
             step = _score(state, event, key, plans)
-            window.events.append(event)
+            window.events.append(recent_event(event))
             return step
         if window is not None:
             return _late(state, event, plans, window)
@@ -383,7 +388,7 @@ def _slide(state: ContactState, time: float, lateness: float, plans: Plans) -> W
     horizon = time - lateness
     window = state.window
     if window is None or (
-        (not window.events or window.events[-1].time < horizon)
+        (not window.events or window.events[-1][_TIME] < horizon)
         and (state.clock is None or state.clock <= horizon)
     ):
         state.window = None
@@ -392,14 +397,14 @@ def _slide(state: ContactState, time: float, lateness: float, plans: Plans) -> W
         return window
     events = window.events
     stale = 0
-    while stale < len(events) and events[stale].time < horizon:
+    while stale < len(events) and events[stale][_TIME] < horizon:
         stale += 1
     if len(events) >= WINDOW_LIMIT:
         stale = max(stale, len(events) // 2)
     if stale:
         base = decode_state(window.base)
-        for event in events[:stale]:
-            base = score_event(base, event, plans).state
+        for recent in events[:stale]:
+            base = score_event(base, replayed_event(recent, state.contact_id), plans).state
         since = window.since if base.clock is None else base.clock
         window = state.window = Window(encode_state(base), since, events[stale:])
     return window
@@ -422,12 +427,12 @@ def _late(state: ContactState, event: TrackingEvent, plans: Plans, window: Windo
         base = encode_state(step.state)
     else:
         at = len(events)
-        while at > 0 and events[at - 1].time > event.time:
+        while at > 0 and events[at - 1][_TIME] > event.time:
             at -= 1
-        events = [*events[:at], event, *events[at:]]
+        events = [*events[:at], recent_event(event), *events[at:]]
     replayed = decode_state(base)
     for recent in events:
-        replayed = score_event(replayed, recent, plans).state
+        replayed = score_event(replayed, replayed_event(recent, state.contact_id), plans).state
     clock = state.clock if state.clock is not None else event.time
     replayed, _ = advance(replayed, clock, plans)
     replayed.window = Window(base, window.since, events)

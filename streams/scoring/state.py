@@ -73,20 +73,35 @@ class Folded:
     latest: float
 
 
+RecentEvent = list[Any]
+"""An event of a `Window` as it is stored: `[id, source, type, time, data]`."""
+
+
 @dataclass(slots=True)
 class Window:
     """What a late event needs to be scored as if it had come in time: the contact's state
-    before its recent events (`base`, encoded; empty for a contact that had none), the time
-    that state had reached (`since`), and the recent events in time order.
+    before its recent events (`base`), the time that state had reached (`since`), and the
+    recent events in time order.
 
     An event dated at or after `since` that arrives after later ones is scored by replaying
     `base` with the recent events and it in time order, so every rule (windowed limits,
     inactivity that already fired, resets, plan versions) ends exactly where a time-ordered
-    replay ends. The base stays encoded: it is read only when an event is late."""
+    replay ends. Both are kept as they are stored, since they are read only when an event is
+    late: the base encoded (encoding is cheaper than `copy_state`), the events as plain lists,
+    so reading a contact decodes neither."""
 
     base: bytes
     since: float
-    events: list[TrackingEvent] = field(default_factory=list)
+    events: list[RecentEvent] = field(default_factory=list)
+
+
+def recent_event(event: TrackingEvent) -> RecentEvent:
+    return [event.id, event.source, event.type, event.time, event.data]
+
+
+def replayed_event(recent: RecentEvent, contact_id: str) -> TrackingEvent:
+    event_id, source, event_type, time, data = recent
+    return TrackingEvent(event_id, source, event_type, time, contact_id, data)
 
 
 @dataclass(slots=True)
@@ -216,18 +231,14 @@ def encode_state(state: ContactState) -> bytes:
 
 
 def _encode_window(window: Window | None) -> list[Any] | None:
-    if window is None:
-        return None
-    events = [[e.id, e.source, e.type, e.time, e.data] for e in window.events]
-    return [window.base, window.since, events]
+    return None if window is None else [window.base, window.since, window.events]
 
 
-def _decode_window(contact_id: str, fields: list[Any] | None) -> Window | None:
+def _decode_window(fields: list[Any] | None) -> Window | None:
     if fields is None:
         return None
     base, since, events = fields
-    recent = [TrackingEvent(i, source, kind, t, contact_id, d) for i, source, kind, t, d in events]
-    return Window(base, since, recent)
+    return Window(base, since, events)
 
 
 def decode_state(raw: bytes) -> ContactState:
@@ -276,7 +287,7 @@ def decode_state(raw: bytes) -> ContactState:
         },
         erased_at=erased_at,
         plan_version=plan_version,
-        window=_decode_window(contact_id, window),
+        window=_decode_window(window),
     )
 
 
