@@ -205,6 +205,14 @@ def null_key(rng: random.Random, event: TrackingEvent) -> Malformed:
     return _bad("null-key", None, value, headers, "missing-key")
 
 
+def empty_parts(rng: random.Random, event: TrackingEvent) -> Malformed:
+    """An empty key (a contact id no event has), or an empty value without `ce_` headers; with
+    a header whose name is empty."""
+    if rng.random() < 0.5:
+        return _bad("empty-parts", b"", _structured(event), [("", b"")], "key-mismatch")
+    return _bad("empty-parts", event.subject.encode(), b"", [("", None)], "empty")
+
+
 def null_value(rng: random.Random, event: TrackingEvent) -> Malformed:
     return _bad("null-value", event.subject.encode(), None, [], "empty")
 
@@ -305,6 +313,7 @@ MAKERS: dict[Maker, int] = {
     invalid_utf8_key: 10,
     null_key: 10,
     null_value: 10,
+    empty_parts: 5,
     garbage_ce_headers: 10,
     bad_data_base64: 10,
     long_contact_id: 1,
