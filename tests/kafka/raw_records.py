@@ -42,17 +42,22 @@ def build_batch(records: Sequence[Record], compression: int = 0) -> bytes:
     return bytes(batch.build())
 
 
-async def send_batch(bootstrap: str, topic: str, partition: int, records: Sequence[Record]) -> int:
-    """Send `records` as one batch to `partition`; the offset of the first."""
+async def send_batches(
+    bootstrap: str, topic: str, batches: Sequence[tuple[int, Sequence[Record]]]
+) -> list[int]:
+    """Send each `(partition, records)` as one batch; the offset of each batch's first."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        batch = producer.create_batch()
-        batch._builder = builder()
-        for key, value, headers in records:
-            added = batch.append(key=key, value=value, timestamp=None, headers=list(headers))
-            assert added is not None
-        sent = await (await producer.send_batch(batch, topic, partition=partition))
-        return int(sent.offset)
+        firsts = []
+        for partition, records in batches:
+            batch = producer.create_batch()
+            batch._builder = builder()
+            for key, value, headers in records:
+                added = batch.append(key=key, value=value, timestamp=None, headers=list(headers))
+                assert added is not None
+            sent = await (await producer.send_batch(batch, topic, partition=partition))
+            firsts.append(int(sent.offset))
+        return firsts
     finally:
         await producer.stop()

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.records import HeaderNameError, TolerantRecords, confluent_headers
-from tests.kafka.raw_records import RawName, build_batch, send_batch
+from tests.kafka.raw_records import RawName, build_batch, send_batches
 
 BAD = RawName(b"x-\xff")
 RECORDS = [
@@ -64,7 +64,7 @@ def test_confluent_headers_refuses_such_names_every_time(kafka_bootstrap: str) -
     CPython specialised the call (after a few calls), and a second call crashed the process."""
     topic = f"raw-names-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_bootstrap, [TopicSpec(topic, 1)])
-    asyncio.run(send_batch(kafka_bootstrap, topic, 0, RECORDS * 10))
+    asyncio.run(send_batches(kafka_bootstrap, topic, [(0, RECORDS * 10)]))
     consumer = Consumer(
         {"bootstrap.servers": kafka_bootstrap, "group.id": topic, "enable.auto.commit": False}
     )

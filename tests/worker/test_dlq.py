@@ -20,7 +20,7 @@ from streams.worker.dlq import replay_headers
 from streams.worker.processor import DLQ_HEADER, dead_letter_headers
 from streams.worker.reroute import REROUTED_HEADER
 from streams.worker.settings import TopicNames, resolve_client
-from tests.kafka.raw_records import RawName, send_batch
+from tests.kafka.raw_records import RawName, send_batches
 from tests.worker.conftest import StartWorker
 from tests.worker.harness import TopicReader, new_prefix, partition_of, wait_until
 from tests.worker.test_examples import _warm_events
@@ -182,7 +182,7 @@ def test_null_header_values_are_replayed_and_unreadable_names_reported(
     prefix = _setup(kafka_bootstrap, [_dead_letter(layout, "n-1", b"{", nulls, "not-json", 1)])
     topics = TopicNames.with_prefix(prefix)
     unreadable = [(b"n-2", b"{", [(RawName(b"x-\xff"), None), (DLQ_HEADER + "reason", b"x")])]
-    offset = asyncio.run(send_batch(kafka_bootstrap, topics.dead_letters, 0, unreadable))
+    (offset,) = asyncio.run(send_batches(kafka_bootstrap, topics.dead_letters, [(0, unreadable)]))
     assert _replay(kafka_bootstrap, prefix) == 0
     out = capsys.readouterr().out
     assert "replayed 1 dead letter(s)" in out

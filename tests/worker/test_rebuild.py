@@ -65,7 +65,7 @@ from streams.worker.store import (
     record_state,
 )
 from streams.worker.timers import Timers
-from tests.kafka.raw_records import RawName, send_batch
+from tests.kafka.raw_records import RawName, send_batches
 from tests.support import BOOM, T0, event, failing_score_event
 from tests.worker.harness import (
     EXAMPLE_PLANS,
@@ -210,7 +210,7 @@ def _score_with_worker(worker: WorkerProcess, bootstrap: str) -> History:
         publisher.publish_raw(key, b"{not json", [("x", None)])  # dead-lettered
     # Dead-lettered too, and unreadable for confluent-kafka's `headers()`: a rebuild skips it.
     raw = [(key, UNREADABLE, [(RawName(b"x-\xff"), None), ("ce_specversion", b"1.0")])]
-    asyncio.run(send_batch(bootstrap, topic, partition_for(key, PARTITIONS), raw))
+    asyncio.run(send_batches(bootstrap, topic, [(partition_for(key, PARTITIONS), raw)]))
     total = len(events) + 3
     wait_until(lambda: worker.consumed() >= total, 120, f"{total} messages to be consumed")
     assert worker.consumed("dead_lettered") == 2 and worker.consumed("duplicate") == 1
