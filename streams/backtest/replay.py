@@ -305,12 +305,12 @@ def replay_file(
 def in_time_order(
     events: Iterable[tuple[int, TrackingEvent]],
 ) -> list[tuple[int, TrackingEvent]]:
-    """(line, event) pairs in the order every replay uses: by event time, equal times in line
-    order. `backtest`, its `--jobs` workers and `explain` all order their events here.
+    """(line, event) pairs, given in line order, in the order every replay uses: by event time,
+    equal times in line order. `backtest`, its `--jobs` workers and `explain` all order here.
 
-    The events are read whole first: a file cannot be replayed while it is read, since its last
-    line may be earlier than every event before it (an export appended to a log, two files
-    concatenated). `list.sort` (Timsort, stable) then finds the runs already in time order as
+    The events are read whole first: a replay as the file is read would have to be undone, since
+    its last line may be earlier than every event before it (an export appended to a log, two
+    files concatenated). `list.sort` (Timsort, stable) then finds the runs already in order as
     it scans and merges the rest into them, so a sorted file costs a comparison an event, a
     file with a few late lines not much more (they are sorted and merged in, galloping over
     the run), and a shuffled one a full sort. The price is memory: every event of the file at
