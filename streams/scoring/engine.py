@@ -52,15 +52,24 @@ from streams.models.plans import (
 from streams.models.times import END
 from streams.scoring.state import (
     AWARD_LIMIT,
+    WINDOW_LIMIT,
     Award,
     ContactState,
     Folded,
     PlanState,
     Quiet,
+    Window,
+    decode_base,
+    encode_base,
     event_key,
     has_seen,
+    recent_event,
     remember,
+    replayed_event,
 )
+
+_TIME: Final = 3
+"""Where a window's stored event (`RecentEvent`) has its time."""
 
 
 class Outcome(StrEnum):
@@ -88,11 +97,20 @@ Plans = PlanSet | PlanHistory
 """What the core scores with: one plan set, or a history of versions taking over in turn."""
 
 
-def score_event(state: ContactState | None, event: TrackingEvent, plans: Plans) -> Step:
+def score_event(
+    state: ContactState | None, event: TrackingEvent, plans: Plans, lateness: float = 0.0
+) -> Step:
     """Apply one event to a contact (None for a contact never seen).
 
     With a history, the contact first switches to every version that took over since it was
-    last scored (see `_in_force`), so the event is scored by the version in force at its time."""
+    last scored (see `_in_force`), so the event is scored by the version in force at its time.
+
+    `lateness` (seconds) is for drivers whose input is not in time order (the stream): the
+    contact keeps a `Window` of its recent history, and an event that arrives after later
+    ones, dated no earlier than the window's start, is scored by replaying the window in time
+    order (`_late`), so the score is the time-ordered replay's. The window reaches at least
+    `lateness` behind the contact's latest event, and holds at most `WINDOW_LIMIT` events. A
+    driver that sorts by time (the backtest) gives 0 and keeps no window."""
     if state is None:
         state = ContactState(contact_id=event.subject)
     if state.erased_at is not None and event.time <= state.erased_at:
@@ -100,6 +118,22 @@ def score_event(state: ContactState | None, event: TrackingEvent, plans: Plans) 
     key = event_key(event)
     if has_seen(state.seen, key):
         return Step(state, [], Outcome.DUPLICATE)
+    if lateness > 0.0 and event.type != CONTACT_ERASED:
+        window = state.window
+        if state.clock is None or event.time >= state.clock:
+            window = _slide(state, event.time, lateness, plans)
+            step = _score(state, event, key, plans)
+            window.events.append(recent_event(event))
+            return step
+        if window is not None:
+            return _late(state, event, plans, window)
+    return _score(state, event, key, plans)
+
+
+def _score(state: ContactState, event: TrackingEvent, key: bytes, plans: Plans) -> Step:
+    """Apply an event as it comes: in time order this is exact; a late event without a window
+    is scored against the state as it is (see the README's "What a late event does")."""
+    state.stored = None
     outputs: list[Output] = []
     event_type = event.type
     time = event.time
@@ -135,6 +169,7 @@ def advance(state: ContactState, now: float, plans: Plans) -> tuple[ContactState
     """Let time pass up to `now`: award expiries and inactivity deadlines fire at their own time,
     and plan versions take over at theirs."""
     outputs: list[Output] = []
+    state.stored = None
     if state.first_seen is not None:
         plan_set = (
             _in_force(state, now, plans, outputs) if isinstance(plans, PlanHistory) else plans
@@ -226,6 +261,8 @@ def rescore(
     before = {} if old is None else _scores_before(old, old_plans)
     rebuilt, _ = advance(rebuilt, at, version.plans)
     rebuilt.plan_version = version.label
+    rebuilt.window = None  # its base predates the rebuild: late events start a window anew
+    rebuilt.stored = None
     outputs: list[Output] = []
     if rebuilt.first_seen is None:  # erased, or nothing retained: no score to report
         return rebuilt, outputs
@@ -342,6 +379,87 @@ def _scores_before(
         score = plan_state.score if plan_state is not None else current_score(plan, state)
         before[plan.name] = (score, tuple(t for t in plan.thresholds if score >= t.score))
     return before
+
+
+# --- late events ------------------------------------------------------------------------------
+
+
+def _slide(state: ContactState, time: float, lateness: float, plans: Plans) -> Window:
+    """Keep the window reaching `lateness` behind an in-order event at `time`, before it is
+    applied: events older than that are folded into the base, or, when nothing recent is
+    left, the state as it is becomes the base (one encoding instead of a replay)."""
+    horizon = time - lateness
+    window = state.window
+    if window is None or (
+        (not window.events or window.events[-1][_TIME] < horizon)
+        and (state.clock is None or state.clock <= horizon)
+    ):
+        state.window = None
+        since = -inf if state.clock is None else state.clock
+        window = state.window = Window(encode_base(state), since)
+        return window
+    events = window.events
+    stale = 0
+    while stale < len(events) and events[stale][_TIME] < horizon:
+        stale += 1
+    if len(events) >= WINDOW_LIMIT:
+        stale = max(stale, len(events) // 2)
+    if stale:
+        base = decode_base(window.base)
+        for recent in events[:stale]:
+            base = score_event(base, replayed_event(recent, state.contact_id), plans).state
+        since = window.since if base.clock is None else base.clock
+        window = state.window = Window(encode_base(base), since, events[stale:])
+    return window
+
+
+def _late(state: ContactState, event: TrackingEvent, plans: Plans, window: Window) -> Step:
+    """Score an event that arrived after later ones: the window's base replayed with its
+    events and this one in time order, advanced to the contact's clock. The outputs are the
+    differences from what the contact's readers last saw, caused by this event.
+
+    An event older than the window's start is applied to the base as it comes (what it does
+    there is the README's "beyond the window"), and the window replayed on top of it, so the
+    state stays exactly the base plus the window."""
+    base = window.base
+    events = window.events
+    if event.time < window.since:
+        step = score_event(decode_base(base), event, plans)
+        if step.outcome is not Outcome.APPLIED:
+            return Step(state, [], step.outcome)
+        base = encode_base(step.state)
+    else:
+        at = len(events)
+        while at > 0 and events[at - 1][_TIME] > event.time:
+            at -= 1
+        events = [*events[:at], recent_event(event), *events[at:]]
+    replayed = decode_base(base)
+    for recent in events:
+        replayed = score_event(replayed, replayed_event(recent, state.contact_id), plans).state
+    clock = state.clock if state.clock is not None else event.time
+    replayed, _ = advance(replayed, clock, plans)
+    replayed.window = Window(base, window.since, events)
+    return Step(replayed, _differences(state, replayed, plans, event), Outcome.APPLIED)
+
+
+def _differences(
+    old: ContactState, new: ContactState, plans: Plans, event: TrackingEvent
+) -> list[Output]:
+    """A score update per plan whose score differs from `old`'s, with the alerts of the
+    thresholds crossed; the cause names the rules whose points changed."""
+    outputs: list[Output] = []
+    plan_set = plans_for(new, plans) if isinstance(plans, PlanHistory) else plans
+    for plan in plan_set.active:
+        plan_state = new.plans.get(plan.name)
+        if plan_state is None:
+            continue
+        before = old.plans.get(plan.name)
+        was = {} if before is None else _breakdown(plan, before, old)
+        now = _breakdown(plan, plan_state, new)
+        rules = tuple(rule for rule in {**was, **now} if was.get(rule) != now.get(rule))
+        plan_state.score = before.score if before is not None else current_score(plan, old)
+        _report(new, plan, plan_state, Cause(event.time, rules, event), outputs)
+    return outputs
 
 
 # --- time ------------------------------------------------------------------------------------
@@ -484,7 +602,8 @@ def _claim(
 
     Without `per`, the allowance goes to the earliest `count` matching events ever, whatever
     their arrival order: an earlier event arriving late takes the latest claim's place. Resets
-    clear points, not claims, so the result does not depend on when a reset arrives.
+    clear points, not claims, so the result does not depend on when a reset arrives. With
+    `per`, a late event is exact only through the window (`_late`); see `_fullest`.
     """
     assert rule.limit is not None
     claims = plan_state.claims.get(rule.id)
@@ -492,8 +611,13 @@ def _claim(
         claims = plan_state.claims[rule.id] = []
     per = rule.limit.per
     if per is not None:  # claims are sorted: the window is a slice
-        del claims[: bisect.bisect_right(claims, clock - per)]
-        in_window = bisect.bisect_right(claims, time) - bisect.bisect_right(claims, time - per)
+        del claims[: bisect.bisect_right(claims, clock - 2 * per)]  # kept for late events
+        if time < clock:  # late, without a window (see `score_event`)
+            if time < clock - per:  # claims its windows hold may be gone: it cannot be sure
+                return False, False
+            in_window = _fullest(claims, time, per)
+        else:
+            in_window = bisect.bisect_right(claims, time) - bisect.bisect_right(claims, time - per)
         if in_window >= rule.limit.count:
             return False, False
         bisect.insort(claims, time)
@@ -512,6 +636,20 @@ def _claim(
             _awards_removed(plan_state)
             return True, True
     return True, False
+
+
+def _fullest(claims: list[float], time: float, per: float) -> int:
+    """The most claims in any window of length `per` that holds `time`. A late event scored
+    without a window takes an allowance only if every such window has room: it displaces no
+    later award (it cannot know which refused events those would free), and no window ever
+    holds more than its count. Claims are kept for `2 * per`, so for an event at most `per`
+    late every claim of those windows is known."""
+    fullest = 0
+    later = claims[bisect.bisect_left(claims, time) : bisect.bisect_left(claims, time + per)]
+    for end in (time, *later):
+        held = bisect.bisect_right(claims, end) - bisect.bisect_right(claims, end - per)
+        fullest = max(fullest, held)
+    return fullest
 
 
 def _rearm(

@@ -5,7 +5,9 @@ Bounds that keep a contact's state small whatever its history (documented in the
 - per plan, at most `AWARD_LIMIT` individual awards; the oldest awards that no expiry or limit
   needs one by one are folded into per-rule totals;
 - per limited rule, the times of the awards that used its allowance (at most `count` for a limit
-  without `per`; those inside the window for one with `per`).
+  without `per`; those of the last two `per`s for one with `per`, for late events);
+- for late events, only when the driver asks for it (`lateness`): the state before its recent
+  events, and at most `WINDOW_LIMIT` of those events (`Window`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ SEEN_LIMIT: Final = 128
 """Event ids remembered per contact: a re-delivery among the last 128 events changes nothing."""
 AWARD_LIMIT: Final = 64
 """Individual awards kept per plan before the oldest foldable ones are summed per rule."""
-_FORMAT: Final = 3
-"""3: `seen` is one byte string (2: a list of integers; 1: also no `plan_version`)."""
+WINDOW_LIMIT: Final = 64
+"""Recent events kept per contact for late arrivals (`Window`); beyond it the oldest half is
+folded into the window's base."""
+_FORMAT: Final = 4
+"""4: `[4, base, window]`, a `Window` for late events beside the state without it (`base`);
+3: one list, `seen` one byte string (2: a list of integers; 1: also no `plan_version`)."""
 KEY_SIZE: Final = 8
 """Bytes of an event key (`event_key`)."""
 
@@ -67,6 +73,37 @@ class Folded:
     latest: float
 
 
+RecentEvent = list[Any]
+"""An event of a `Window` as it is stored: `[id, source, type, time, data]`."""
+
+
+@dataclass(slots=True)
+class Window:
+    """What a late event needs to be scored as if it had come in time: the contact's state
+    before its recent events (`base`), the time that state had reached (`since`), and the
+    recent events in time order.
+
+    An event dated at or after `since` that arrives after later ones is scored by replaying
+    `base` with the recent events and it in time order, so every rule (windowed limits,
+    inactivity that already fired, resets, plan versions) ends exactly where a time-ordered
+    replay ends. Both are kept as they are stored, since they are read only when an event is
+    late: the base encoded (encoding is cheaper than `copy_state`), the events as plain lists,
+    so reading a contact decodes neither."""
+
+    base: bytes
+    since: float
+    events: list[RecentEvent] = field(default_factory=list)
+
+
+def recent_event(event: TrackingEvent) -> RecentEvent:
+    return [event.id, event.source, event.type, event.time, event.data]
+
+
+def replayed_event(recent: RecentEvent, contact_id: str) -> TrackingEvent:
+    event_id, source, event_type, time, data = recent
+    return TrackingEvent(event_id, source, event_type, time, contact_id, data)
+
+
 @dataclass(slots=True)
 class Quiet:
     """An inactivity rule's clock: the anchor time, and whether its penalty already fired."""
@@ -85,7 +122,8 @@ class PlanState:
     reset_at: float | None = None
     quiet: dict[str, Quiet] = field(default_factory=dict)
     claims: dict[str, list[float]] = field(default_factory=dict)
-    """Per limited rule, sorted times of the awards that used its allowance (resets keep them)."""
+    """Per limited rule, sorted times of the awards that used its allowance (resets keep them);
+    with `per`, those of the last `2 * per` before the clock."""
     awarded: int | None = field(default=None, compare=False, repr=False)
     """Derived, never stored: the points of `awards` and `folded` together (None: not known
     yet). The engine keeps it up to date as it adds awards, so that a score is not a sum over
@@ -123,6 +161,8 @@ class ContactState:
     erased_at: float | None = None
     plan_version: str | None = None
     """The label of the plan version the contact was last scored with (None: not yet)."""
+    window: Window | None = None
+    """Recent history for late events (None: the driver keeps none, or none is needed)."""
     fit: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     """Points of each attribute rule per plan name: derived from `attributes`, never stored,
     cleared when they change (matching them on every event was a third of the core's time)."""
@@ -133,6 +173,10 @@ class ContactState:
     """Derived, never stored: no deadline of any plan is earlier (None: unknown), and every
     plan of `pruned_for` has its plan state. Advancing to a time before it has nothing to do;
     deadlines that move later leave it as it is, new ones lower it."""
+    stored: bytes | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the bytes this state was decoded from (`decode_base`) while the
+    core has not changed it since. A window's base is the state before an event, so the state
+    as read from the store is that base at no cost; every change of the core clears it."""
 
 
 def event_key(event: TrackingEvent) -> bytes:
@@ -158,7 +202,19 @@ def remember(seen: bytes, key: bytes) -> bytes:
 
 
 def encode_state(state: ContactState) -> bytes:
-    """msgpack of plain lists; field order is the format, `_FORMAT` versions it."""
+    """msgpack: the format, the state without its window (`encode_base`), the window. Field
+    order is the format, `_FORMAT` versions it."""
+    window = state.window
+    stored = None if window is None else [window.base, window.since, window.events]
+    packed: bytes = msgpack.packb([_FORMAT, encode_base(state), stored], use_bin_type=True)
+    return packed
+
+
+def encode_base(state: ContactState) -> bytes:
+    """The state without its window, as plain lists: what a window's base is made of, and kept
+    as it was decoded (`ContactState.stored`) while the state is unchanged."""
+    if state.stored is not None:
+        return state.stored
     plans = {
         name: [
             plan.score,
@@ -172,7 +228,6 @@ def encode_state(state: ContactState) -> bytes:
     }
     packed: bytes = msgpack.packb(
         [
-            _FORMAT,
             state.contact_id,
             state.clock,
             state.first_seen,
@@ -190,14 +245,33 @@ def encode_state(state: ContactState) -> bytes:
 
 
 def decode_state(raw: bytes) -> ContactState:
-    """The inverse of `encode_state`."""
+    """The inverse of `encode_state`, also of the formats before it."""
     fields = msgpack.unpackb(raw, raw=False)
-    if fields[0] == 1:  # before plan versions: scored with a version no history knows
+    version = fields[0]
+    if version == _FORMAT:
+        _, base, stored = fields
+        state = decode_base(base)
+        if stored is not None:
+            state.window = Window(*stored)
+        return state
+    if version not in (3, 2, 1):
+        raise ValueError(f"state format {version} is not supported (expected {_FORMAT})")
+    if version == 1:  # before plan versions: scored with a version no history knows
         fields.append(None)
-    if fields[0] in (1, 2):  # event keys as integers
+    if version in (1, 2):  # event keys as integers
         fields[7] = b"".join(key.to_bytes(KEY_SIZE, "big") for key in fields[7])
+    return _state(fields[1:])
+
+
+def decode_base(raw: bytes) -> ContactState:
+    """The inverse of `encode_base`; the state keeps `raw` until the core changes it."""
+    state = _state(msgpack.unpackb(raw, raw=False))
+    state.stored = raw
+    return state
+
+
+def _state(fields: list[Any]) -> ContactState:
     (
-        version,
         contact_id,
         clock,
         first_seen,
@@ -209,8 +283,6 @@ def decode_state(raw: bytes) -> ContactState:
         erased_at,
         plan_version,
     ) = fields
-    if version not in (_FORMAT, 2, 1):
-        raise ValueError(f"state format {version} is not supported (expected {_FORMAT})")
     return ContactState(
         contact_id=contact_id,
         clock=clock,
@@ -254,10 +326,16 @@ def copy_state(state: ContactState) -> ContactState:
         {name: _copy_plan(plan) for name, plan in state.plans.items()},
         state.erased_at,
         state.plan_version,
+        None if state.window is None else _copy_window(state.window),
         state.fit.copy(),
         state.pruned_for,
         state.due_bound,
+        state.stored,
     )
+
+
+def _copy_window(window: Window) -> Window:
+    return Window(window.base, window.since, window.events.copy())
 
 
 def _copy_plan(plan: PlanState) -> PlanState:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from faust.types.tuples import Message
 
+from streams.kafka.client import Headers
 from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
 from streams.scoring import (
@@ -52,10 +53,12 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = ("content-type", b"application/cloudevents+json; charset=UTF-8")
 
 
-def dead_letter_headers(message: Message, error: EventError) -> list[tuple[str, bytes]]:
-    """The original headers plus why and where from, like Kafka Connect's error headers."""
+def dead_letter_headers(message: Message, error: EventError) -> Headers:
+    """The original headers (null values kept; names that are not UTF-8 as
+    `dead_letters.sendable_name` writes them) plus why and where from, like Kafka Connect's
+    error headers."""
     return [
-        *header_list(message.headers),
+        *((dead_letters.sendable_name(name), raw) for name, raw in header_list(message.headers)),
         (DLQ_HEADER + "reason", error.reason.encode()),
         (DLQ_HEADER + "error", dead_letters.error_text(str(error))),
         *origin_headers(DLQ_HEADER, message),
@@ -129,7 +132,7 @@ class Outbox:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]],
+        headers: Headers,
         partition: int | None = None,
     ) -> None:
         """Send through the producer of input partition `source` (its transaction commits with
@@ -151,8 +154,10 @@ class Processor:
         rerouter: Rerouter,
         clock: Callable[[], float] = time.time,
         history_size: int = DEFAULT_SIZE,
+        lateness: float = 0.0,
     ) -> None:
         self._plans = plans
+        self._lateness = lateness
         self._history_size = history_size
         self._clock = clock
         self._ticks_topic = topics.ticks
@@ -200,7 +205,7 @@ class Processor:
             return
         try:
             state = None if held is None else self._own(partition, event.contact_id, held)
-            step = score_event(state, event, self._plans.history)
+            step = score_event(state, event, self._plans.history, self._lateness)
         except Exception as error:  # a bug in the core costs this event, not the partition
             logger.exception(
                 "scoring failed at %s[%s]@%s; dead-lettered, the contact keeps its state",

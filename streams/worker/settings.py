@@ -83,14 +83,26 @@ def _port(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _duration(text: str) -> float:
     """`10`, `2.5` or a plan-style duration such as `30s` or `5m`."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = parse_duration(text)
+        return parse_duration(text)
+
+
+def _seconds(text: str) -> float:
+    value = _duration(text)
     if value <= 0:
         raise ValueError(f"expected a positive duration, got {text!r}")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    """For a setting where 0 switches a feature off."""
+    value = _duration(text)
+    if value < 0:
+        raise ValueError(f"expected a duration of 0 or more, got {text!r}")
     return value
 
 
@@ -197,6 +209,13 @@ OPTIONS: tuple[Option, ...] = (
         _seconds,
         86400.0,
     ),
+    Option(
+        "lateness",
+        "how late an event may arrive and still score exactly as in time order (also 1d; "
+        "0 keeps no window)",
+        _seconds_or_zero,
+        86400.0,
+    ),
     # Security (streams/kafka/security.py): librdkafka's and Faust's names for the same things.
     Option(
         "security_protocol",
@@ -283,6 +302,8 @@ class WorkerSettings:
     output_retention: float = 7 * 86400.0
     dlq_retention: float = 7 * 86400.0
     erasure_bound: float = 86400.0
+    lateness: float = 86400.0
+    """How far behind a contact's latest event an event is scored exactly (`score_event`)."""
     security: KafkaSecurity = PLAINTEXT
 
     @property

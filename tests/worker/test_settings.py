@@ -124,6 +124,7 @@ SASL = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL"}
             "LEADSCORE_HISTORY_SIZE: expected 0 (off) to 1000 changes per plan, got 'twenty'",
         ),
         (["--history-size", "1001"], REQUIRED, "--history-size: expected 0 (off) to 1000"),
+        (["--lateness=-3600"], REQUIRED, "--lateness: expected a duration of 0 or more"),
     ],
 )
 def test_bad_options_name_the_flag_or_variable(
@@ -139,6 +140,13 @@ def test_history_size_defaults_to_20_and_may_be_off() -> None:
     assert _settings(["--plans", "p", "--bootstrap", "k", "--history-size", "0"]).history_size == 0
     env = {"LEADSCORE_HISTORY_SIZE": "1000"}
     assert _settings(["--plans", "p", "--bootstrap", "k"], env).history_size == 1000
+
+
+def test_lateness_defaults_to_a_day_and_may_be_off() -> None:
+    assert _settings(["--plans", "p", "--bootstrap", "k"]).lateness == 86400.0
+    assert _settings(["--plans", "p", "--bootstrap", "k", "--lateness", "0"]).lateness == 0.0
+    env = {"LEADSCORE_LATENESS": "7d"}
+    assert _settings(["--plans", "p", "--bootstrap", "k"], env).lateness == 7 * 86400.0
 
 
 def test_topic_settings_from_flags_and_environment() -> None:
