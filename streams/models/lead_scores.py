@@ -61,9 +61,10 @@ class LeadScores:
             ),
         }
 
-    def to_bytes(self, changed_at: float) -> bytes:
-        """The record's value: `content()` and `changed_at`, UTF-8 JSON."""
-        return orjson.dumps({**self.content(), "changed_at": format_time(changed_at)})
+
+def record_value(content: dict[str, Any], changed_at: float) -> bytes:
+    """The record's value: a `LeadScores.content()` and the time of the change, UTF-8 JSON."""
+    return orjson.dumps({**content, "changed_at": format_time(changed_at)})
 
 
 def lead_scores(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from streams.models.lead_scores import lead_scores
+from streams.models.lead_scores import lead_scores, record_value
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, current_score, plans_for
 from streams.worker.fencing import PartitionProducers
@@ -75,7 +75,7 @@ class LeadRecords:
             changed_at = state.clock or 0.0
             scored = () if record is None else tuple((s.plan, s.score) for s in record.plans)
             update.blocks[key] = Block(changed_at, published, scored).pack()
-            value = None if record is None else record.to_bytes(changed_at)
+            value = None if content is None else record_value(content, changed_at)
             update.records.append((partition, contact_id.encode(), value))
         return update
 
