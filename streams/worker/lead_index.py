@@ -29,10 +29,12 @@ from rocksdict import Rdict
 
 ENTRY = b"s"
 HISTOGRAM = b"h"
-_HEAD = struct.Struct(">d8sB")
-"""changed_at, digest of the published content, number of plans."""
+_HEAD = struct.Struct(">8s8sB")
+"""changed_at (`_time_order`), digest of the published content, number of plans; then per
+plan a length byte, the name and the score (`_score_order`): the bytes of the index keys, so
+that keeping the index (at every write, and in recovery) slices them out of the block
+instead of decoding it."""
 _NAME = struct.Struct(">B")
-_SCORE = struct.Struct(">q")
 _ORDER = struct.Struct(">Q")
 _TIME = struct.Struct(">d")
 _COUNT = struct.Struct(">q")
@@ -46,12 +48,13 @@ MAX_PLANS = 255
 def digest(content: dict[str, Any] | None) -> bytes:
     """Identifies what was published (None: a tombstone), so an unchanged contact is not
     published again."""
-    return blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
+    encoded = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    return blake2b(encoded, digest_size=DIGEST_SIZE).digest()
 
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """A record's leads block, decoded."""
+    """A record's leads block, before it is packed (the index reads the packed bytes)."""
 
     changed_at: float
     digest: bytes
@@ -60,28 +63,32 @@ class Block:
     def pack(self) -> bytes:
         if len(self.scores) > MAX_PLANS:
             raise ValueError(f"{len(self.scores)} plans in one leads block: at most {MAX_PLANS}")
-        parts = [_HEAD.pack(self.changed_at, self.digest, len(self.scores))]
+        head = _HEAD.pack(_time_order(self.changed_at), self.digest, len(self.scores))
+        parts = [head]
         for plan, score in self.scores:
             name = plan.encode()
-            parts += [_NAME.pack(len(name)), name, _SCORE.pack(score)]
+            parts += [_NAME.pack(len(name)), name, _score_order(score)]
         return b"".join(parts)
 
-    @classmethod
-    def unpack(cls, raw: bytes) -> Block:
-        changed_at, published, count = _HEAD.unpack_from(raw)
-        at = _HEAD.size
-        scores = []
-        for _ in range(count):
-            (length,) = _NAME.unpack_from(raw, at)
-            name = raw[at + 1 : at + 1 + length].decode()
-            at += 1 + length
-            (score,) = _SCORE.unpack_from(raw, at)
-            at += _SCORE.size
-            scores.append((name, score))
-        return cls(changed_at, published, tuple(scores))
 
-    def entry_keys(self, contact_id: bytes) -> list[bytes]:
-        return [entry_key(plan, score, self.changed_at, contact_id) for plan, score in self.scores]
+def block_digest(raw: bytes) -> bytes:
+    """The digest in a packed block, without decoding the rest."""
+    return raw[8 : 8 + DIGEST_SIZE]
+
+
+def index_keys(raw: bytes, contact_id: bytes) -> list[tuple[bytes, bytes]]:
+    """(entry key, histogram key) of each plan in a packed block, sliced out of it."""
+    time_order, count = raw[:8], raw[16]
+    at = _HEAD.size
+    keys = []
+    for _ in range(count):
+        end = at + 1 + raw[at]
+        name, score_order = raw[at:end], raw[end : end + 8]
+        keys.append(
+            (ENTRY + name + score_order + time_order + contact_id, HISTOGRAM + name + score_order)
+        )
+        at = end + 8
+    return keys
 
 
 def plan_prefix(kind: bytes, plan: str) -> bytes:
@@ -89,11 +96,19 @@ def plan_prefix(kind: bytes, plan: str) -> bytes:
     return kind + _NAME.pack(len(name)) + name
 
 
+def _score_order(score: int) -> bytes:
+    return _ORDER.pack((1 << 63) - 1 - score)
+
+
+def _time_order(changed_at: float) -> bytes:
+    (bits,) = _ORDER.unpack(_TIME.pack(max(changed_at, 0.0)))
+    return _ORDER.pack(_TOP - bits)
+
+
 def order_suffix(score: int, changed_at: float) -> bytes:
     """Sorts by score, highest first, then by `changed_at`, latest first (times are not
     negative: big-endian IEEE doubles of those sort like the numbers, inverted here)."""
-    (bits,) = _ORDER.unpack(_TIME.pack(max(changed_at, 0.0)))
-    return _ORDER.pack((1 << 63) - 1 - score) + _ORDER.pack(_TOP - bits)
+    return _score_order(score) + _time_order(changed_at)
 
 
 def read_suffix(suffix: bytes) -> tuple[int, float]:
@@ -101,14 +116,6 @@ def read_suffix(suffix: bytes) -> tuple[int, float]:
     flipped, inverted = struct.unpack_from(">QQ", suffix)
     (changed_at,) = _TIME.unpack(_ORDER.pack(_TOP - inverted))
     return (1 << 63) - 1 - flipped, changed_at
-
-
-def entry_key(plan: str, score: int, changed_at: float, contact_id: bytes) -> bytes:
-    return plan_prefix(ENTRY, plan) + order_suffix(score, changed_at) + contact_id
-
-
-def histogram_key(plan: str, score: int) -> bytes:
-    return plan_prefix(HISTOGRAM, plan) + _ORDER.pack((1 << 63) - 1 - score)
 
 
 def histogram_score(key: bytes, prefix: bytes) -> int:

@@ -25,7 +25,7 @@ from streams.models.lead_scores import lead_scores, record_value
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, current_score, plans_for
 from streams.worker.fencing import PartitionProducers
-from streams.worker.lead_index import Block, digest
+from streams.worker.lead_index import Block, block_digest, digest
 from streams.worker.store import ContactStore, record_leads
 
 Key = tuple[int, str]
@@ -59,7 +59,6 @@ class LeadRecords:
             partition, contact_id = key
             stored = store.read(partition, contact_id)
             raw = b"" if stored is None else record_leads(stored)
-            old = Block.unpack(raw) if raw else None
             if state.first_seen is None:  # erased (or never seen): a tombstone
                 record, content = None, None
             else:
@@ -68,7 +67,7 @@ class LeadRecords:
                 record = lead_scores(contact_id, scores, state.plan_version, state.last_activity)
                 content = record.content()
             published = digest(content)
-            if published == (_TOMBSTONE if old is None else old.digest):
+            if published == (block_digest(raw) if raw else _TOMBSTONE):
                 if raw:
                     update.blocks[key] = raw
                 continue

@@ -44,15 +44,7 @@ from rocksdict import Rdict, WriteBatch
 from yarl import URL
 
 from streams.kafka.security import KafkaConnection
-from streams.worker.lead_index import (
-    Block,
-    Entry,
-    entries,
-    histogram,
-    histogram_key,
-    pack_count,
-    read_count,
-)
+from streams.worker.lead_index import Entry, entries, histogram, index_keys, pack_count, read_count
 
 CATCH_UP_BATCH = 10_000
 CATCH_UP_FETCH_BYTES = 64 * 1024**2
@@ -405,18 +397,15 @@ class _Batch:
         self._current[key] = (True, new, leads)
 
     def _move_leads(self, contact_id: bytes, old: bytes, new: bytes) -> None:
-        for raw, sign in ((old, -1), (new, 1)):
-            if not raw:
-                continue
-            block = Block.unpack(raw)
-            for entry in block.entry_keys(contact_id):
-                if sign < 0:
-                    self.batch.delete(entry)
-                else:
-                    self.batch.put(entry, b"")
-            for plan, score in block.scores:
-                counted = histogram_key(plan, score)
-                self._histogram[counted] = self._histogram.get(counted, 0) + sign
+        histogram = self._histogram
+        if old:
+            for entry, counted in index_keys(old, contact_id):
+                self.batch.delete(entry)
+                histogram[counted] = histogram.get(counted, 0) - 1
+        if new:
+            for entry, counted in index_keys(new, contact_id):
+                self.batch.put(entry, b"")
+                histogram[counted] = histogram.get(counted, 0) + 1
 
     def put_raw(self, key: bytes, value: bytes | None) -> None:
         """A key outside the record layout (metadata): no index, no count."""
