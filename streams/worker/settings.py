@@ -243,6 +243,8 @@ class TopicNames:
     dead_letters: str
     ticks: str
     rerouted: str
+    leads: str
+    """Every contact's current scores, compacted (`streams.worker.leads`)."""
 
     @classmethod
     def with_prefix(cls, prefix: str, app_id: str = "leadscore") -> TopicNames:
@@ -255,6 +257,7 @@ class TopicNames:
             dead_letters=f"{prefix}tracking-events-dlq",
             ticks=f"{prefix}{app_id}-timer-ticks",
             rerouted=f"{prefix}{app_id}-rerouted",
+            leads=f"{prefix}lead-scores",
         )
 
 
@@ -284,6 +287,10 @@ class WorkerSettings:
     dlq_retention: float = 7 * 86400.0
     erasure_bound: float = 86400.0
     security: KafkaSecurity = PLAINTEXT
+    lead_scores: bool = True
+    """Publish `lead-scores` and keep the leads index. Not an option: off only in the
+    benchmark that measures what they cost (bench/leads_off_worker.py), since contacts that
+    change while it is off leave the index until their next change."""
 
     @property
     def kafka(self) -> KafkaConnection:

@@ -10,12 +10,14 @@ sees a duplicate, and the alert is lost for good. Here a state becomes durable o
    and writes into a fresh dict);
 2. wait until every output sent so far is acknowledged (`outputs_barrier`); the processor sends
    an event's outputs before it writes its state, so this covers every state in the snapshot;
-3. send each snapshot state once to the changelog and commit every partition's transaction:
-   outputs and changelog records become visible to `read_committed` readers together, and a
+3. send each snapshot state once to the changelog, and, when its current scores changed,
+   its `lead-scores` record (`streams.worker.leads`), and commit every partition's
+   transaction: outputs, changelog and lead-scores records become visible to
+   `read_committed` readers together, and a
    worker that lost a partition to another one fails here, before writing anything
    (`streams.worker.fencing`); the acknowledged offsets are known once this returns;
-4. write the states, their deadline index entries, the stream times and the changelog offset
-   to RocksDB in one batch per partition;
+4. write the states, their deadline and leads index entries, the stream times and the
+   changelog offset to RocksDB in one batch per partition;
 5. only then does Faust commit the consumed offsets.
 
 A crash anywhere leaves either a state that is not durable (its events are consumed again and
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from streams.scoring import ContactState, decode_state, encode_state, next_deadline
 from streams.worker.fencing import PartitionProducers
 from streams.worker.history import EMPTY, Ledger
+from streams.worker.leads import LeadRecords, LeadUpdate
 from streams.worker.live_plans import LivePlans
 from streams.worker.store import (
     Applied,
@@ -109,8 +112,12 @@ class ContactStates:
         changelog_topic: str,
         plans: LivePlans,
         outputs_barrier: Callable[[], Awaitable[None]],
+        leads: LeadRecords | None = None,
     ) -> None:
+        """`leads`: what publishes `lead-scores` and feeds the leads index (None: neither,
+        for the benchmark that measures their cost)."""
         self._store = store
+        self._leads = leads
         self._producers = producers
         self._changelog_topic = changelog_topic
         self._plans = plans
@@ -138,12 +145,14 @@ class ContactStates:
         if dirty is not None:
             return dirty
         record = self._persisting.get(key)
-        if record is None:
-            record = self._store().read(partition, contact_id)
-        if record is None:
-            return None
-        state = decode_state(record_state(record))
-        return Held(state, record_applied(record), Ledger(record_history(record)))
+        return self.durable(partition, contact_id) if record is None else _held(record)
+
+    def durable(self, partition: int, contact_id: str) -> Held | None:
+        """The contact's state as of the last persist, ignoring what is written since: what
+        the HTTP views show, so that a contact's look-up, its place in `GET /leads` and its
+        `lead-scores` record change together, at the commit (the processor uses `get`)."""
+        record = self._store().read(partition, contact_id)
+        return None if record is None else _held(record)
 
     def contact_ids(self, partition: int) -> set[str]:
         """Every contact `get` knows on `partition`: durable, being persisted, or written since."""
@@ -219,18 +228,24 @@ class ContactStates:
                 metas[partition][STREAM_TIME] = _TIME.pack(self._stream_times[partition])
             self._times_changed = set()
             history = self._plans.history
+            leads = (
+                LeadUpdate()
+                if self._leads is None
+                else self._leads.update(((k, h.state) for k, h in snapshot.items()), history)
+            )
             self._persisting = {
                 key: pack_record(
                     next_deadline(held.state, history),
                     held.applied,
                     encode_state(held.state),
                     held.history.encoded(),
+                    leads.blocks.get(key, b""),
                 )
                 for key, held in snapshot.items()
             }
             try:
                 await self._outputs_barrier()
-                offsets = await self._send_changelog(metas)
+                offsets = await self._send_changelog(metas, leads)
                 self._write(offsets, metas)
             finally:
                 self._persisting = {}
@@ -239,10 +254,12 @@ class ContactStates:
             persisted[partition].append(contact_id)
         return Persisted(dict(persisted))
 
-    async def _send_changelog(self, metas: dict[int, dict[str, bytes]]) -> dict[int, int]:
+    async def _send_changelog(
+        self, metas: dict[int, dict[str, bytes]], leads: LeadUpdate
+    ) -> dict[int, int]:
         """Send the snapshot and the changed metadata (stream times, `note`s) to the
-        changelog, so that whoever recovers a partition also knows them; the last offset acked
-        per partition."""
+        changelog, so that whoever recovers a partition also knows them, and the changed
+        `lead-scores` records; the last changelog offset acked per partition."""
         records = [
             (partition, contact_key(contact_id), record)
             for (partition, contact_id), record in self._persisting.items()
@@ -253,6 +270,8 @@ class ContactStates:
         for partition, key, value in records:
             producer = self._producers.producer(partition)
             await producer.send(self._changelog_topic, key, value, [], partition)
+        if self._leads is not None:
+            await self._leads.send(leads, self._producers)
         await self._producers.commit()
         topic = self._changelog_topic
         return {
@@ -272,3 +291,9 @@ class ContactStates:
                 changelog_offset=offsets.get(partition),
                 meta=metas.get(partition) or None,
             )
+
+
+def _held(record: bytes) -> Held:
+    return Held(
+        decode_state(record_state(record)), record_applied(record), Ledger(record_history(record))
+    )

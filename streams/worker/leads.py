@@ -1,0 +1,86 @@
+"""The `lead-scores` topic's records and the leads blocks of the contact records, at persist.
+
+For every contact a persist makes durable (`streams.worker.states`), this computes its current
+scores with the plans it is scored with (what `GET /contacts/{id}` shows) and compares them
+with what was last published, whose digest is in the leads block of its stored record:
+
+- changed: a new leads block (scores, the contact's clock as `changed_at`, the new digest)
+  goes into the record, and the record's `lead-scores` value (or a tombstone for an erased
+  contact) into the partition's transaction, beside the changelog record;
+- unchanged (an event that moved no score, a tick with nothing due): the old block is kept as
+  it is, so neither the index nor the topic moves.
+
+The record, its index entries (derived from the block in the same RocksDB batch) and the
+topic's record are therefore one change: a `read_committed` reader of the topic never sees a
+score the state does not hold, and `GET /leads`, `GET /contacts/{id}` and the topic move
+together, at the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from streams.models.lead_scores import lead_scores
+from streams.models.plan_versions import PlanHistory
+from streams.scoring import ContactState, current_score, plans_for
+from streams.worker.fencing import PartitionProducers
+from streams.worker.lead_index import Block, digest
+from streams.worker.store import ContactStore, record_leads
+
+Key = tuple[int, str]
+"""(partition, contact id)."""
+_TOMBSTONE = digest(None)
+
+
+@dataclass(slots=True)
+class LeadUpdate:
+    """What one persist writes for the leads: a block per contact, and the records to send."""
+
+    blocks: dict[Key, bytes] = field(default_factory=dict)
+    records: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
+    """(partition, key, value or None for a tombstone) of each changed contact."""
+
+
+class LeadRecords:
+    """Builds and sends the `lead-scores` records of the contacts a persist makes durable."""
+
+    def __init__(self, topic: str, store: Callable[[], ContactStore]) -> None:
+        self.topic = topic
+        self._store = store
+
+    def update(
+        self, states: Iterable[tuple[Key, ContactState]], history: PlanHistory
+    ) -> LeadUpdate:
+        """The blocks and records for these states, each against its stored record."""
+        store = self._store()
+        update = LeadUpdate()
+        for key, state in states:
+            partition, contact_id = key
+            stored = store.read(partition, contact_id)
+            raw = b"" if stored is None else record_leads(stored)
+            old = Block.unpack(raw) if raw else None
+            if state.first_seen is None:  # erased (or never seen): a tombstone
+                record, content = None, None
+            else:
+                plans = plans_for(state, history)
+                scores = [(plan, current_score(plan, state)) for plan in plans]
+                record = lead_scores(contact_id, scores, state.plan_version, state.last_activity)
+                content = record.content()
+            published = digest(content)
+            if published == (_TOMBSTONE if old is None else old.digest):
+                if raw:
+                    update.blocks[key] = raw
+                continue
+            changed_at = state.clock or 0.0
+            scored = () if record is None else tuple((s.plan, s.score) for s in record.plans)
+            update.blocks[key] = Block(changed_at, published, scored).pack()
+            value = None if record is None else record.to_bytes(changed_at)
+            update.records.append((partition, contact_id.encode(), value))
+        return update
+
+    async def send(self, update: LeadUpdate, producers: PartitionProducers) -> None:
+        """Into each partition's open transaction, to the same partition of the topic (it is
+        co-partitioned with the input, so a contact's records stay on its partition)."""
+        for partition, key, value in update.records:
+            await producers.producer(partition).send(self.topic, key, value, [], partition)
