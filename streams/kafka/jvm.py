@@ -144,11 +144,14 @@ def _die_with_parent() -> Callable[[], None] | None:
     return set_death_signal
 
 
-def launch(command: list[str], console: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def launch(
+    command: list[str], console: Path, cwd: Path, user: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start `command` in a process group of its own, its output appended to `console`.
 
-    It dies with this process (`PR_SET_PDEATHSIG`) and `stop_group` ends it with everything it
-    started.
+    It dies with this process (`PR_SET_PDEATHSIG`, set after the switch to `user`, which
+    would clear it) and `stop_group` ends it with everything it started. `user`: run as this
+    user (a server that refuses root, such as PostgreSQL's).
     """
     with console.open("ab") as out:
         return subprocess.Popen(
@@ -157,6 +160,7 @@ def launch(command: list[str], console: Path, cwd: Path) -> subprocess.Popen[byt
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            user=user,
             start_new_session=True,
             preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only calls prctl(2)
         )
@@ -168,11 +172,14 @@ def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> N
         os.killpg(process.pid, signum)
 
 
-def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the process group for a clean shutdown, SIGKILL after `timeout` seconds."""
+def stop_group(
+    process: subprocess.Popen[bytes], timeout: float, signum: signal.Signals = signal.SIGTERM
+) -> None:
+    """Signal the process group for a clean shutdown (SIGTERM, or the server's own choice),
+    SIGKILL after `timeout` seconds."""
     if process.poll() is not None:
         return
-    _signal_group(process, signal.SIGTERM)
+    _signal_group(process, signum)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:

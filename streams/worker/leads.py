@@ -21,16 +21,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from streams.models.lead_scores import lead_scores
+from streams.models.connect_envelope import connect_json
+from streams.models.lead_scores import LeadScores, lead_scores
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, current_score, plans_for
 from streams.worker.fencing import PartitionProducers
 from streams.worker.lead_index import Block, digest
+from streams.worker.settings import LeadScoresFormat
 from streams.worker.store import ContactStore, record_leads
 
 Key = tuple[int, str]
 """(partition, contact id)."""
 _TOMBSTONE = digest(None)
+ENCODERS: dict[LeadScoresFormat, Callable[[LeadScores, float], bytes]] = {
+    "json": LeadScores.to_bytes,
+    "connect-json": connect_json,
+}
+"""A record and its `changed_at` to the value's bytes, by `--lead-scores-format`."""
 
 
 @dataclass(slots=True)
@@ -45,9 +52,17 @@ class LeadUpdate:
 class LeadRecords:
     """Builds and sends the `lead-scores` records of the contacts a persist makes durable."""
 
-    def __init__(self, topic: str, store: Callable[[], ContactStore]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        store: Callable[[], ContactStore],
+        encode: Callable[[LeadScores, float], bytes] = LeadScores.to_bytes,
+    ) -> None:
+        """`encode`: a record and its `changed_at` to the value's bytes (`--lead-scores-format`:
+        plain JSON, or `streams.models.connect_envelope.connect_json`)."""
         self.topic = topic
         self._store = store
+        self._encode = encode
 
     def update(
         self, states: Iterable[tuple[Key, ContactState]], history: PlanHistory
@@ -75,7 +90,7 @@ class LeadRecords:
             changed_at = state.clock or 0.0
             scored = () if record is None else tuple((s.plan, s.score) for s in record.plans)
             update.blocks[key] = Block(changed_at, published, scored).pack()
-            value = None if record is None else record.to_bytes(changed_at)
+            value = None if record is None else self._encode(record, changed_at)
             update.records.append((partition, contact_id.encode(), value))
         return update
 

@@ -1,0 +1,178 @@
+"""`lead-scores` into PostgreSQL through a real Kafka Connect worker and Debezium's JDBC sink,
+configured from the files in `deploy/connect/`, fed by a real leadscore worker.
+
+The integration test costs a Connect JVM (about 7 s to a running task here) and a PostgreSQL
+cluster (about 1 s); it skips, saying why, where PostgreSQL is not installed (.ci/run installs
+it on CI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.kafka.connect import (
+    SINK_CONFIG,
+    WORKER_CONFIG,
+    ConnectError,
+    ConnectorState,
+    EmbeddedConnect,
+    read_properties,
+)
+from streams.models.plan_versions import parse_plan_version
+from streams.models.times import format_time
+from tests.postgres import Postgres, PostgresMissingError, postgres_cluster
+from tests.support import event
+from tests.worker.harness import WorkerProcess, new_prefix, publish, wait_until
+from tests.worker.test_plan_source import PARTITIONS, TEXT, V1, _publish_version, changed
+
+PLAN = "lead-score"
+ROWS_TIMEOUT = 60.0
+RESCORE_TIMEOUT = 120.0
+
+
+# --- unit tests: no JVM ------------------------------------------------------------------------
+
+
+def test_the_shipped_configs_read_committed_connect_json_and_upsert_by_key() -> None:
+    worker, sink = read_properties(WORKER_CONFIG), read_properties(SINK_CONFIG)
+    assert worker["value.converter"] == "org.apache.kafka.connect.json.JsonConverter"
+    assert worker["value.converter.schemas.enable"] == "true"
+    assert worker["key.converter"] == "org.apache.kafka.connect.storage.StringConverter"
+    assert worker["consumer.isolation.level"] == "read_committed"
+    assert sink["topics"] == "lead-scores"
+    assert (sink["insert.mode"], sink["primary.key.mode"], sink["delete.enabled"]) == (
+        "upsert",
+        "record_key",
+        "true",
+    )
+    assert sink["transforms.keyStruct.type"].endswith("HoistField$Key")
+
+
+def test_read_properties_skips_comments_and_keeps_equals_signs_in_values(tmp_path: Path) -> None:
+    path = tmp_path / "a.properties"
+    path.write_text("# a comment\n\n! another\nname = sink\nurl=jdbc:x?a=b\n")
+    assert read_properties(path) == {"name": "sink", "url": "jdbc:x?a=b"}
+
+
+def test_a_failed_task_is_reported_with_its_trace() -> None:
+    status = {
+        "connector": {"state": "RUNNING"},
+        "tasks": [{"id": 0, "state": "FAILED", "trace": "java.lang.ClassCastException: x\n\tat y"}],
+    }
+    state = ConnectorState.from_status(status)
+    assert not state.running
+    assert state.failure is not None and "ClassCastException" in state.failure
+
+
+def test_a_connector_without_tasks_is_not_running_yet() -> None:
+    state = ConnectorState.from_status({"connector": {"state": "RUNNING"}, "tasks": []})
+    assert not state.running
+    assert state.failure is None
+
+
+# --- integration: a worker, Connect and PostgreSQL ---------------------------------------------
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    try:
+        with postgres_cluster() as cluster:
+            yield cluster
+    except PostgresMissingError as missing:
+        pytest.skip(f"{missing} (.ci/run installs it on CI)")
+
+
+def _sink_config(postgres: Postgres, prefix: str) -> dict[str, str]:
+    return read_properties(SINK_CONFIG) | {
+        "name": f"{prefix}sink",
+        "topics": f"{prefix}lead-scores",
+        "connection.url": postgres.jdbc_url,
+        "connection.username": "leadscore",
+        "connection.password": "",
+    }
+
+
+def _rows(postgres: Postgres) -> dict[str, dict[str, Any]]:
+    try:
+        rows = postgres.query("SELECT * FROM lead_scores")
+    except RuntimeError:  # the sink creates the table with its first record
+        return {}
+    return {row["contact_id"]: row for row in rows}
+
+
+@pytest.mark.integration
+def test_a_connect_worker_that_cannot_load_its_connector_says_why(
+    kafka_bootstrap: str,
+) -> None:
+    config = read_properties(SINK_CONFIG) | {"connector.class": "org.example.NoSuchSink"}
+    with pytest.raises(ConnectError, match="NoSuchSink"):
+        EmbeddedConnect(kafka_bootstrap, config, start_timeout=60).start()
+
+
+@pytest.mark.integration
+def test_lead_scores_reach_postgres_one_row_per_contact_erased_gone_rescore_visible(
+    kafka_bootstrap: str, postgres: Postgres, tmp_path: Path
+) -> None:
+    prefix = new_prefix()
+    _publish_version(kafka_bootstrap, prefix, V1)
+    worker = WorkerProcess(
+        kafka_bootstrap,
+        prefix,
+        tmp_path / "data",
+        tmp_path / "worker.log",
+        partitions=PARTITIONS,
+        plans=None,
+        extra_args=["--plans-topic", "--lead-scores-format", "connect-json"],
+    )
+    # opened +10 (25 after the rescore), clicked +20, replied +30; warm at 100 (80 after it).
+    activity = {
+        "warm": ["email.opened", "email.clicked", "email.replied", "email.clicked"],  # 80
+        "opener": ["email.opened", "email.opened"],  # 20
+        "gone": ["email.clicked"],
+    }
+    events = [
+        event(kind, minute * 60, contact=contact)
+        for contact, kinds in activity.items()
+        for minute, kind in enumerate(kinds)
+    ]
+    events.append(event("contact.erased", 600, contact="gone"))
+    try:
+        worker.start()
+        with EmbeddedConnect(kafka_bootstrap, _sink_config(postgres, prefix)):
+            publish(kafka_bootstrap, worker.topics.events, events)
+
+            def settled() -> dict[str, dict[str, Any]] | None:
+                rows = _rows(postgres)
+                want = {c: worker.score(c, PLAN) for c in ("warm", "opener")}
+                have = {c: row[f"score_{PLAN}"] for c, row in rows.items()}
+                return rows if have == want and None not in want.values() else None
+
+            rows = wait_until(settled, ROWS_TIMEOUT, "one row per live contact, as the worker")
+            assert (rows["warm"][f"score_{PLAN}"], rows["opener"][f"score_{PLAN}"]) == (80, 20)
+            assert rows["warm"][f"thresholds_{PLAN}"] == []
+            assert rows["warm"]["plans"][PLAN]["plan_version"] == "v1"
+            assert rows["warm"]["last_activity"] == "2026-01-01T00:03:00+00:00"
+            assert "gone" not in rows
+
+            rescore = (
+                f'version: v2\nchange: rescore\neffective_from: "{format_time(events[0].time)}"\n'
+            )
+            v2 = rescore + changed(TEXT)
+            parse_plan_version(v2)  # a valid version, or the worker would only log it
+            _publish_version(kafka_bootstrap, prefix, v2)
+
+            def rescored() -> dict[str, dict[str, Any]] | None:
+                rows = _rows(postgres)
+                done = all(row["plans"][PLAN]["plan_version"] == "v2" for row in rows.values())
+                return rows if done and set(rows) == {"warm", "opener"} else None
+
+            rows = wait_until(rescored, RESCORE_TIMEOUT, "the rescore in the table")
+            assert (rows["warm"][f"score_{PLAN}"], rows["opener"][f"score_{PLAN}"]) == (95, 50)
+            assert rows["warm"][f"thresholds_{PLAN}"] == ["warm"]
+            assert worker.score("warm", PLAN) == 95
+    finally:
+        worker.ensure_stopped()
