@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from streams.models.lead_scores import LeadScores
+from streams.models.lead_scores import record
 
 SCHEMA_NAME = "leadscore.LeadScores"
 JSON_TEXT = "io.debezium.data.Json"
@@ -86,7 +86,7 @@ def envelope(value: Mapping[str, Any]) -> dict[str, Any]:
     return {"schema": schema, "payload": payload}
 
 
-def connect_json(record: LeadScores, changed_at: float) -> bytes:
-    """The record's value in the envelope: what the worker sends with
-    `--lead-scores-format connect-json`."""
-    return orjson.dumps(envelope(record.value(changed_at)))
+def connect_json(content: dict[str, Any], changed_at: float) -> bytes:
+    """A record's value in the envelope, from its `LeadScores.content()`: what the worker
+    sends with `--lead-scores-format connect-json`."""
+    return orjson.dumps(envelope(record(content, changed_at)))

@@ -61,13 +61,15 @@ class LeadScores:
             ),
         }
 
-    def value(self, changed_at: float) -> dict[str, Any]:
-        """The record's value: `content()` and `changed_at`."""
-        return {**self.content(), "changed_at": format_time(changed_at)}
 
-    def to_bytes(self, changed_at: float) -> bytes:
-        """The record's value as UTF-8 JSON (the topic's default format)."""
-        return orjson.dumps(self.value(changed_at))
+def record(content: dict[str, Any], changed_at: float) -> dict[str, Any]:
+    """The record's value: a `LeadScores.content()` and the time of the change."""
+    return {**content, "changed_at": format_time(changed_at)}
+
+
+def record_value(content: dict[str, Any], changed_at: float) -> bytes:
+    """The record's value as UTF-8 JSON (the topic's default format)."""
+    return orjson.dumps(record(content, changed_at))
 
 
 def lead_scores(

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from streams.models.connect_envelope import connect_json
-from streams.models.lead_scores import LeadScores, lead_scores
+from streams.models.lead_scores import lead_scores, record_value
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, current_score, plans_for
 from streams.worker.fencing import PartitionProducers
@@ -33,11 +34,13 @@ from streams.worker.store import ContactStore, record_leads
 Key = tuple[int, str]
 """(partition, contact id)."""
 _TOMBSTONE = digest(None)
-ENCODERS: dict[LeadScoresFormat, Callable[[LeadScores, float], bytes]] = {
-    "json": LeadScores.to_bytes,
+Encode = Callable[[dict[str, Any], float], bytes]
+"""A record's content (`LeadScores.content()`) and its `changed_at` to the value's bytes."""
+ENCODERS: dict[LeadScoresFormat, Encode] = {
+    "json": record_value,
     "connect-json": connect_json,
 }
-"""A record and its `changed_at` to the value's bytes, by `--lead-scores-format`."""
+"""The encoding of each `--lead-scores-format`."""
 
 
 @dataclass(slots=True)
@@ -56,10 +59,9 @@ class LeadRecords:
         self,
         topic: str,
         store: Callable[[], ContactStore],
-        encode: Callable[[LeadScores, float], bytes] = LeadScores.to_bytes,
+        encode: Encode = record_value,
     ) -> None:
-        """`encode`: a record and its `changed_at` to the value's bytes (`--lead-scores-format`:
-        plain JSON, or `streams.models.connect_envelope.connect_json`)."""
+        """`encode`: one of `ENCODERS`, by `--lead-scores-format`."""
         self.topic = topic
         self._store = store
         self._encode = encode
@@ -90,7 +92,7 @@ class LeadRecords:
             changed_at = state.clock or 0.0
             scored = () if record is None else tuple((s.plan, s.score) for s in record.plans)
             update.blocks[key] = Block(changed_at, published, scored).pack()
-            value = None if record is None else self._encode(record, changed_at)
+            value = None if content is None else self._encode(content, changed_at)
             update.records.append((partition, contact_id.encode(), value))
         return update
 

@@ -233,14 +233,15 @@ class Cluster:
     ) -> tuple[dict[int, Any], list[int]]:
         """Every partition's answer (own ones read here, the others asked of their owners),
         and the partitions nobody answered."""
-        answers: dict[int, Any] = dict(local(self.owned()))
+        owned = self.owned()
         others = [
             url
             for url, partitions in self.owners().items()
-            if not _same_worker(url, self.own_url) and set(partitions) - answers.keys()
+            if not _same_worker(url, self.own_url) and set(partitions) - set(owned)
         ]
-        asked = await asyncio.gather(*(self._ask(url, path, params, parse) for url in others))
-        for answered in asked:
+        asking = asyncio.gather(*(self._ask(url, path, params, parse) for url in others))
+        answers: dict[int, Any] = dict(local(owned))
+        for answered in await asking:
             for partition, answer in answered.items():
                 answers.setdefault(partition, answer)
         missing = sorted(set(range(self.partitions)) - answers.keys())

@@ -10,7 +10,7 @@ import jsonschema
 import orjson
 
 from streams.models.connect_envelope import JSON_TEXT, ZONED_TIMESTAMP, connect_json, envelope
-from streams.models.lead_scores import LeadScores, PlanScore
+from streams.models.lead_scores import LeadScores, PlanScore, record
 from streams.models.schemas import load_schema
 from streams.models.times import parse_time
 
@@ -31,7 +31,7 @@ def _types(schema: dict[str, Any]) -> dict[str, tuple[str, bool, str | None]]:
 
 
 def test_the_payload_is_flat_one_score_and_thresholds_field_per_plan() -> None:
-    value = RECORD.value(CHANGED_AT)
+    value = record(RECORD.content(), CHANGED_AT)
     jsonschema.validate(value, load_schema("lead-scores"))
     wrapped = envelope(value)
 
@@ -50,7 +50,7 @@ def test_the_payload_is_flat_one_score_and_thresholds_field_per_plan() -> None:
 
 
 def test_the_schema_names_every_payload_field_and_only_the_key_and_times_are_required() -> None:
-    wrapped = envelope(RECORD.value(CHANGED_AT))
+    wrapped = envelope(record(RECORD.content(), CHANGED_AT))
     schema = wrapped["schema"]
     assert (schema["type"], schema["optional"]) == ("struct", False)
     assert [f["field"] for f in schema["fields"]] == list(wrapped["payload"])
@@ -70,8 +70,8 @@ def test_the_schema_names_every_payload_field_and_only_the_key_and_times_are_req
 
 
 def test_a_contact_not_yet_scored_with_a_version_and_without_activity_has_nulls() -> None:
-    record = LeadScores("c-2", (), None, None)
-    wrapped = envelope(record.value(CHANGED_AT))
+    unscored = LeadScores("c-2", (), None, None)
+    wrapped = envelope(record(unscored.content(), CHANGED_AT))
     assert wrapped["payload"] == {
         "contact_id": "c-2",
         "plan_version": None,
@@ -84,7 +84,9 @@ def test_a_contact_not_yet_scored_with_a_version_and_without_activity_has_nulls(
 def test_the_schema_does_not_depend_on_the_order_of_the_plans() -> None:
     reordered = LeadScores("c-1", tuple(reversed(RECORD.plans)), "v2", RECORD.last_activity)
     assert (
-        orjson.loads(connect_json(reordered, CHANGED_AT))["schema"]
-        == orjson.loads(connect_json(RECORD, CHANGED_AT))["schema"]
+        orjson.loads(connect_json(reordered.content(), CHANGED_AT))["schema"]
+        == orjson.loads(connect_json(RECORD.content(), CHANGED_AT))["schema"]
     )
-    assert orjson.loads(connect_json(RECORD, CHANGED_AT)) == envelope(RECORD.value(CHANGED_AT))
+    assert orjson.loads(connect_json(RECORD.content(), CHANGED_AT)) == envelope(
+        record(RECORD.content(), CHANGED_AT)
+    )

@@ -13,9 +13,9 @@ import jsonschema
 from prometheus_client import CollectorRegistry
 
 from streams.kafka.client import Headers
-from streams.models.plan_versions import PlanHistory
+from streams.models.plan_versions import PlanHistory, load_plan_version
 from streams.models.schemas import load_schema
-from streams.scoring import ContactState, load_plans, score_event
+from streams.scoring import ContactState, advance, contact_view, load_plans, plans_for, score_event
 from streams.scoring.state import copy_state
 from streams.worker.fencing import PartitionProducers
 from streams.worker.leads import LeadRecords
@@ -60,17 +60,20 @@ class _Producers:
         return taken
 
 
-def _states(store: ContactStore, producers: _Producers) -> ContactStates:
-    async def no_outputs() -> None:
-        """The tests send no outputs."""
+async def _no_outputs() -> None:
+    """The tests send no outputs."""
 
-    live = LivePlans(PlanHistory.single(PLANS), CollectorRegistry(), time.time)
+
+def _states(
+    store: ContactStore, producers: _Producers, history: PlanHistory | None = None
+) -> ContactStates:
+    live = LivePlans(history or PlanHistory.single(PLANS), CollectorRegistry(), time.time)
     return ContactStates(
         lambda: store,
         cast(PartitionProducers, producers),
         "changelog",
         live,
-        no_outputs,
+        _no_outputs,
         LeadRecords(LEADS, lambda: store),
     )
 
@@ -154,3 +157,33 @@ def test_an_erased_contact_gets_a_tombstone_once_and_leaves_the_index(
     states.put(1, "gone", Held(_step(erased, "email.clicked", 0, "gone")))  # a replayed event
     asyncio.run(states.persist())
     assert producers.leads() == []
+
+
+def test_a_forward_plan_switch_updates_the_record_like_any_change(store: ContactStore) -> None:
+    first = load_plan_version(EXAMPLE_PLANS)
+    second = load_plan_version(EXAMPLE_PLANS.with_name("plans-v2.yaml"))
+    assert second.effective_from is not None
+    history = PlanHistory((first, second))
+    producers = _Producers()
+    states = _states(store, producers, history)
+    before = second.effective_from - T0 - 3600
+    state = None
+    for kind in ("email.clicked", "email.replied", "email.clicked"):
+        state = score_event(state, event(kind, before, contact="s"), history).state
+    assert state is not None
+    states.put(0, "s", Held(copy_state(state)))
+    asyncio.run(states.persist())
+    ((_, _, old),) = producers.leads()
+    assert old["plan_version"] == first.label
+
+    switched, _ = advance(state, second.effective_from + 60, history)
+    states.put(0, "s", Held(switched))
+    asyncio.run(states.persist())
+    ((_, _, new),) = producers.leads()
+    view = contact_view(switched, plans_for(switched, history))
+    assert view is not None
+    assert new["plan_version"] == second.label
+    assert {
+        p: (v["score"], v["thresholds"], v["plan_version"]) for p, v in new["plans"].items()
+    } == {p: (v["score"], v["thresholds_reached"], second.label) for p, v in view["plans"].items()}
+    assert new["plans"] != old["plans"]  # replied is worth 40 now, and warm starts at 80
