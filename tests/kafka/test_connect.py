@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from streams.kafka.connect import (
     SINK_CONFIG,
@@ -24,6 +25,7 @@ from streams.kafka.connect import (
 )
 from streams.models.plan_versions import parse_plan_version
 from streams.models.times import format_time
+from tests.kafka.test_broker import group_alive
 from tests.postgres import Postgres, PostgresMissingError, postgres_cluster
 from tests.support import event
 from tests.worker.harness import WorkerProcess, new_prefix, publish, wait_until
@@ -132,47 +134,57 @@ def test_lead_scores_reach_postgres_one_row_per_contact_erased_gone_rescore_visi
     activity = {
         "warm": ["email.opened", "email.clicked", "email.replied", "email.clicked"],  # 80
         "opener": ["email.opened", "email.opened"],  # 20
-        "gone": ["email.clicked"],
+        "gone": ["email.clicked"],  # 20, then erased
     }
     events = [
         event(kind, minute * 60, contact=contact)
         for contact, kinds in activity.items()
         for minute, kind in enumerate(kinds)
     ]
-    events.append(event("contact.erased", 600, contact="gone"))
+    sink = EmbeddedConnect(kafka_bootstrap, _sink_config(postgres, prefix))
     try:
-        worker.start()
-        with EmbeddedConnect(kafka_bootstrap, _sink_config(postgres, prefix)):
-            publish(kafka_bootstrap, worker.topics.events, events)
+        # Connect starts while the worker recovers, once the worker has made the topic.
+        worker.start(wait_ready=False)
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        topic = worker.topics.leads
+        wait_until(lambda: topic in admin.list_topics(timeout=5).topics, 60, f"{topic} created")
+        sink.start()
+        worker.wait_ready()
+        publish(kafka_bootstrap, worker.topics.events, events)
 
-            def settled() -> dict[str, dict[str, Any]] | None:
-                rows = _rows(postgres)
-                want = {c: worker.score(c, PLAN) for c in ("warm", "opener")}
-                have = {c: row[f"score_{PLAN}"] for c, row in rows.items()}
-                return rows if have == want and None not in want.values() else None
+        def settled() -> dict[str, dict[str, Any]] | None:
+            rows = _rows(postgres)
+            want = {c: worker.score(c, PLAN) for c in activity}
+            have = {c: row[f"score_{PLAN}"] for c, row in rows.items()}
+            return rows if have == want and None not in want.values() else None
 
-            rows = wait_until(settled, ROWS_TIMEOUT, "one row per live contact, as the worker")
-            assert (rows["warm"][f"score_{PLAN}"], rows["opener"][f"score_{PLAN}"]) == (80, 20)
-            assert rows["warm"][f"thresholds_{PLAN}"] == []
-            assert rows["warm"]["plans"][PLAN]["plan_version"] == "v1"
-            assert rows["warm"]["last_activity"] == "2026-01-01T00:03:00+00:00"
-            assert "gone" not in rows
+        rows = wait_until(settled, ROWS_TIMEOUT, "one row per contact, as the worker has it")
+        assert [rows[c][f"score_{PLAN}"] for c in activity] == [80, 20, 20]
+        assert rows["warm"][f"thresholds_{PLAN}"] == []
+        assert rows["warm"]["plans"][PLAN] == {"score": 80, "thresholds": [], "plan_version": "v1"}
+        assert rows["warm"]["last_activity"] == "2026-01-01T00:03:00+00:00"
+        assert rows["warm"]["plan_version"] == "v1"
 
-            rescore = (
-                f'version: v2\nchange: rescore\neffective_from: "{format_time(events[0].time)}"\n'
-            )
-            v2 = rescore + changed(TEXT)
-            parse_plan_version(v2)  # a valid version, or the worker would only log it
-            _publish_version(kafka_bootstrap, prefix, v2)
+        publish(
+            kafka_bootstrap, worker.topics.events, [event("contact.erased", 600, contact="gone")]
+        )
+        wait_until(lambda: set(_rows(postgres)) == {"warm", "opener"}, ROWS_TIMEOUT, "gone erased")
 
-            def rescored() -> dict[str, dict[str, Any]] | None:
-                rows = _rows(postgres)
-                done = all(row["plans"][PLAN]["plan_version"] == "v2" for row in rows.values())
-                return rows if done and set(rows) == {"warm", "opener"} else None
+        rescore = f'version: v2\nchange: rescore\neffective_from: "{format_time(events[0].time)}"\n'
+        parse_plan_version(rescore + changed(TEXT))  # valid, or the worker would only log it
+        _publish_version(kafka_bootstrap, prefix, rescore + changed(TEXT))
 
-            rows = wait_until(rescored, RESCORE_TIMEOUT, "the rescore in the table")
-            assert (rows["warm"][f"score_{PLAN}"], rows["opener"][f"score_{PLAN}"]) == (95, 50)
-            assert rows["warm"][f"thresholds_{PLAN}"] == ["warm"]
-            assert worker.score("warm", PLAN) == 95
+        def rescored() -> dict[str, dict[str, Any]] | None:
+            rows = _rows(postgres)
+            done = all(row["plans"][PLAN]["plan_version"] == "v2" for row in rows.values())
+            return rows if done and set(rows) == {"warm", "opener"} else None
+
+        rows = wait_until(rescored, RESCORE_TIMEOUT, "the rescore in the table")
+        assert (rows["warm"][f"score_{PLAN}"], rows["opener"][f"score_{PLAN}"]) == (95, 50)
+        assert rows["warm"][f"thresholds_{PLAN}"] == ["warm"]
+        assert worker.score("warm", PLAN) == 95
     finally:
+        pid = sink.pid
+        sink.stop()
         worker.ensure_stopped()
+    assert pid is not None and not group_alive(pid)  # no Connect JVM outlives the test
