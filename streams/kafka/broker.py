@@ -13,7 +13,6 @@ block, at interpreter exit (`atexit`), on Ctrl-C and on SIGTERM/SIGHUP.
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
 import contextlib
 import os
@@ -27,8 +26,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 from xml.etree import ElementTree
 
 from confluent_kafka import KafkaException
@@ -36,6 +33,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.kafka.jvm import (
     JvmError,
+    OwnedJvm,
     catch_stop_signals,
     fetch_jars,
     java,
@@ -221,24 +219,10 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-# --- process ownership -------------------------------------------------------------------------
-
-_live: set[EmbeddedBroker] = set()
-
-
-def _stop_all() -> None:
-    """Stop every broker still running when the interpreter exits (also after Ctrl-C)."""
-    for broker in list(_live):
-        broker.stop()
-
-
-atexit.register(_stop_all)
-
-
 # --- the broker --------------------------------------------------------------------------------
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(OwnedJvm):
     """One KRaft broker+controller JVM on 127.0.0.1, owned and stopped by this process.
 
     Without `data_dir` it lives in a temporary directory deleted by `stop()`; with one, its
@@ -298,7 +282,7 @@ class EmbeddedBroker:
             raise BrokerError("the broker is already running")
         catch_stop_signals()
         libs = fetch_kafka(self._cache_dir)
-        _live.add(self)
+        self._owned()
         try:
             if self._requested_data_dir is None:
                 self._data_dir = Path(tempfile.mkdtemp(prefix="leadscore-kafka-"))
@@ -404,23 +388,11 @@ class EmbeddedBroker:
         self._process = None
         self._bootstrap = None
         self._sasl_ssl_bootstrap = None
-        _live.discard(self)
+        self._released()
         if self._temporary and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
             self._temporary = False
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _format_storage(jvm: list[str], config: Path, scram: list[str]) -> None:

@@ -11,7 +11,6 @@ the connector and its task run, and stops it by its process group (`streams/kafk
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import shutil
@@ -23,13 +22,13 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from streams.kafka.broker import HOST, LOG4J2_CONFIG, REPO_ROOT, cache_root, free_ports
 from streams.kafka.broker import kafka_version as broker_kafka_version
 from streams.kafka.jvm import (
     JvmError,
+    OwnedJvm,
     catch_stop_signals,
     fetch_jars,
     java,
@@ -126,7 +125,7 @@ class ConnectorState:
         return "the connector failed" if self.state == "FAILED" else None
 
 
-class EmbeddedConnect:
+class EmbeddedConnect(OwnedJvm):
     """One standalone Connect worker JVM on 127.0.0.1 running one connector, owned by this process.
 
     `connector` is the connector's configuration (e.g. `read_properties(SINK_CONFIG)` with the
@@ -165,7 +164,7 @@ class EmbeddedConnect:
             raise ConnectError("the Connect worker is already running")
         catch_stop_signals()
         libs, plugin_path = fetch_connect(self._cache_dir)
-        _live.add(self)
+        self._owned()
         try:
             self._dir = Path(tempfile.mkdtemp(prefix="leadscore-connect-"))
             self._process = self._launch(libs, plugin_path, self._dir)
@@ -246,34 +245,12 @@ class EmbeddedConnect:
             stop_group(self._process, timeout)
         self._process = None
         self._rest = None
-        _live.discard(self)
+        self._released()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _first_lines(text: str, lines: int = 8) -> str:
     """A Java trace's cause, without the frames that follow it."""
     return "\n".join(text.splitlines()[:lines])
-
-
-_live: set[EmbeddedConnect] = set()
-
-
-@atexit.register
-def _stop_all() -> None:
-    """Stop every worker still running when the interpreter exits (also after Ctrl-C)."""
-    for worker in list(_live):
-        worker.stop()

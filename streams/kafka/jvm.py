@@ -10,6 +10,7 @@ KeyboardInterrupt so that those paths run then too.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import fcntl
@@ -20,9 +21,11 @@ import signal
 import subprocess
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Self
 
 MAVEN_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 40
@@ -101,6 +104,48 @@ def run_tool(command: list[str], timeout: float, name: str) -> subprocess.Comple
 
 
 # --- process ownership -------------------------------------------------------------------------
+
+
+class OwnedJvm(ABC):
+    """A JVM child this process owns: a `with` block stops it, and so does interpreter exit
+    (also after Ctrl-C) for one still running. `start` calls `_owned` before launching it,
+    `stop` calls `_released`."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the JVM (each owner has its own deadline for that); safe to call more than
+        once."""
+
+    def _owned(self) -> None:
+        _live.add(self)
+
+    def _released(self) -> None:
+        _live.discard(self)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+_live: set[OwnedJvm] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop every JVM still running when the interpreter exits."""
+    for jvm in list(_live):
+        jvm.stop()
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
