@@ -8,15 +8,18 @@ On the embedded broker (or `$LEADSCORE_KAFKA_BOOTSTRAP`), 6 partitions, the exam
    `--small-contacts`), with the topic and index on, then off (`bench/leads_off_worker.py`),
    alternated `--rounds` times: events/s from the first event consumed until every offset is
    committed, and CPU µs per event;
-2. `GET /leads?plan=lead-score&limit=100` against `--contacts` contacts (`--events` events)
-   on two workers, asked of one of them (which asks the other): p50/p99 over `--queries`
-   requests, for the first page, `threshold=warm`, the tenth page (cursors), and
-   `GET /leads/counts`;
+2. `GET /leads?plan=lead-score&limit=100` against `--contacts` contacts (`--events` events,
+   scored by one worker, then a second one joins) on two workers, asked of one of them (which
+   asks the other): p50/p99 over `--queries` requests, for the first page,
+   `threshold=warm`, the tenth page (cursors), and `GET /leads/counts`;
 3. index bytes per contact: the keys and values of the index and histogram, and the leads
    blocks in the records, read from the two workers' RocksDB after they stop;
 4. recovery: a fresh worker with an empty data dir recovers that changelog, spawn to
-   `/readyz` 200, and the same for a changelog written without leads blocks (the large
-   topic scored again by a worker with them off), `--rounds` times each.
+   `/readyz` 200, and (unless `--no-off-recovery`) the same for a changelog written without
+   leads blocks (the large topic scored again by a worker with them off), `--rounds` times.
+
+A worker that exits while it is measured (fenced when two start at once: it stops for its
+orchestrator to restart it) is started again, as an orchestrator would; `restarts` counts them.
 
 Prints JSON and writes it to bench/results/leads.json; worker logs go to bench/.data/logs.
 """
@@ -82,23 +85,32 @@ def _worker(bootstrap: str, prefix: str, app_id: str, work: Path, leads: bool = 
     )
 
 
-def _through(workers: list[_Worker], bootstrap: str, topic: str) -> dict[str, float]:
+RESTARTS: list[str] = []
+
+
+def _revived(workers: Sequence[_Worker]) -> bool:
+    """Start again any worker that exited (what its orchestrator would do); always True."""
+    for worker in workers:
+        if worker.process is not None and worker.process.poll() is not None:
+            RESTARTS.append(f"{worker.log_path.name}: exit {worker.process.returncode}")
+            print(f"restarting {RESTARTS[-1]}", flush=True)
+            worker.start()
+    return True
+
+
+def _through(worker: _Worker, bootstrap: str, topic: str) -> dict[str, float]:
     """Events/s and CPU µs/event from the first event consumed until all is committed."""
-    progress = GroupProgress(bootstrap, workers[0].group, topic)
+    progress = GroupProgress(bootstrap, worker.group, topic)
     ends = progress.end_offsets()
     try:
-        for worker in workers:
-            worker.wait_serving()
-
-        def consumed() -> float:
-            return sum(metric_sum(w.metrics(), CONSUMED) for w in workers)
-
-        wait_for(lambda: consumed() > 0, 300, "an event", 0.02)
-        began = time.monotonic()
-        cpu = sum(cpu_seconds(w.pid) for w in workers)
+        worker.wait_serving()
+        wait_for(lambda: metric_sum(worker.metrics(), CONSUMED) > 0, 300, "an event", 0.02)
+        began, cpu, pid = time.monotonic(), cpu_seconds(worker.pid), worker.pid
         wait_for(lambda: progress.caught_up(ends), 3600, "every offset committed", 0.2)
         seconds = time.monotonic() - began
-        cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu
+        if worker.pid != pid:
+            raise RuntimeError(f"worker {pid} exited while measured")
+        cpu = cpu_seconds(worker.pid) - cpu
     finally:
         progress.close()
     total = sum(ends.values())
@@ -115,7 +127,7 @@ def throughput(bootstrap: str, work: Path, events: int, contacts: int, rounds: i
             for mode in ("on", "off"):
                 worker = _worker(bootstrap, prefix, f"{mode}{round_}", work, mode == "on")
                 with running([worker]):
-                    runs[mode].append(_through([worker], bootstrap, topics.events))
+                    runs[mode].append(_through(worker, bootstrap, topics.events))
                 print(f"throughput {mode} round {round_}: {runs[mode][-1]}", flush=True)
     finally:
         delete_topics(bootstrap, prefix)
@@ -137,7 +149,7 @@ def _timed(url: str, count: int) -> dict[str, float]:
         status, body = http_get(url, timeout=10)
         times.append(time.perf_counter() - started)
         assert status == 200, (url, status, body[:200])
-        assert not json.loads(body)["partial"], body[:300]
+        assert not json.loads(body).get("partial"), body[:300]
     times.sort()
     return {
         "p50_ms": round(1000 * statistics.median(times), 1),
@@ -160,6 +172,7 @@ def queries(worker: WorkerProcess, count: int) -> dict[str, Any]:
             base + urllib.parse.urlencode({"plan": PLAN, "limit": 100, "cursor": cursor}), count
         ),
         "counts": _timed(f"{worker.url}/leads/counts?plan={PLAN}", max(count // 10, 10)),
+        "one_worker_share": _timed(f"{worker.url}/leads/partitions?plan={PLAN}&limit=100", count),
     }
 
 
@@ -207,8 +220,19 @@ def recovery(bootstrap: str, prefix: str, app_id: str, work: Path) -> dict[str, 
     return {"seconds": round(seconds, 1), "contacts": contacts}
 
 
+def _owned(worker: WorkerProcess) -> bool:
+    status, body = http_get(worker.url + "/readyz")
+    return status == 200 and bool(json.loads(body)["partitions"])
+
+
 def large(
-    bootstrap: str, work: Path, events: int, contacts: int, rounds: int, count: int
+    bootstrap: str,
+    work: Path,
+    events: int,
+    contacts: int,
+    rounds: int,
+    count: int,
+    off_recovery: bool,
 ) -> dict[str, Any]:
     prefix = f"benchleadsL{uuid.uuid4().hex[:6]}."
     topics = create_input_topics(bootstrap, prefix, PARTITIONS)
@@ -217,23 +241,34 @@ def large(
         loaded = load_events(bootstrap, topics.events, generate(contacts, events, seed=7))
         print(f"loaded {events:,} events in {loaded.seconds:.0f} s", flush=True)
         pair = [_worker(bootstrap, prefix, "on", work) for _ in range(2)]
-        with running(pair):
-            result["pair_throughput"] = _through(pair, bootstrap, topics.events)
-            wait_for(lambda: all(w.ready() for w in pair), 300, "both workers ready", 0.5)
-            result["contacts"] = sum(metric_sum(w.metrics(), "leadscore_contacts") for w in pair)
-            print(f"scored: {result}", flush=True)
-            result["queries"] = queries(pair[0], count)
-            print(f"queries: {result['queries']}", flush=True)
+        with running(pair[:1]):
+            result["throughput"] = _through(pair[0], bootstrap, topics.events)
+            print(f"scored: {result['throughput']}", flush=True)
+            with running(pair[1:]):
+                wait_for(
+                    lambda: _revived(pair) and all(w.ready() and _owned(w) for w in pair),
+                    600,
+                    "both workers ready with partitions",
+                    0.5,
+                )
+                result["contacts"] = sum(
+                    metric_sum(w.metrics(), "leadscore_contacts") for w in pair
+                )
+                result["queries"] = queries(pair[0], count)
+                print(f"queries: {result['queries']}", flush=True)
         result["index"] = index_bytes(pair)
         result["data_dir_bytes_per_contact"] = round(
             sum(disk_usage(w.data_dir) for w in pair) / max(result["contacts"], 1), 1
         )
-        off = _worker(bootstrap, prefix, "off", work, leads=False)
-        with running([off]):
-            result["off_throughput"] = _through([off], bootstrap, topics.events)
-        recoveries: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+        modes = ["on"]
+        if off_recovery:
+            modes.append("off")
+            off = _worker(bootstrap, prefix, "off", work, leads=False)
+            with running([off]):
+                result["off_throughput"] = _through(off, bootstrap, topics.events)
+        recoveries: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
         for _ in range(rounds):
-            for app_id in ("on", "off"):
+            for app_id in modes:
                 recoveries[app_id].append(recovery(bootstrap, prefix, app_id, work))
                 print(f"recovery {app_id}: {recoveries[app_id][-1]}", flush=True)
         result["recovery_seconds"] = {
@@ -241,7 +276,7 @@ def large(
         } | {"each": recoveries}
     finally:
         delete_topics(bootstrap, prefix)
-    return result
+    return result | {"restarts": list(RESTARTS)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -254,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--no-off-recovery", action="store_true")
     args = parser.parse_args(argv)
     LOGS.mkdir(parents=True, exist_ok=True)
     phases: list[tuple[str, Callable[[str, Path], Any]]] = []
@@ -268,7 +304,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         phases.append(
             (
                 "large",
-                lambda b, w: large(b, w, args.events, args.contacts, args.rounds, args.queries),
+                lambda b, w: large(
+                    b,
+                    w,
+                    args.events,
+                    args.contacts,
+                    args.rounds,
+                    args.queries,
+                    not args.no_off_recovery,
+                ),
             )
         )
     result: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

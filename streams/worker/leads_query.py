@@ -174,25 +174,28 @@ def segment_sizes(
 # --- the wire between workers ----------------------------------------------------------------
 
 
-def entries_json(answers: PartitionEntries) -> dict[str, Any]:
+def entries_json(answers: PartitionEntries, limit: int) -> dict[str, Any]:
+    """The partitions answered, and only the first `limit` of their entries together: no
+    other entry of theirs can be on the page. Each entry names its partition, so that a
+    partition two workers answered for (a rebalance) is taken from one of them only."""
+    merged = heapq.merge(
+        *([(p, e) for e in found] for p, found in answers.items()),
+        key=lambda tagged: tagged[1].position,
+    )
     return {
-        "partitions": {
-            str(p): [
-                [encode_cursor(e.position), e.contact_id, e.score, e.changed_at] for e in found
-            ]
-            for p, found in answers.items()
-        }
+        "partitions": sorted(answers),
+        "entries": [
+            [p, encode_cursor(e.position), e.contact_id, e.score, e.changed_at]
+            for p, e in islice(merged, limit)
+        ],
     }
 
 
 def entries_from_json(body: Mapping[str, Any]) -> PartitionEntries:
-    return {
-        int(p): [
-            Entry(decode_cursor(position), contact_id, score, changed_at)
-            for position, contact_id, score, changed_at in found
-        ]
-        for p, found in body["partitions"].items()
-    }
+    answers: PartitionEntries = {int(p): [] for p in body["partitions"]}
+    for p, position, contact_id, score, changed_at in body["entries"]:
+        answers[p].append(Entry(decode_cursor(position), contact_id, score, changed_at))
+    return answers
 
 
 def counts_json(counts: PartitionCounts) -> dict[str, Any]:
@@ -348,7 +351,8 @@ def register_lead_views(app: faust.App, cluster: Cluster, plans: Callable[[], Pl
             )
         except (QueryError, KeyError) as error:
             return view.json({"error": str(error)}, status=BAD_REQUEST)
-        return view.json(entries_json(local_entries(cluster.store(), cluster.owned(), query)))
+        found = local_entries(cluster.store(), cluster.owned(), query)
+        return view.json(entries_json(found, query.limit))
 
     @app.page(LOCAL_COUNTS_PATH)
     async def partition_counts(view: web.View, request: web.Request) -> web.Response:

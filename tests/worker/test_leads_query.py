@@ -4,6 +4,7 @@ and answers that say which partitions they miss."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,9 +80,18 @@ def test_pages_merge_partitions_in_order_and_the_cursor_continues_them_all() -> 
     assert decode_cursor(encode_cursor(expected[3].position)) == expected[3].position
 
 
-def test_entries_cross_the_wire_unchanged() -> None:
-    answers = {0: [_entry("a", 5, 10.5)], 2: [_entry("b", -1, 0.0), _entry("c", -1, 0.0)]}
-    assert entries_from_json(entries_json(answers)) == answers
+def test_a_worker_sends_only_the_entries_that_can_be_on_the_page() -> None:
+    answers = {
+        0: [_entry("a", 5, 10.5), _entry("d", -2, 0.0)],
+        2: [_entry("b", -1, 0.0), _entry("c", -1, 0.0)],
+        4: [],
+    }
+    sent = entries_from_json(json.loads(json.dumps(entries_json(answers, 3))))
+    assert sent == {
+        0: [_entry("a", 5, 10.5)],
+        2: [_entry("b", -1, 0.0), _entry("c", -1, 0.0)],
+        4: [],
+    }
 
 
 def test_threshold_counts_add_partitions_up() -> None:
@@ -116,7 +126,7 @@ def test_an_answer_names_the_partitions_nobody_answered(store: ContactStore) -> 
 
     async def other(request: web.Request) -> web.Response:
         assert request.query["plan"] == "lead-score"
-        return web.json_response(entries_json({1: [_entry("far", 9, 1.0)]}))
+        return web.json_response(entries_json({1: [_entry("far", 9, 1.0)]}, 10))
 
     async def run() -> tuple[dict[int, Any], list[int]]:
         server = web.Application()
