@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from streams.kafka.broker import POM as BROKER_POM
+from streams.kafka.broker import kafka_version
+from streams.kafka.connect import POM as CONNECT_POM
 from streams.kafka.connect import (
     SINK_CONFIG,
     WORKER_CONFIG,
@@ -52,6 +55,11 @@ def test_the_shipped_configs_read_committed_connect_json_and_upsert_by_key() -> 
         "true",
     )
     assert sink["transforms.keyStruct.type"].endswith("HoistField$Key")
+
+
+def test_connect_runs_the_brokers_kafka_version() -> None:
+    """One Kafka version for the broker and Connect: the Connect cache is keyed by the broker's."""
+    assert kafka_version(CONNECT_POM) == kafka_version(BROKER_POM)
 
 
 def test_read_properties_skips_comments_and_keeps_equals_signs_in_values(tmp_path: Path) -> None:
