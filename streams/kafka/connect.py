@@ -221,7 +221,7 @@ class EmbeddedConnect(OwnedJvm):
             if state is not None and state.running:
                 return
             if state is not None and state.failure is not None:
-                raise ConnectError(f"connector {self.name} failed:\n{_first_lines(state.failure)}")
+                raise ConnectError(f"connector {self.name} failed:\n{trace_causes(state.failure)}")
             if time.monotonic() > deadline:
                 raise ConnectError(
                     f"connector {self.name} was not running within {self._start_timeout:.0f} s"
@@ -251,6 +251,9 @@ class EmbeddedConnect(OwnedJvm):
             self._dir = None
 
 
-def _first_lines(text: str, lines: int = 8) -> str:
-    """A Java trace's cause, without the frames that follow it."""
-    return "\n".join(text.splitlines()[:lines])
+def trace_causes(trace: str) -> str:
+    """A Java trace without its frames: the exception and each `Caused by:`, where the reason
+    is (a converter's complaint sits under Connect's "Tolerance exceeded in error handler")."""
+    return "\n".join(
+        line for line in trace.splitlines() if not line.startswith(("\tat ", "\t... "))
+    )
