@@ -196,6 +196,11 @@ def test_lead_scores_reach_postgres_one_row_per_contact_erased_gone_rescore_visi
         rows = wait_until(rescored, RESCORE_TIMEOUT, "the rescore in the table")
         assert (rows["warm"][f"score_{PLAN}"], rows["opener"][f"score_{PLAN}"]) == (95, 50)
         assert rows["warm"][f"thresholds_{PLAN}"] == ["warm"]
+        # What a CRM sync asks (deploy/README.md): the contacts at or above a threshold.
+        warm = postgres.query(
+            f"SELECT contact_id FROM lead_scores WHERE 'warm' = ANY(\"thresholds_{PLAN}\")"
+        )
+        assert warm == [{"contact_id": "warm"}]
         assert worker.score("warm", PLAN) == 95
     finally:
         pid = sink.pid
