@@ -62,9 +62,14 @@ class LeadScores:
         }
 
 
+def record(content: dict[str, Any], changed_at: float) -> dict[str, Any]:
+    """The record's value: a `LeadScores.content()` and the time of the change."""
+    return {**content, "changed_at": format_time(changed_at)}
+
+
 def record_value(content: dict[str, Any], changed_at: float) -> bytes:
-    """The record's value: a `LeadScores.content()` and the time of the change, UTF-8 JSON."""
-    return orjson.dumps({**content, "changed_at": format_time(changed_at)})
+    """The record's value as UTF-8 JSON (the topic's default format)."""
+    return orjson.dumps(record(content, changed_at))
 
 
 def lead_scores(

@@ -31,7 +31,7 @@ from streams.scoring import PlanSet
 from streams.worker import collector, dead_letters
 from streams.worker.crash import crash_without_commit
 from streams.worker.fencing import FencedError, PartitionProducers, read_committed
-from streams.worker.leads import LeadRecords
+from streams.worker.leads import ENCODERS, LeadRecords
 from streams.worker.leads_query import segment_sizes
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
@@ -482,7 +482,11 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         table.changelog_topic.get_topic_name(),
         live,
         outbox.barrier,
-        LeadRecords(topics.leads, lambda: table.store) if settings.lead_scores else None,
+        (
+            LeadRecords(topics.leads, lambda: table.store, ENCODERS[settings.lead_scores_format])
+            if settings.lead_scores
+            else None
+        ),
     )
     timers = Timers(
         settings.clock,

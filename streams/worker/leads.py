@@ -20,17 +20,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from streams.models.connect_envelope import connect_json
 from streams.models.lead_scores import lead_scores, record_value
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, current_score, plans_for
 from streams.worker.fencing import PartitionProducers
 from streams.worker.lead_index import Block, block_digest, digest
+from streams.worker.settings import LeadScoresFormat
 from streams.worker.store import ContactStore, record_leads
 
 Key = tuple[int, str]
 """(partition, contact id)."""
 _TOMBSTONE = digest(None)
+Encode = Callable[[dict[str, Any], float], bytes]
+"""A record's content (`LeadScores.content()`) and its `changed_at` to the value's bytes."""
+ENCODERS: dict[LeadScoresFormat, Encode] = {
+    "json": record_value,
+    "connect-json": connect_json,
+}
+"""The encoding of each `--lead-scores-format`."""
 
 
 @dataclass(slots=True)
@@ -45,9 +55,16 @@ class LeadUpdate:
 class LeadRecords:
     """Builds and sends the `lead-scores` records of the contacts a persist makes durable."""
 
-    def __init__(self, topic: str, store: Callable[[], ContactStore]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        store: Callable[[], ContactStore],
+        encode: Encode = record_value,
+    ) -> None:
+        """`encode`: one of `ENCODERS`, by `--lead-scores-format`."""
         self.topic = topic
         self._store = store
+        self._encode = encode
 
     def update(
         self, states: Iterable[tuple[Key, ContactState]], history: PlanHistory
@@ -74,7 +91,7 @@ class LeadRecords:
             changed_at = state.clock or 0.0
             scored = () if record is None else tuple((s.plan, s.score) for s in record.plans)
             update.blocks[key] = Block(changed_at, published, scored).pack()
-            value = None if content is None else record_value(content, changed_at)
+            value = None if content is None else self._encode(content, changed_at)
             update.records.append((partition, contact_id.encode(), value))
         return update
 
