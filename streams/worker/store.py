@@ -280,8 +280,8 @@ class ContactStore(rocksdb.Store):
     def catch_up(
         self, topic: str, partitions: list[int], stop: Callable[[], bool], deadline: float
     ) -> None:
-        """Read `topic`'s partitions from the local offset to their end, or until `stop()`
-        or the `time.monotonic()` deadline; Faust's recovery reads what is left.
+        """Read `topic`'s partitions from the local offset to their end, or until `stop()` (a
+        rebalance) or the `time.monotonic()` deadline (`recovery.CATCH_UP_LIMIT`).
 
         Faust's own recovery delivers each changelog message through its consumer, conductor
         and queues: a few thousand messages/s, minutes for a million contacts. Reading with
