@@ -222,23 +222,25 @@ class WorkerProcess:
         return parse_metrics(body.decode()) if status == 200 else {}
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM by PID, SIGKILL if it has not exited after `timeout`; the exit code."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        """`stop_process`; None if it was never started."""
+        return None if self.process is None else stop_process(self.process, timeout)
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:
+    """SIGTERM by PID, SIGKILL if it has not exited after `timeout`; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 @contextlib.contextmanager
