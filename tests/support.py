@@ -81,11 +81,13 @@ BOOM = "test.boom"
 """An event type that `failing_score_event` fails on, as a bug in the core would."""
 
 
-def failing_score_event(state: ContactState | None, item: TrackingEvent, plans: PlanSet) -> Step:
+def failing_score_event(
+    state: ContactState | None, item: TrackingEvent, plans: PlanSet, lateness: float = 0.0
+) -> Step:
     """`score_event`, except that a `BOOM` event half-changes the state and then raises: the
     drivers must leave the contact exactly as it was before such an event."""
     if item.type != BOOM:
-        return score_event(state, item, plans)
+        return score_event(state, item, plans, lateness)
     if state is not None:
         state.seen += bytes(8)
         state.last_activity = item.time

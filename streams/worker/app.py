@@ -29,7 +29,13 @@ from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet
 from streams.worker import collector, dead_letters
 from streams.worker.crash import crash_without_commit
-from streams.worker.fencing import FencedError, PartitionProducers, read_committed
+from streams.worker.fencing import (
+    FencedError,
+    Transactions,
+    member_of,
+    read_committed,
+    transaction_timeout_ms,
+)
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
 from streams.worker.plan_switch import SwitchPasses
@@ -82,7 +88,7 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         to the committed offsets run here, between two batches (`SeekGate` says why).
         """
         app = cast(WorkerApp, self.app)
-        direct_topics, handle = app.direct_topics, app.handle
+        direct_topics, handle, turn = app.direct_topics, app.handle, app.turn
         # Faust's stall check (`verify_event_path`) reads when a stream last took a message
         # from each partition; no stream does here, so without this it logged "Stream has not
         # started processing" errors for every busy partition five minutes after the start.
@@ -123,10 +129,11 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
                         await self.commit()
                     if message.topic in direct_topics:
                         inbound_times[tp] = monotonic()
-                        unacked.add(message)
-                        await handle(message)
-                        if not self.ack(message):  # below the committed offset: done too
-                            unacked.discard(message)
+                        async with turn:  # a commit never splits a message (`_commit`)
+                            unacked.add(message)
+                            await handle(message)
+                            if not self.ack(message):  # below the committed offset: done too
+                                unacked.discard(message)
                     else:
                         await self._deliver(callback(message))
                     set_read_offset(tp, offset)
@@ -199,19 +206,24 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
             return
         await self.wait_first(_Rest(delivery, first), self.suspend_flow.wait())
 
-    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
-        """Make contact states durable before each commit.
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit the offsets in the worker's transaction, with the states and outputs of the
+        messages before them, instead of through aiokafka (`streams.worker.fencing`).
 
-        The offsets given here were computed from the messages the processor finished, so every
-        state those messages wrote is in the write-back cache when `before_commit` runs;
-        committing only after it returns is what makes recovery exact (see `states.py`).
+        The app runs the commit between two messages (`WorkerApp.turn`): every output in the
+        transaction then belongs to a message whose state is in the persist's snapshot, so a
+        committed output is never sent again after a crash. The offsets are those of
+        everything handled by then, not only what was when Faust computed `offsets`.
         """
-        if not await cast(WorkerApp, self.app).before_commit():
-            return False  # stopping after a failure: raising here would stop the stop
-        committed: bool = await super()._commit_offsets(
-            offsets, start_new_transaction=start_new_transaction
-        )
-        return committed
+
+        def handled() -> dict[tuple[str, int], int]:
+            assignment = self.assignment()
+            latest = {**offsets, **self._filter_committable_offsets(assignment)}
+            now = time.monotonic()  # read by Faust's check that commits advance
+            self._thread.tp_last_committed_at.update({tp: now for tp in latest})
+            return {(tp.topic, tp.partition): o for tp, o in latest.items() if tp in assignment}
+
+        return await cast(WorkerApp, self.app).commit_offsets(handled)
 
     async def on_stop(self) -> None:
         await super().on_stop()  # the final commit, with its persist
@@ -291,17 +303,21 @@ class _Transport(aiokafka_driver.Transport):
 
 
 class WorkerApp(faust.App):
-    """A Faust app whose consumer hands messages of `direct_topics` to `handle`, calls
-    `before_commit` before every offset commit, and `after_final_commit` once it has
-    committed for the last time; its recovery calls `claim_partitions` first."""
+    """A Faust app whose consumer hands messages of `direct_topics` to `handle` and commits its
+    offsets through `commit_offsets` (each holding `turn`), and calls `after_final_commit`
+    once it has committed for the last time; its recovery calls `claim_partitions` first."""
 
     direct_topics: frozenset[str]
     handle: Callable[[Message], Awaitable[None]]
-    before_commit: Callable[[], Awaitable[bool]]
+    commit_offsets: Callable[[Callable[[], Mapping[tuple[str, int], int]]], Awaitable[bool]]
+    """Commits the offsets the callable gives, called with no message in hand."""
+    turn: asyncio.Lock
+    """Held while a message is handled and while a commit runs: they never interleave."""
     after_final_commit: Callable[[], None]
     kafka: KafkaConnection
     """How the app's own librdkafka clients connect (the changelog catch-up reader)."""
     claim_partitions: Callable[[set[int]], Awaitable[None]]
+    """Claims the input partitions given for this worker's transactions (`fencing`)."""
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
@@ -441,6 +457,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         Router=ContactRouter,
     )
     app.kafka = settings.kafka
+    app.turn = asyncio.Lock()
     quiet_aiokafka(CLIENT_REPEATS)
     table = ContactTable(
         app,
@@ -461,18 +478,27 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         return dead_letters.read_max_message_bytes(settings.kafka, topics.dead_letters)
 
     def producer_config() -> dict[str, Any]:
-        """Read when partitions are claimed: nothing connects before the app starts."""
+        """Read when partitions are first claimed: nothing connects before the app starts."""
         limits = dead_letters.producer_limits(dead_letter_limit())
-        return {"client.id": settings.faust_id, **limits}
+        timeout = transaction_timeout_ms(settings.commit_interval)
+        return {"client.id": settings.faust_id, "transaction.timeout.ms": timeout, **limits}
 
-    # Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`), one
-    # producer per owned partition, built when recovery claims them (`fencing`).
-    producers = PartitionProducers(settings.kafka, producer_config, settings.faust_id)
-    app.claim_partitions = producers.claim
-    outbox = Outbox(producers, topics, dead_letter_limit)
+    # Outputs, dead letters, the changelog and the input offsets (not Faust's producer: see
+    # `Outbox`), one transaction at a time, fenced by the consumer group (`fencing`).
+    producer = Transactions(
+        settings.kafka,
+        producer_config,
+        settings.faust_id,
+        settings.data_dir,
+        lambda: member_of(app.consumer),
+    )
+    app.claim_partitions = functools.partial(
+        producer.claim, (topics.events, topics.ticks, topics.rerouted)
+    )
+    outbox = Outbox(producer, topics, dead_letter_limit)
     states = ContactStates(
         lambda: table.store,
-        producers,
+        producer,
         table.changelog_topic.get_topic_name(),
         live,
         outbox.barrier,
@@ -504,12 +530,12 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         settings, live, states, outbox, processor.processed, timers, metrics,
         worker.active_partitions,
     )  # fmt: skip
-    _wire(worker, producers)
+    _wire(worker, producer)
     register_views(worker)
     return worker
 
 
-def _wire(worker: Worker, producers: PartitionProducers) -> None:
+def _wire(worker: Worker, producer: Transactions) -> None:
     app, states, timers, metrics = worker.app, worker.states, worker.timers, worker.metrics
     topics = worker.settings.topics
     source = app.topic(
@@ -531,14 +557,14 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
 
     full_passes = collector.FullPasses()
 
-    async def persist() -> bool:
-        """Make states durable; False, with nothing done, once stopping after a failure (the
-        successor replays from the last commit)."""
+    async def persist(offsets: Mapping[tuple[str, int], int] | None = None) -> bool:
+        """Make states durable, in one transaction with `offsets`; False, with nothing done,
+        once stopping after a failure (the successor replays from the last commit)."""
         if states.poisoned:
             return False
         started = time.perf_counter()
         try:
-            persisted = await states.persist()
+            persisted = await states.persist(offsets)
         except FencedError as error:
             await stop_fenced(error)
             raise
@@ -548,11 +574,17 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
         full_passes.after_persist()
         return True
 
-    app.before_commit = persist
+    async def commit_offsets(offsets: Callable[[], Mapping[tuple[str, int], int]]) -> bool:
+        if states.poisoned:
+            return False  # without waiting for the message in hand: it may be the failure
+        async with app.turn:
+            return await persist(offsets())
+
+    app.commit_offsets = commit_offsets
 
     def close_store() -> None:
         worker.table.store.close()  # looked up now: Faust builds the store when it starts
-        producers.close()
+        producer.close()
 
     app.after_final_commit = close_store
 
@@ -592,7 +624,8 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
     async def on_revoked(_sender: Any, *args: Any, signal: object, **_: Any) -> None:
         """Persist before the partitions move, so their new owner starts from our work."""
         revoked: set[TP] = args[0]  # the signal's one argument
-        await persist()
+        async with app.turn:
+            await persist()
         gone = {tp.partition for tp in revoked if tp.topic == topics.events}
         states.forget(gone)
         timers.forget(gone)

@@ -42,7 +42,8 @@ class CatchUpRecovery(Recovery):
         self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str
     ) -> None:
         if title == "active":
-            # Fence the earlier owners first, so no record of theirs lands after this read.
+            # Wait for the earlier owners' open transactions first, so that no record of theirs
+            # becomes visible after this read.
             claim = cast("WorkerApp", self.app).claim_partitions
             await claim(
                 {tp.partition for tp in tps if isinstance(self.tp_to_table[tp], ContactTable)}

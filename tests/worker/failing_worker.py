@@ -19,10 +19,12 @@ CRASH = "test.crash"
 CRASH_EXIT_CODE = 70
 
 
-def _score_event(state: ContactState | None, event: TrackingEvent, plans: PlanSet) -> Step:
+def _score_event(
+    state: ContactState | None, event: TrackingEvent, plans: PlanSet, lateness: float = 0.0
+) -> Step:
     if event.type == CRASH:
         os._exit(CRASH_EXIT_CODE)  # the process dies in the middle of an event
-    return failing_score_event(state, event, plans)
+    return failing_score_event(state, event, plans, lateness)
 
 
 if __name__ == "__main__":
