@@ -1,6 +1,7 @@
 """Benchmark of the scoring core alone: `backtest` over generated events, no Kafka.
 
-    .venv/bin/python bench/core.py [--events 1000000] [--contacts 100000] [--runs 3] [--compare]
+    .venv/bin/python bench/core.py [--events 1000000] [--contacts 100000] [--runs 3]
+                                   [--compare | --orders]
 
 Each run is a fresh process (so peak RSS is per run) that imports the code of the checkout
 this file is in, whatever the venv's editable install points at; the median events/s is
@@ -10,7 +11,10 @@ from the mypyc build, 0 for the pure-Python source). `--compare` alternates runs
 pure-Python source (LEADSCORE_PURE_PYTHON=1) and of the compiled build, `--runs` of each, and
 reports both medians and their ratios: on a shared machine single runs move, alternate ones
 move together. Events per CPU second (the process's own CPU time) move less than events per
-second of the wall clock when other processes take the cores.
+second of the wall clock when other processes take the cores. `--orders` replays the file as
+generated (in time order), with 0.1% of its lines moved to the end (each earlier than the lines
+before it, as an export appended to a log) and shuffled, runs alternating, and reports each
+order's medians and their ratios to the sorted file's (core-orders.json).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -35,6 +40,9 @@ PLANS = HERE.parent / "schemas" / "examples" / "plans.yaml"
 
 
 PURE_ENV = "LEADSCORE_PURE_PYTHON"
+ORDERS = ("sorted", "late", "shuffled")
+LATE_SHARE = 0.001
+"""The share of lines moved to the end for the `late` order."""
 
 
 def one_run(events_file: Path) -> dict[str, float]:
@@ -77,6 +85,25 @@ def child_run(data: Path, *, pure: bool) -> dict[str, float]:
     return run
 
 
+def arranged(data: Path, order: str) -> Path:
+    """The generated file (in time order) in one of the `ORDERS`: made once beside it, the same
+    bytes every time."""
+    if order == "sorted":
+        return data
+    path = data.with_name(f"{data.stem}-{order}{data.suffix}")
+    if not path.exists():
+        lines = data.read_bytes().splitlines(keepends=True)
+        rng = random.Random(1)
+        if order == "late":
+            late = set(rng.sample(range(len(lines)), round(len(lines) * LATE_SHARE)))
+            kept = [line for index, line in enumerate(lines) if index not in late]
+            lines = kept + [lines[index] for index in sorted(late)]
+        else:
+            rng.shuffle(lines)
+        path.write_bytes(b"".join(lines))
+    return path
+
+
 def medians(runs: list[dict[str, float]]) -> dict[str, int]:
     return {
         "median_events_per_second": round(statistics.median(r["events_per_second"] for r in runs)),
@@ -87,13 +114,32 @@ def medians(runs: list[dict[str, float]]) -> dict[str, int]:
     }
 
 
+def ratios(
+    runs: list[dict[str, float]], base: list[dict[str, float]], digits: int
+) -> dict[str, float]:
+    """The medians of `runs` over those of `base`, of events per second and per CPU second."""
+    return {
+        key: round(
+            statistics.median(r[key] for r in runs) / statistics.median(r[key] for r in base),
+            digits,
+        )
+        for key in ("events_per_second", "events_per_cpu_second")
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument(
         "--compare", action="store_true", help="alternate pure-Python and compiled runs"
+    )
+    modes.add_argument(
+        "--orders",
+        action="store_true",
+        help="alternate the file in time order, with its last 0.1%% late, and shuffled",
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -122,13 +168,23 @@ def main() -> int:
             parser.error("the compiled build is not in use: run python -m streams.compile")
         summary["pure"] = medians(pure)
         summary["compiled"] = medians(fast)
-        for key in ("events_per_second", "events_per_cpu_second"):
-            summary[f"ratio_{key}"] = round(
-                statistics.median(r[key] for r in fast) / statistics.median(r[key] for r in pure),
-                2,
-            )
+        summary.update({f"ratio_{key}": value for key, value in ratios(fast, pure, 2).items()})
         summary["runs"] = {"pure": pure, "compiled": fast}
         name = "core-compare.json"
+    elif args.orders:
+        files = {order: arranged(data, order) for order in ORDERS}
+        by_order: dict[str, list[dict[str, float]]] = {order: [] for order in ORDERS}
+        for _ in range(args.runs):
+            for order in ORDERS:
+                by_order[order].append(child_run(files[order], pure=False))
+        for order, runs in by_order.items():
+            to_sorted = ratios(runs, by_order["sorted"], 3)
+            summary[order] = {
+                **medians(runs),
+                **{f"ratio_{key}_to_sorted": value for key, value in to_sorted.items()},
+            }
+        summary["runs"] = by_order
+        name = "core-orders.json"
     else:
         runs = [child_run(data, pure=False) for _ in range(args.runs)]
         summary.update(medians(runs))

@@ -22,7 +22,14 @@ from typing import Any
 import orjson
 
 from streams.backtest.cli import until_argument
-from streams.backtest.replay import FailedEvent, RejectedLine, ReplayPass, read_lines, valid_events
+from streams.backtest.replay import (
+    FailedEvent,
+    RejectedLine,
+    ReplayPass,
+    in_time_order,
+    read_lines,
+    valid_events,
+)
 from streams.models.events import TrackingEvent, format_time
 from streams.models.ledger import Ledger, format_cause, format_points
 from streams.models.outputs import THRESHOLD_CROSSED, Output
@@ -78,17 +85,15 @@ def explain_file(
 ) -> Explanation:
     """Replay the contact's events of a JSONL(.gz) as `backtest` replays the whole file."""
     rejected: list[RejectedLine] = []
-    events: list[TrackingEvent] = []
+    events: list[tuple[int, TrackingEvent]] = []
     last: float | None = None
-    for _, event in valid_events(read_lines(path), rejected):
+    for number, event in valid_events(read_lines(path), rejected):
         if last is None or event.time > last:
             last = event.time
         if event.subject == contact_id:
-            events.append(event)
-    # A file out of order is sorted by time, ties in line order: so is this contact's share.
-    events.sort(key=lambda event: event.time)
+            events.append((number, event))
     run = ReplayPass(plans, safe=True, keep_updates=True)
-    for event in events:
+    for _, event in in_time_order(events):  # the backtest's order, for this contact's share
         run.score(event)
     end = until if until is not None else last
     if end is not None and contact_id in run.result.states:

@@ -5,7 +5,8 @@ id gives it. The parent reads the file once and sends each line, undecoded, to i
 (`route` finds the contact id without decoding the JSON); decoding and scoring, nearly all of
 the cost, happen in the workers. (The other way, each worker reading the whole file and keeping
 its share, cost 5% more CPU in all on 200,000 events, as each one reads, decompresses and scans
-every line; a worker does that only to replay its share again.)
+every line.) Each worker holds its share in memory, in time order, as `replay_file` holds a
+file: a replay again after a failure of the core reads it there.
 
 The result is exactly the single-process one: every output and failure carries the position
 of what caused it, (time, line) of its event or of its contact's first event, which is the
@@ -40,12 +41,12 @@ import orjson
 from streams.backtest.replay import (
     CoreFailedError,
     FailedEvent,
-    OutOfOrderError,
     Progress,
     RejectedLine,
     ReplayPass,
     ReplayResult,
     cyclic_gc_paused,
+    in_time_order,
     plans_at,
     prefix_of,
     read_lines,
@@ -187,7 +188,7 @@ class _Pool:
         self._workers: list[BaseProcess] = [
             context.Process(  # type: ignore[attr-defined]
                 target=_work,
-                args=(index, jobs, path, plans, self._inboxes[index], self._outbox),
+                args=(index, plans, self._inboxes[index], self._outbox),
                 name=f"leadscore-backtest-{index}",
                 daemon=True,
             )
@@ -285,18 +286,11 @@ def _merge(shares: Sequence[_Share], until: float | None) -> Backtest:
     )
 
 
-def _work(
-    index: int,
-    jobs: int,
-    path: Path,
-    plans: Plans,
-    inbox: Any,
-    outbox: Any,
-) -> None:
+def _work(index: int, plans: Plans, inbox: Any, outbox: Any) -> None:
     """A worker process: its share of the lines from the parent, then its `_Share` back."""
     gc.disable()  # as `replay` does, for the whole process: the core makes no cycles
     try:
-        share = _Worker(index, jobs, path, plans, inbox, outbox).run()
+        share = _Worker(index, plans, inbox, outbox).run()
     except Exception:
         outbox.put((index, False, traceback.format_exc()))
         raise
@@ -304,44 +298,29 @@ def _work(
 
 
 class _Worker:
-    """Replays one share like `replay_file` replays a file: fast first; sorted if the share is
-    out of time order; again with copies if the core fails. Only the first pass reads from the
-    parent; the others read the file and keep the share's lines."""
+    """Replays one share as `replay_file` replays a file: read whole, in time order
+    (`in_time_order`), fast first, again with copies from the same events if the core fails."""
 
-    def __init__(
-        self, index: int, jobs: int, path: Path, plans: Plans, inbox: Any, outbox: Any
-    ) -> None:
+    def __init__(self, index: int, plans: Plans, inbox: Any, outbox: Any) -> None:
         self._index = index
-        self._jobs = jobs
-        self._path = path
         self._plans = plans
         self._inbox = inbox
         self._outbox = outbox
-        self._inbox_done = False
         self._end_known = False
         self._end: float | None = None
 
     def run(self) -> _Share:
-        ordered, safe = False, False
-        while True:
-            try:
-                return self._pass(ordered=ordered, safe=safe)
-            except OutOfOrderError:
-                ordered = True
-            except CoreFailedError:
-                safe = True
-            self._drain_inbox()
-
-    def _pass(self, *, ordered: bool, safe: bool) -> _Share:
         rejected: list[RejectedLine] = []
-        lines = self._from_parent() if not self._inbox_done else self._from_file()
-        events: Iterable[tuple[int, TrackingEvent]] = valid_events(lines, rejected)
-        if ordered:
-            events = sorted(events, key=lambda item: item[1].time)  # stable: ties in line order
-            in_memory = events
-            prefix = prefix_of(lambda: (event for _, event in in_memory))
-        else:
-            prefix = prefix_of(lambda: (event for _, event in valid_events(self._from_file(), [])))
+        events = in_time_order(valid_events(self._from_parent(), rejected))
+        try:
+            return self._pass(events, rejected, safe=False)
+        except CoreFailedError:
+            return self._pass(events, rejected, safe=True)
+
+    def _pass(
+        self, events: list[tuple[int, TrackingEvent]], rejected: list[RejectedLine], *, safe: bool
+    ) -> _Share:
+        prefix = prefix_of(lambda: (event for _, event in events))
         run = ReplayPass(self._plans, safe=safe, prefix=prefix)
         result = run.result
         alert_keys: list[Key] = []
@@ -388,16 +367,6 @@ class _Worker:
         while (batch := self._inbox.get()) is not None:
             numbers, blob = batch
             yield from zip(numbers, blob.split(b"\n"), strict=True)
-        self._inbox_done = True
-
-    def _drain_inbox(self) -> None:
-        while not self._inbox_done:
-            self._inbox_done = self._inbox.get() is None
-
-    def _from_file(self) -> Iterator[tuple[int, bytes]]:
-        for number, line in read_lines(self._path):
-            if route(line, self._jobs) == self._index:
-                yield number, line
 
 
 def _share(

@@ -1,7 +1,8 @@
 """Replaying a file of events through the core: the batch driver behind `leadscore backtest`.
 
 It is the reference the stream worker is checked against, so it does nothing clever: events in
-time order, one contact state per contact, `advance` to the end time.
+time order (ties in line order, see `in_time_order`), one contact state per contact, `advance`
+to the end time.
 
 With a plan history, `forward` versions take over in the core, contact by contact. A `rescore`
 version is the driver's: before the first event at or after its start (or at the end), every
@@ -40,9 +41,8 @@ from streams.scoring.state import copy_state
 Progress = Callable[[int, int], None]
 """Called now and then with (bytes read, total bytes) of the input file."""
 Prefix = Callable[[float], Iterable[TrackingEvent]]
-"""The events before a time, in time order: what a `rescore` version rebuilds contacts from.
-Read again from the file (or the sorted events already in memory), not kept: a rescore costs
-a second read of the file's prefix, not the memory of every event."""
+"""The events before a time, in time order: what a `rescore` version rebuilds contacts from
+(a file's events are in memory anyway, in time order: a rescore reads them again there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,23 +293,36 @@ def replay_file(
     until: float | None = None,
     progress: Progress | None = None,
 ) -> ReplayResult:
-    """Replay a JSONL(.gz) file; a file out of time order is sorted first (in memory)."""
+    """Replay a JSONL(.gz) file: read whole, put in time order (`in_time_order`), replayed once."""
     rejected: list[RejectedLine] = []
-
-    def events() -> Iterator[TrackingEvent]:
-        rejected.clear()  # each pass over the file finds the same rejected lines again
-        return (event for _, event in valid_events(read_lines(path, progress), rejected))
-
-    def again() -> Iterator[TrackingEvent]:
-        return (event for _, event in valid_events(read_lines(path), []))
-
-    try:
-        result = _replay_guarded(events, plans, until, prefix_of(again))
-    except OutOfOrderError:
-        ordered = sorted(events(), key=lambda e: e.time)
-        result = replay(ordered, plans, until)
+    with cyclic_gc_paused():  # every event is alive until the replay ends: nothing to collect
+        lines = valid_events(read_lines(path, progress), rejected)
+        result = replay([event for _, event in in_time_order(lines)], plans, until)
     result.rejected = rejected
     return result
+
+
+def in_time_order(
+    events: Iterable[tuple[int, TrackingEvent]],
+) -> list[tuple[int, TrackingEvent]]:
+    """(line, event) pairs, given in line order, in the order every replay uses: by event time,
+    equal times in line order. `backtest`, its `--jobs` workers and `explain` all order here.
+
+    The events are read whole first: a replay as the file is read would have to be undone, since
+    its last line may be earlier than every event before it (an export appended to a log, two
+    files concatenated). `list.sort` (Timsort, stable) then finds the runs already in order as
+    it scans and merges the rest into them, so a sorted file costs a comparison an event, a
+    file with a few late lines not much more (they are sorted and merged in, galloping over
+    the run), and a shuffled one a full sort. The price is memory: every event of the file at
+    once (about 600 bytes each), where a replay as read would hold only the states.
+    """
+    ordered = list(events)
+    ordered.sort(key=_time_of)
+    return ordered
+
+
+def _time_of(item: tuple[int, TrackingEvent]) -> float:
+    return item[1].time
 
 
 def read_lines(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, bytes]]:

@@ -25,7 +25,8 @@ from streams.kafka.security import KafkaConnection, as_connection
 from streams.models.events import TrackingEvent
 
 Mode = Literal["binary", "structured"]
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
+"""A message's headers; a header's value may be null (Java's `new RecordHeader(name, null)`)."""
 
 PRODUCER_DEFAULTS: Mapping[str, str | int | float | bool] = {
     "partitioner": LIBRDKAFKA_PARTITIONER,
@@ -53,14 +54,14 @@ def binary_message(event: TrackingEvent) -> tuple[bytes, bytes, Headers]:
     attributes = event.to_cloudevent()
     data = attributes.pop("data")
     content_type = attributes.pop("datacontenttype")
-    headers = [(f"ce_{name}", str(value).encode()) for name, value in attributes.items()]
+    headers: Headers = [(f"ce_{name}", str(value).encode()) for name, value in attributes.items()]
     headers.append(("content-type", str(content_type).encode()))
     return event.contact_id.encode(), orjson.dumps(data), headers
 
 
 def structured_message(event: TrackingEvent) -> tuple[bytes, bytes, Headers]:
     """Key, value and headers of `event` in structured mode (the whole CloudEvent as JSON)."""
-    headers = [("content-type", STRUCTURED_CONTENT_TYPE)]
+    headers: Headers = [("content-type", STRUCTURED_CONTENT_TYPE)]
     return event.contact_id.encode(), orjson.dumps(event.to_cloudevent()), headers
 
 

@@ -30,6 +30,11 @@ SPEC_VERSION: Final = "1.0"
 MAX_EVENT_BYTES: Final = 64 * 1024
 """Largest accepted event, in bytes of the Kafka value or of the backtest's line without its
 line break; bigger ones are dead-lettered (`oversized`)."""
+MAX_HEADER_BYTES: Final = 64 * 1024
+"""Most bytes of header names and values one Kafka message may carry; more are dead-lettered
+(`oversized`). Binary mode's attributes are headers, and the outputs repeat the event's id and
+source, so without it a 900 KB `ce_source` made outputs larger than the broker takes; a
+re-routed copy repeats every header."""
 MAX_CONTACT_ID_BYTES: Final = 1024
 """Longest contact id (UTF-8 bytes): a longer one could never be looked up over HTTP (the
 request line would be refused), so it is dead-lettered (`contact-id-too-long`)."""
@@ -123,14 +128,21 @@ def parse_binary(
     headers: Iterable[tuple[str, bytes | None]], value: bytes | None, key: str | None = None
 ) -> TrackingEvent:
     """A binary-mode CloudEvent (Kafka binding): attributes in `ce_` headers, data as value,
-    its media type in `content-type` (JSON when absent, as the binding says)."""
+    its media type in `content-type` (JSON when absent, as the binding says).
+
+    Of several headers with one name the last counts, as Kafka's `Headers.lastHeader`; a
+    null-valued one (Java's `new RecordHeader(name, null)`) means the attribute has no value,
+    as if absent."""
     attributes: dict[str, Any] = {}
     content_type: str | None = None
     for name, raw_header in headers:
-        if raw_header is None:
-            continue
         is_attribute = name.startswith(_BINARY_PREFIX)
-        if is_attribute or name.lower() == "content-type":
+        if raw_header is None:
+            if is_attribute:
+                attributes.pop(name[len(_BINARY_PREFIX) :], None)
+            elif name.lower() == "content-type":
+                content_type = None
+        elif is_attribute or name.lower() == "content-type":
             try:
                 text = raw_header.decode("utf-8")
             except UnicodeDecodeError:
@@ -152,11 +164,14 @@ def parse_binary(
 def decode_kafka_message(
     key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None
 ) -> TrackingEvent:
-    """Pick the CloudEvents mode from the headers (binary when `ce_specversion` is present).
+    """Pick the CloudEvents mode from the headers (binary when `ce_specversion` is present,
+    even with a null value).
 
     The key must be the contact id: without one, or with bytes that are not UTF-8 (which
     would have to be decoded lossily, so that different keys became one contact spread over
-    partitions), the message is refused before its value is read.
+    partitions), the message is refused before its value is read. So are headers of more
+    than `MAX_HEADER_BYTES`, and a header name that is not UTF-8 (kept as surrogates by the
+    worker's reader, `streams.kafka.records`): Kafka's protocol says names are UTF-8.
     """
     if value is not None:
         check_size(value)
@@ -167,7 +182,22 @@ def decode_kafka_message(
     except UnicodeDecodeError:
         raise EventError("bad-key", "the message key is not UTF-8") from None
     header_list = list(headers or ())
-    if any(name == "ce_specversion" for name, _ in header_list):
+    binary = False
+    size = 0
+    for name, raw_header in header_list:
+        if name.isascii():
+            size += len(name)
+            binary = binary or name == "ce_specversion"
+        else:
+            try:
+                size += len(name.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise EventError("bad-header", f"header name {name!r} is not UTF-8") from None
+        if raw_header is not None:
+            size += len(raw_header)
+    if size > MAX_HEADER_BYTES:
+        raise EventError("oversized", f"headers are {size} bytes, limit {MAX_HEADER_BYTES}")
+    if binary:
         return parse_binary(header_list, value, key_text)
     if not value:
         raise EventError("empty", "empty value and no ce_ headers")

@@ -59,12 +59,17 @@ from streams.scoring.state import (
     PlanState,
     Quiet,
     Window,
-    decode_state,
-    encode_state,
+    decode_base,
+    encode_base,
     event_key,
     has_seen,
+    recent_event,
     remember,
+    replayed_event,
 )
+
+_TIME: Final = 3
+"""Where a window's stored event (`RecentEvent`) has its time."""
 
 
 class Outcome(StrEnum):
@@ -118,7 +123,7 @@ def score_event(
         if state.clock is None or event.time >= state.clock:
             window = _slide(state, event.time, lateness, plans)
             step = _score(state, event, key, plans)
-            window.events.append(event)
+            window.events.append(recent_event(event))
             return step
         if window is not None:
             return _late(state, event, plans, window)
@@ -128,6 +133,7 @@ def score_event(
 def _score(state: ContactState, event: TrackingEvent, key: bytes, plans: Plans) -> Step:
     """Apply an event as it comes: in time order this is exact; a late event without a window
     is scored against the state as it is (see the README's "What a late event does")."""
+    state.stored = None
     outputs: list[Output] = []
     event_type = event.type
     time = event.time
@@ -163,6 +169,7 @@ def advance(state: ContactState, now: float, plans: Plans) -> tuple[ContactState
     """Let time pass up to `now`: award expiries and inactivity deadlines fire at their own time,
     and plan versions take over at theirs."""
     outputs: list[Output] = []
+    state.stored = None
     if state.first_seen is not None:
         plan_set = (
             _in_force(state, now, plans, outputs) if isinstance(plans, PlanHistory) else plans
@@ -255,6 +262,7 @@ def rescore(
     rebuilt, _ = advance(rebuilt, at, version.plans)
     rebuilt.plan_version = version.label
     rebuilt.window = None  # its base predates the rebuild: late events start a window anew
+    rebuilt.stored = None
     outputs: list[Output] = []
     if rebuilt.first_seen is None:  # erased, or nothing retained: no score to report
         return rebuilt, outputs
@@ -383,25 +391,25 @@ def _slide(state: ContactState, time: float, lateness: float, plans: Plans) -> W
     horizon = time - lateness
     window = state.window
     if window is None or (
-        (not window.events or window.events[-1].time < horizon)
+        (not window.events or window.events[-1][_TIME] < horizon)
         and (state.clock is None or state.clock <= horizon)
     ):
         state.window = None
         since = -inf if state.clock is None else state.clock
-        window = state.window = Window(encode_state(state), since)
+        window = state.window = Window(encode_base(state), since)
         return window
     events = window.events
     stale = 0
-    while stale < len(events) and events[stale].time < horizon:
+    while stale < len(events) and events[stale][_TIME] < horizon:
         stale += 1
     if len(events) >= WINDOW_LIMIT:
         stale = max(stale, len(events) // 2)
     if stale:
-        base = decode_state(window.base)
-        for event in events[:stale]:
-            base = score_event(base, event, plans).state
+        base = decode_base(window.base)
+        for recent in events[:stale]:
+            base = score_event(base, replayed_event(recent, state.contact_id), plans).state
         since = window.since if base.clock is None else base.clock
-        window = state.window = Window(encode_state(base), since, events[stale:])
+        window = state.window = Window(encode_base(base), since, events[stale:])
     return window
 
 
@@ -416,18 +424,18 @@ def _late(state: ContactState, event: TrackingEvent, plans: Plans, window: Windo
     base = window.base
     events = window.events
     if event.time < window.since:
-        step = score_event(decode_state(base), event, plans)
+        step = score_event(decode_base(base), event, plans)
         if step.outcome is not Outcome.APPLIED:
             return Step(state, [], step.outcome)
-        base = encode_state(step.state)
+        base = encode_base(step.state)
     else:
         at = len(events)
-        while at > 0 and events[at - 1].time > event.time:
+        while at > 0 and events[at - 1][_TIME] > event.time:
             at -= 1
-        events = [*events[:at], event, *events[at:]]
-    replayed = decode_state(base)
+        events = [*events[:at], recent_event(event), *events[at:]]
+    replayed = decode_base(base)
     for recent in events:
-        replayed = score_event(replayed, recent, plans).state
+        replayed = score_event(replayed, replayed_event(recent, state.contact_id), plans).state
     clock = state.clock if state.clock is not None else event.time
     replayed, _ = advance(replayed, clock, plans)
     replayed.window = Window(base, window.since, events)

@@ -29,8 +29,8 @@ WINDOW_LIMIT: Final = 64
 """Recent events kept per contact for late arrivals (`Window`); beyond it the oldest half is
 folded into the window's base."""
 _FORMAT: Final = 4
-"""4: a `Window` for late events; 3: `seen` is one byte string (2: a list of integers; 1: also
-no `plan_version`)."""
+"""4: `[4, base, window]`, a `Window` for late events beside the state without it (`base`);
+3: one list, `seen` one byte string (2: a list of integers; 1: also no `plan_version`)."""
 KEY_SIZE: Final = 8
 """Bytes of an event key (`event_key`)."""
 
@@ -73,20 +73,35 @@ class Folded:
     latest: float
 
 
+RecentEvent = list[Any]
+"""An event of a `Window` as it is stored: `[id, source, type, time, data]`."""
+
+
 @dataclass(slots=True)
 class Window:
     """What a late event needs to be scored as if it had come in time: the contact's state
-    before its recent events (`base`, encoded; empty for a contact that had none), the time
-    that state had reached (`since`), and the recent events in time order.
+    before its recent events (`base`), the time that state had reached (`since`), and the
+    recent events in time order.
 
     An event dated at or after `since` that arrives after later ones is scored by replaying
     `base` with the recent events and it in time order, so every rule (windowed limits,
     inactivity that already fired, resets, plan versions) ends exactly where a time-ordered
-    replay ends. The base stays encoded: it is read only when an event is late."""
+    replay ends. Both are kept as they are stored, since they are read only when an event is
+    late: the base encoded (encoding is cheaper than `copy_state`), the events as plain lists,
+    so reading a contact decodes neither."""
 
     base: bytes
     since: float
-    events: list[TrackingEvent] = field(default_factory=list)
+    events: list[RecentEvent] = field(default_factory=list)
+
+
+def recent_event(event: TrackingEvent) -> RecentEvent:
+    return [event.id, event.source, event.type, event.time, event.data]
+
+
+def replayed_event(recent: RecentEvent, contact_id: str) -> TrackingEvent:
+    event_id, source, event_type, time, data = recent
+    return TrackingEvent(event_id, source, event_type, time, contact_id, data)
 
 
 @dataclass(slots=True)
@@ -158,6 +173,10 @@ class ContactState:
     """Derived, never stored: no deadline of any plan is earlier (None: unknown), and every
     plan of `pruned_for` has its plan state. Advancing to a time before it has nothing to do;
     deadlines that move later leave it as it is, new ones lower it."""
+    stored: bytes | None = field(default=None, compare=False, repr=False)
+    """Derived, never stored: the bytes this state was decoded from (`decode_base`) while the
+    core has not changed it since. A window's base is the state before an event, so the state
+    as read from the store is that base at no cost; every change of the core clears it."""
 
 
 def event_key(event: TrackingEvent) -> bytes:
@@ -183,7 +202,19 @@ def remember(seen: bytes, key: bytes) -> bytes:
 
 
 def encode_state(state: ContactState) -> bytes:
-    """msgpack of plain lists; field order is the format, `_FORMAT` versions it."""
+    """msgpack: the format, the state without its window (`encode_base`), the window. Field
+    order is the format, `_FORMAT` versions it."""
+    window = state.window
+    stored = None if window is None else [window.base, window.since, window.events]
+    packed: bytes = msgpack.packb([_FORMAT, encode_base(state), stored], use_bin_type=True)
+    return packed
+
+
+def encode_base(state: ContactState) -> bytes:
+    """The state without its window, as plain lists: what a window's base is made of, and kept
+    as it was decoded (`ContactState.stored`) while the state is unchanged."""
+    if state.stored is not None:
+        return state.stored
     plans = {
         name: [
             plan.score,
@@ -197,7 +228,6 @@ def encode_state(state: ContactState) -> bytes:
     }
     packed: bytes = msgpack.packb(
         [
-            _FORMAT,
             state.contact_id,
             state.clock,
             state.first_seen,
@@ -208,39 +238,40 @@ def encode_state(state: ContactState) -> bytes:
             plans,
             state.erased_at,
             state.plan_version,
-            _encode_window(state.window),
         ],
         use_bin_type=True,
     )
     return packed
 
 
-def _encode_window(window: Window | None) -> list[Any] | None:
-    if window is None:
-        return None
-    events = [[e.id, e.source, e.type, e.time, e.data] for e in window.events]
-    return [window.base, window.since, events]
-
-
-def _decode_window(contact_id: str, fields: list[Any] | None) -> Window | None:
-    if fields is None:
-        return None
-    base, since, events = fields
-    recent = [TrackingEvent(i, source, kind, t, contact_id, d) for i, source, kind, t, d in events]
-    return Window(base, since, recent)
-
-
 def decode_state(raw: bytes) -> ContactState:
-    """The inverse of `encode_state`."""
+    """The inverse of `encode_state`, also of the formats before it."""
     fields = msgpack.unpackb(raw, raw=False)
-    if fields[0] == 1:  # before plan versions: scored with a version no history knows
+    version = fields[0]
+    if version == _FORMAT:
+        _, base, stored = fields
+        state = decode_base(base)
+        if stored is not None:
+            state.window = Window(*stored)
+        return state
+    if version not in (3, 2, 1):
+        raise ValueError(f"state format {version} is not supported (expected {_FORMAT})")
+    if version == 1:  # before plan versions: scored with a version no history knows
         fields.append(None)
-    if fields[0] in (1, 2):  # event keys as integers
+    if version in (1, 2):  # event keys as integers
         fields[7] = b"".join(key.to_bytes(KEY_SIZE, "big") for key in fields[7])
-    if fields[0] in (1, 2, 3):  # no window for late events
-        fields.append(None)
+    return _state(fields[1:])
+
+
+def decode_base(raw: bytes) -> ContactState:
+    """The inverse of `encode_base`; the state keeps `raw` until the core changes it."""
+    state = _state(msgpack.unpackb(raw, raw=False))
+    state.stored = raw
+    return state
+
+
+def _state(fields: list[Any]) -> ContactState:
     (
-        version,
         contact_id,
         clock,
         first_seen,
@@ -251,10 +282,7 @@ def decode_state(raw: bytes) -> ContactState:
         plans,
         erased_at,
         plan_version,
-        window,
     ) = fields
-    if version not in (_FORMAT, 3, 2, 1):
-        raise ValueError(f"state format {version} is not supported (expected {_FORMAT})")
     return ContactState(
         contact_id=contact_id,
         clock=clock,
@@ -276,7 +304,6 @@ def decode_state(raw: bytes) -> ContactState:
         },
         erased_at=erased_at,
         plan_version=plan_version,
-        window=_decode_window(contact_id, window),
     )
 
 
@@ -303,6 +330,7 @@ def copy_state(state: ContactState) -> ContactState:
         state.fit.copy(),
         state.pruned_for,
         state.due_bound,
+        state.stored,
     )
 
 

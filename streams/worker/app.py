@@ -22,6 +22,7 @@ from faust.types import TP, TransportT
 from faust.types.tuples import Message
 from mode import Service, ServiceT
 
+from streams.kafka import records
 from streams.kafka.admin import TopicSpec
 from streams.kafka.client_logs import CLIENT_REPEATS, quiet_aiokafka
 from streams.kafka.security import KafkaConnection
@@ -459,6 +460,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
     app.kafka = settings.kafka
     app.turn = asyncio.Lock()
     quiet_aiokafka(CLIENT_REPEATS)
+    records.install()  # a header name that is not UTF-8 is dead-lettered, not fatal
     table = ContactTable(
         app,
         name=TABLE,

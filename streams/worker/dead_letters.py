@@ -41,7 +41,8 @@ RECORD_OVERHEAD = 128
 HEADER_OVERHEAD = 10
 """Bytes one header takes beyond its name and value (two length fields), rounded up."""
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]
+"""A null header value is legal (Java's `new RecordHeader(name, null)`) and is kept as null."""
 
 
 class DeadLetterTopicError(RuntimeError):
@@ -52,7 +53,7 @@ class DeadLetterTopicError(RuntimeError):
 class DeadLetter:
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
     truncated: bool
 
 
@@ -89,7 +90,9 @@ def producer_limits(max_message_bytes: int) -> dict[str, int]:
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
     """An upper bound of the bytes the broker counts for this message alone in a batch."""
     size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
-    return size + sum(HEADER_OVERHEAD + len(name.encode()) + len(raw) for name, raw in headers)
+    return size + sum(
+        HEADER_OVERHEAD + len(name.encode()) + len(raw or b"") for name, raw in headers
+    )
 
 
 def fit(key: bytes | None, value: bytes | None, headers: Headers, limit: int) -> DeadLetter:
@@ -108,6 +111,16 @@ def fit(key: bytes | None, value: bytes | None, headers: Headers, limit: int) ->
     room -= len(kept_key or b"")
     kept_value = None if value is None else value[:room]
     return DeadLetter(kept_key, kept_value, kept, truncated=True)
+
+
+def sendable_name(name: str) -> str:
+    """A header name as a producer can send it: the bytes of a name that is not UTF-8 (kept
+    as surrogates by the worker's reader, `streams.kafka.records`) written `\\xNN`, so that
+    the dead letter still shows them. confluent-kafka cannot send such bytes (it sends the
+    `repr` of a bytes name) and crashes the process on a name with surrogates."""
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def error_text(message: str) -> bytes:

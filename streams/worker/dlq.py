@@ -16,7 +16,10 @@ Offsets are committed after every re-published message is acknowledged; a crash 
 replays them again on the next run, which the worker's event-id check makes harmless.
 
 A dead letter marked `leadscore.dlq.truncated` holds only part of the original: it is never
-replayed, and the report names where the original was consumed.
+replayed, and the report names where the original was consumed. Null header values are
+replayed as null. A dead letter whose header names are not UTF-8 (the worker never writes one,
+see `dead_letters.sendable_name`) cannot be read by confluent-kafka: it is not replayed, and
+the report names it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.kafka.admin import committed_offsets, watermarks
 from streams.kafka.client import Headers, KeyedProducer
+from streams.kafka.records import HeaderNameError, confluent_headers
 from streams.kafka.security import KafkaAccessError, verify_access
 from streams.worker.cli import ACCESS_TIMEOUT, EXIT_KAFKA, EXIT_TOPICS, EXIT_USAGE
 from streams.worker.dead_letters import DLQ_HEADER, TRUNCATED_HEADER
@@ -82,6 +86,8 @@ class ReplayReport:
     already_replayed: int = 0
     other_reasons: Counter[str] = field(default_factory=Counter)
     truncated: list[Truncated] = field(default_factory=list)
+    unreadable: list[tuple[int, int]] = field(default_factory=list)
+    """(partition, offset) of dead letters whose headers could not be read."""
 
     def lines(self, dead_letters: str, events: str, dry_run: bool) -> list[str]:
         verb = "would replay" if dry_run else "replayed"
@@ -98,17 +104,23 @@ class ReplayReport:
                 f"not replayed, truncated: {dead_letters}/{item.partition}@{item.offset} "
                 f"(original at {item.origin})"
             )
+        for partition, offset in self.unreadable:
+            lines.append(
+                f"not replayed, header names not UTF-8: {dead_letters}/{partition}@{offset}"
+            )
         return lines
 
 
-def replay_headers(headers: Iterable[tuple[str, bytes]]) -> Headers:
+def replay_headers(headers: Iterable[tuple[str, bytes | None]]) -> Headers:
     """The headers a replayed message gets: the original ones, without the worker's."""
     return [(name, value) for name, value in headers if not name.startswith(DROPPED_PREFIXES)]
 
 
-def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
+def _header(headers: Sequence[tuple[str, bytes | None]], name: str) -> str | None:
+    """The last header named `name` as text; None when there is none or it is null."""
     values = [value for key, value in headers if key == name]
-    return values[-1].decode(errors="replace") if values else None
+    last = values[-1] if values else None
+    return None if last is None else last.decode(errors="replace")
 
 
 def replay_group(group: str, reason: str | None = None) -> str:
@@ -156,9 +168,14 @@ class DeadLetterReplay:
     def _handle(
         self, message: Message, report: ReplayReport, producer: KeyedProducer | None
     ) -> None:
-        headers = cast(list[tuple[str, bytes]], message.headers() or [])
-        reason = _header(headers, REASON_HEADER) or "unknown"
         partition, offset = cast(int, message.partition()), cast(int, message.offset())
+        try:
+            headers = confluent_headers(message) or []
+        except HeaderNameError:
+            if offset >= self._threshold("unknown", partition):
+                report.unreadable.append((partition, offset))
+            return
+        reason = _header(headers, REASON_HEADER) or "unknown"
         if self._reasons and reason not in self._reasons:
             report.other_reasons[reason] += 1
             return

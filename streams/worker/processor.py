@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from faust.types.tuples import Message
 
+from streams.kafka.client import Headers
 from streams.models.errors import scoring_error
 from streams.models.events import EventError, TrackingEvent, decode_kafka_message
 from streams.scoring import (
@@ -52,10 +53,12 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = ("content-type", b"application/cloudevents+json; charset=UTF-8")
 
 
-def dead_letter_headers(message: Message, error: EventError) -> list[tuple[str, bytes]]:
-    """The original headers plus why and where from, like Kafka Connect's error headers."""
+def dead_letter_headers(message: Message, error: EventError) -> Headers:
+    """The original headers (null values kept; names that are not UTF-8 as
+    `dead_letters.sendable_name` writes them) plus why and where from, like Kafka Connect's
+    error headers."""
     return [
-        *header_list(message.headers),
+        *((dead_letters.sendable_name(name), raw) for name, raw in header_list(message.headers)),
         (DLQ_HEADER + "reason", error.reason.encode()),
         (DLQ_HEADER + "error", dead_letters.error_text(str(error))),
         *origin_headers(DLQ_HEADER, message),
@@ -123,7 +126,7 @@ class Outbox:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]],
+        headers: Headers,
         partition: int | None = None,
     ) -> None:
         """Send in the worker's transaction, to `partition` of `topic`, or by key when None."""

@@ -44,6 +44,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from faust.types.tuples import Message
 
+from streams.kafka.records import HeaderNameError, confluent_headers
 from streams.kafka.security import KafkaConnection
 from streams.models.events import EventError, TrackingEvent
 from streams.models.plan_versions import PlanHistory, PlanVersion
@@ -377,15 +378,20 @@ class Rebuilt:
 
     def _admit(self, record: KafkaMessage) -> _Pending | None:
         """A consumed record's event, unless the live path did not score it here: what it
-        dead-lettered (bad input, counted and sent then) and what it forwarded."""
+        dead-lettered (bad input, counted and sent then; a header name that is not UTF-8 too,
+        `bad-header`) and what it forwarded."""
         kind, stamp = record.timestamp()
+        try:
+            headers = confluent_headers(record)
+        except HeaderNameError:
+            return None
         message = Message(
             cast(str, record.topic()),
             self.partition,
             cast(int, record.offset()),
             stamp / 1000,
             kind,
-            cast("list[tuple[str, bytes]] | None", record.headers()),
+            cast("list[tuple[str, bytes]] | None", headers),  # Faust's type omits null values
             record.key(),
             record.value(),
             None,

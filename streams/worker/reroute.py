@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from faust.types import HeadersArg
 from faust.types.tuples import Message
 
+from streams.kafka.client import Headers
 from streams.kafka.partitioning import LIBRDKAFKA_PARTITIONER, partition_for
 from streams.models.events import EventError
 from streams.worker.metrics import Metrics
@@ -46,8 +47,9 @@ BAD_FORWARD = "bad-forward"
 """Dead-letter reason of a message on the rerouted topic without a readable origin."""
 
 
-def header_list(headers: HeadersArg | None) -> list[tuple[str, bytes]]:
-    """A Faust message's headers as `(name, value)` pairs, whichever form Faust gave them in."""
+def header_list(headers: HeadersArg | None) -> Headers:
+    """A Faust message's headers as `(name, value)` pairs, whichever form Faust gave them in;
+    a value may be null."""
     if headers is None:
         return []
     if isinstance(headers, Mapping):
@@ -55,7 +57,7 @@ def header_list(headers: HeadersArg | None) -> list[tuple[str, bytes]]:
     return list(headers)
 
 
-def origin_headers(prefix: str, message: Message) -> list[tuple[str, bytes]]:
+def origin_headers(prefix: str, message: Message) -> Headers:
     """`<prefix>topic`, `partition` and `offset`: where `message` was consumed."""
     return [
         (prefix + "topic", message.topic.encode()),

@@ -133,6 +133,19 @@ def test_ledger_agrees_with_the_score_updates_and_the_backtest_alerts(
     ]
 
 
+def test_late_events_at_equal_times_are_explained_in_line_order(
+    tmp_path: Path, plans_file: Path
+) -> None:
+    """The backtest's order: by time, equal times in line order, late lines too."""
+    events = [
+        event("email.opened", 2 * DAY, contact="c-4", event_id="e-3"),
+        event("email.clicked", DAY, contact="c-4", event_id="e-2"),
+        event("email.opened", DAY, contact="c-4", event_id="e-1"),
+    ]
+    explanation = explain_file(_write(tmp_path / "e.jsonl", events), "c-4", load_plans(plans_file))
+    assert [_row(change)[2] for change in explanation.changes] == ["e-2", "e-1", "e-3"]
+
+
 def test_an_erased_contact_starts_a_new_ledger(tmp_path: Path, plans_file: Path) -> None:
     events = [
         event("email.opened", 0, contact="c-3", event_id="e-1"),

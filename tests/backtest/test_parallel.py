@@ -28,8 +28,8 @@ _TIMING = re.compile(
 def _lines(*, in_order: bool) -> list[bytes]:
     """Generated events with every kind of trouble mixed in: lines that are no events, a
     duplicate, an event the core fails on, subjects only a full decode finds, a last event
-    long after the others and (unless `in_order`) an event far out of time order, so that the
-    file is sorted."""
+    long after the others and (unless `in_order`) events far out of time order, some at equal
+    times, so that the file is sorted."""
     events = list(generate(120, 2500, seed=11))
     documents = [event.to_cloudevent() for event in events]
     lines = [orjson.dumps(document) for document in documents]
@@ -47,8 +47,10 @@ def _lines(*, in_order: bool) -> list[bytes]:
     ]
     later = {**documents[-1], "id": "later", "time": format_time(events[-1].time + 40 * DAY)}
     lines.append(orjson.dumps(later))  # every worker advances its contacts to this time
-    if not in_order:
+    if not in_order:  # late lines: one, and some of several contacts at one earlier time
         lines.append(lines.pop(5))
+        tied = documents[200]["time"]
+        lines += [orjson.dumps({**documents[i], "id": f"tied-{i}", "time": tied}) for i in range(6)]
     return lines
 
 

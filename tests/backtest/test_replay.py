@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 from math import inf, nextafter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from streams.backtest import replay as replay_module
 from streams.backtest.parallel import score_rows
 from streams.backtest.replay import OutOfOrderError, replay, replay_file
 from streams.backtest.simulate import generate
-from streams.models.events import MAX_EVENT_BYTES, TrackingEvent
+from streams.models.events import MAX_EVENT_BYTES, TrackingEvent, parse_structured
 from streams.models.outputs import THRESHOLD_CROSSED, THRESHOLD_DROPPED
 from streams.models.plan_versions import (
     PlanHistory,
@@ -22,7 +23,17 @@ from streams.models.plan_versions import (
     parse_plan_version,
 )
 from streams.models.times import format_time, parse_time
-from streams.scoring import ContactState, Outcome, PlanSet, current_score, encode_state, load_plans
+from streams.scoring import (
+    ContactState,
+    Outcome,
+    Plans,
+    PlanSet,
+    Step,
+    current_score,
+    encode_state,
+    load_plans,
+    score_event,
+)
 from tests.support import BOOM, DAY, event, failing_score_event
 
 PLANS = load_plans(Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml")
@@ -242,3 +253,84 @@ def test_forward_versions_name_themselves_in_the_outputs(
     switched = [a for a in result.alerts if a.cause.plan_change]
     assert switched and {a.cause.time for a in switched} == {START}  # warm moved to 80
     assert {a.data["threshold"] for a in switched} == {"warm"}
+
+
+# --- time order --------------------------------------------------------------------------------
+
+
+def _arranged(events: list[TrackingEvent], order: str) -> list[TrackingEvent]:
+    """The events in time order, with 0.1% of them (at least 3) moved to the end, or shuffled."""
+    rng = random.Random(8)
+    if order == "late":
+        late = set(rng.sample(range(len(events)), max(3, len(events) // 1000)))
+        kept = [item for index, item in enumerate(events) if index not in late]
+        return kept + [events[index] for index in sorted(late)]
+    if order == "shuffled":
+        return rng.sample(events, len(events))
+    return list(events)
+
+
+@pytest.fixture(scope="module")
+def hourly() -> list[TrackingEvent]:
+    """Simulated events with their times cut to the hour: many equal times, of one contact and
+    of several, so that the order of equal times decides outputs and their order."""
+    events = []
+    for item in generate(150, 4000, seed=6):
+        document = {**item.to_cloudevent(), "time": format_time(item.time // 3600 * 3600)}
+        events.append(parse_structured(document))
+    return events
+
+
+@pytest.mark.parametrize("order", ["sorted", "late", "shuffled"])
+def test_a_file_in_any_order_replays_as_its_lines_sorted_by_time(
+    tmp_path: Path, hourly: list[TrackingEvent], order: str
+) -> None:
+    """The reference is the replay of the file's events stably sorted by time: equal times in
+    line order."""
+    arranged = _arranged(hourly, order)
+    path = write(tmp_path / "e.jsonl.gz", [line(e.to_cloudevent()) for e in arranged])
+    result = replay_file(path, PLANS)
+    expected = replay(sorted(arranged, key=lambda e: e.time), PLANS)
+    assert result.states == expected.states
+    assert [a.to_bytes() for a in result.alerts] == [a.to_bytes() for a in expected.alerts]
+    assert (result.outcomes, result.score_updates) == (expected.outcomes, expected.score_updates)
+    assert result.until == expected.until
+
+
+def test_equal_times_keep_their_line_order_when_late(tmp_path: Path) -> None:
+    """Two contacts cross `warm` at the same time, in lines that come after a later event: the
+    alerts come in the order of those lines."""
+    early = [
+        event(kind, at, data, contact)
+        for contact in ("c-1", "c-2")
+        for kind, at, data in (("email.replied", 0, None), ("email.clicked", 1, {"url": "/blog"}))
+    ]
+    later = event("email.opened", 9, contact="c-3")
+    crossing = [
+        event("page.visited", 2, {"url": "/pricing"}, contact) for contact in ("c-2", "c-1")
+    ]
+    path = write(
+        tmp_path / "e.jsonl", [line(e.to_cloudevent()) for e in [*early, later, *crossing]]
+    )
+    result = replay_file(path, PLANS)
+    assert [(a.contact_id, a.data["threshold"]) for a in result.alerts] == [
+        ("c-2", "warm"),
+        ("c-1", "warm"),
+    ]
+
+
+def test_a_file_with_late_lines_goes_through_the_core_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hourly: list[TrackingEvent]
+) -> None:
+    calls: list[TrackingEvent] = []
+
+    def counted(state: ContactState | None, item: TrackingEvent, plans: Plans) -> Step:
+        calls.append(item)
+        return score_event(state, item, plans)
+
+    monkeypatch.setattr(replay_module, "score_event", counted)
+    arranged = _arranged(hourly, "late")
+    path = write(tmp_path / "e.jsonl", [line(e.to_cloudevent()) for e in arranged])
+    replay_file(path, PLANS)
+    assert sorted(calls, key=lambda e: e.time) == calls
+    assert len(calls) == len(arranged)

@@ -14,6 +14,7 @@ from cloudevents.core.v1.event import CloudEvent
 from streams.models.events import (
     MAX_CONTACT_ID_BYTES,
     MAX_EVENT_BYTES,
+    MAX_HEADER_BYTES,
     EventError,
     decode_kafka_message,
     format_time,
@@ -219,3 +220,51 @@ def test_the_cloudevents_sdk_structured_mode_with_bytes_data() -> None:
     with pytest.raises(EventError) as caught:
         decode_kafka_message(KEY, image.value, list(image.headers.items()))
     assert caught.value.reason == "unsupported-content-type"
+
+
+BINARY = [(f"ce_{k}", str(v).encode()) for k, v in VALID.items() if k != "data"]
+STRUCTURED = [("content-type", b"application/cloudevents+json")]
+Headers = list[tuple[str, bytes | None]]
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        # A null-valued header (Java's `new RecordHeader(name, null)`) is no value.
+        (orjson.dumps(VALID["data"]), [*BINARY, ("traceparent", None)], None),
+        (orjson.dumps(VALID["data"]), [*BINARY, ("ce_traceparent", None)], None),
+        (orjson.dumps(VALID["data"]), [*BINARY, ("content-type", None)], None),
+        (orjson.dumps(VALID), [*STRUCTURED, ("ce_id", None), ("x", None)], None),
+        (orjson.dumps(VALID), [("content-type", None)], None),
+        (orjson.dumps(VALID["data"]), [("ce_specversion", None), *BINARY[1:]], "missing-field"),
+        (orjson.dumps(VALID), [*STRUCTURED, ("ce_specversion", None)], "missing-field"),
+        # Of several headers with one name the last counts, a null one too.
+        (orjson.dumps(VALID["data"]), [*BINARY, ("ce_id", b"e-1")], None),
+        (orjson.dumps(VALID["data"]), [*BINARY, ("ce_id", None)], "missing-field"),
+        (orjson.dumps(VALID["data"]), [*BINARY, ("ce_subject", b"c-2")], "key-mismatch"),
+        (orjson.dumps(VALID["data"]), [*BINARY, ("content-type", b"text/plain")],
+         "unsupported-content-type"),
+        # Thousands of headers are fine, more than MAX_HEADER_BYTES of them are not.
+        (orjson.dumps(VALID), [(f"h{i % 9}", None if i % 2 else b"") for i in range(5_000)], None),
+        (orjson.dumps(VALID), [("h", b"x" * (MAX_HEADER_BYTES - 1))], None),
+        (orjson.dumps(VALID), [("h", b"x" * MAX_HEADER_BYTES)], "oversized"),
+        (orjson.dumps(VALID["data"]),
+         [(n, b"s" * MAX_HEADER_BYTES if n == "ce_source" else v) for n, v in BINARY],
+         "oversized"),
+        (orjson.dumps(VALID), [("ł" * (MAX_HEADER_BYTES // 2 + 1), b"")], "oversized"),
+        # A name that is not UTF-8, as the worker's reader keeps it (surrogates).
+        (orjson.dumps(VALID), [*STRUCTURED, (b"x\xff".decode(errors="surrogateescape"), b"")],
+         "bad-header"),
+        (orjson.dumps(VALID), [*STRUCTURED, ("zażółć", None)], None),
+        (None, BINARY, None),
+    ],
+)  # fmt: skip
+def test_header_values_may_be_null_and_headers_are_bounded(
+    value: bytes | None, headers: Headers, reason: str | None
+) -> None:
+    if reason is None:
+        assert decode_kafka_message(KEY, value, headers).id == "e-1"
+        return
+    with pytest.raises(EventError) as caught:
+        decode_kafka_message(KEY, value, headers)
+    assert caught.value.reason == reason

@@ -27,7 +27,7 @@ from streams.scoring.state import (
     has_seen,
     remember,
 )
-from tests.support import DAY, attributes, event, plans_from, run
+from tests.support import DAY, T0, attributes, event, plans_from, run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
 PLANS = plans_from("""
@@ -176,24 +176,42 @@ def test_states_of_formats_1_to_3_are_read() -> None:
     state, _ = run(PLANS, [attributes(0, city="Kraków"), event("email.clicked", 1)])
     assert state is not None
     state.plan_version = "v1"
-    fields = msgpack.unpackb(encode_state(state), raw=False)
-    assert fields[0] == 4 and fields[-2] == "v1" and fields[-1] is None
+    version, base, window = msgpack.unpackb(encode_state(state), raw=False)
+    assert (version, window) == (4, None)
+    fields = [3, *msgpack.unpackb(base, raw=False)]
+    assert fields[-1] == "v1"
     assert len(fields[7]) == 2 * KEY_SIZE
-    format_3 = msgpack.packb([3, *fields[1:-1]], use_bin_type=True)
+    format_3 = msgpack.packb(fields, use_bin_type=True)
     assert decode_state(format_3) == state
     as_integers = [
         int.from_bytes(fields[7][at : at + KEY_SIZE], "big")
         for at in range(0, len(fields[7]), KEY_SIZE)
     ]
-    format_2 = msgpack.packb([2, *fields[1:7], as_integers, *fields[8:-1]], use_bin_type=True)
+    format_2 = msgpack.packb([2, *fields[1:7], as_integers, *fields[8:]], use_bin_type=True)
     assert decode_state(format_2) == state
-    format_1 = msgpack.packb([1, *fields[1:7], as_integers, *fields[8:-2]], use_bin_type=True)
+    format_1 = msgpack.packb([1, *fields[1:7], as_integers, *fields[8:-1]], use_bin_type=True)
     decoded = decode_state(format_1)
     assert decoded.plan_version is None
     state.plan_version = None
     assert decoded == state
     with pytest.raises(ValueError, match="state format 5 is not supported"):
-        decode_state(msgpack.packb([5, *fields[1:]], use_bin_type=True))
+        decode_state(msgpack.packb([5, base, None], use_bin_type=True))
+
+
+def test_a_state_read_from_the_store_is_its_windows_base_until_the_core_changes_it() -> None:
+    """The first event after a read costs no encoding for the window's base: the bytes read
+    are that base. Any change by the core forgets them, so they are never stale."""
+    state, _ = run(PLANS, [event("email.opened", 0)])
+    assert state is not None
+    read = decode_state(encode_state(state))
+    stored = read.stored
+    assert stored is not None
+    step = score_event(read, event("email.opened", 10 * DAY), PLANS, lateness=DAY)
+    assert step.state.window is not None and step.state.window.base is stored
+    assert step.state.stored is None
+    assert decode_state(encode_state(step.state)) == step.state
+    ticked, _ = advance(decode_state(encode_state(step.state)), T0 + 40 * DAY, PLANS)
+    assert ticked.stored is None
 
 
 def test_a_key_is_seen_only_where_a_key_starts() -> None:

@@ -24,6 +24,7 @@ from streams.worker.dead_letters import (
     fit,
     read_max_message_bytes,
     record_size,
+    sendable_name,
 )
 from streams.worker.settings import TopicNames
 from tests.worker.conftest import StartWorker
@@ -72,6 +73,26 @@ def test_a_dead_letter_too_large_keeps_its_own_headers_the_key_and_a_prefix(
         "value_bytes": len(value),
         "headers_dropped": 2,
     }
+
+
+def test_null_header_values_are_kept_and_count_as_empty() -> None:
+    """A null header value (Java's `new RecordHeader(name, null)`) made `record_size` raise,
+    and the worker exit at every restart on the same message (issue 18)."""
+    headers = [("trace", None), *ORIGINAL, ("ce_id", None), *OWN]
+    assert record_size(b"k", b"v", headers) == record_size(
+        b"k", b"v", [(n, v or b"") for n, v in headers]
+    )
+    letter = fit(b"k", b"v", headers, 20_000)
+    assert letter.headers == headers and not letter.truncated
+    cut = fit(b"k", b"v" * 30_000, headers, 20_000)
+    assert cut.truncated and orjson.loads(cut.headers[-1][1])["headers_dropped"] == 4
+
+
+def test_a_header_name_that_is_not_utf8_is_sent_with_its_bytes_escaped() -> None:
+    raw = b"x-\xff\xc3(".decode("utf-8", "surrogateescape")  # as the worker's reader keeps it
+    assert sendable_name(raw) == "x-\\xff\\xc3("
+    assert sendable_name("zażółć") == "zażółć" and sendable_name("ce_id") == "ce_id"
+    assert record_size(None, None, [(sendable_name(raw), None)]) > 0
 
 
 def test_a_key_larger_than_the_limit_is_cut_too() -> None:

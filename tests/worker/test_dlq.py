@@ -4,6 +4,7 @@ and partitioned like the originals, without the worker's headers."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -19,12 +20,13 @@ from streams.worker.dlq import replay_headers
 from streams.worker.processor import DLQ_HEADER, dead_letter_headers
 from streams.worker.reroute import REROUTED_HEADER
 from streams.worker.settings import TopicNames, resolve_client
+from tests.kafka.raw_records import RawName, send_batches
 from tests.worker.conftest import StartWorker
 from tests.worker.harness import TopicReader, new_prefix, partition_of, wait_until
 from tests.worker.test_examples import _warm_events
 
 PARTITIONS = 3
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
 
 
 def _dead_letter(
@@ -171,14 +173,36 @@ def test_a_missing_topic_is_an_error_naming_the_prefix(
     )
 
 
+@pytest.mark.integration
+def test_null_header_values_are_replayed_and_unreadable_names_reported(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = TopicNames.with_prefix("x.")
+    nulls: Headers = [("ce_id", None), ("x-null", None), ("x-trace", b"t")]
+    prefix = _setup(kafka_bootstrap, [_dead_letter(layout, "n-1", b"{", nulls, "not-json", 1)])
+    topics = TopicNames.with_prefix(prefix)
+    unreadable = [(b"n-2", b"{", [(RawName(b"x-\xff"), None), (DLQ_HEADER + "reason", b"x")])]
+    (offset,) = asyncio.run(send_batches(kafka_bootstrap, topics.dead_letters, [(0, unreadable)]))
+    assert _replay(kafka_bootstrap, prefix) == 0
+    out = capsys.readouterr().out
+    assert "replayed 1 dead letter(s)" in out
+    assert f"not replayed, header names not UTF-8: {topics.dead_letters}/0@{offset}" in out
+    assert _received(TopicReader(kafka_bootstrap, topics.events)) == [_expected("n-1", b"{", nulls)]
+
+
 def test_replayed_headers_drop_only_the_workers_own() -> None:
-    headers = [
+    headers: Headers = [
         ("ce_id", b"1"),
         (DLQ_HEADER + "reason", b"not-json"),
         (REROUTED_HEADER + "offset", b"7"),
         ("leadscore.other", b"kept"),
+        ("x-null", None),
     ]
-    assert replay_headers(headers) == [("ce_id", b"1"), ("leadscore.other", b"kept")]
+    assert replay_headers(headers) == [
+        ("ce_id", b"1"),
+        ("leadscore.other", b"kept"),
+        ("x-null", None),
+    ]
 
 
 def test_the_options_are_the_workers_own(tmp_path: Any) -> None:

@@ -5,16 +5,26 @@ its partition and offset, which every dead letter names, truncated ones too), wi
 its kind allows; every valid event is applied (the scores and alerts equal the backtest's of
 the valid events alone); and the worker never restarts (the same process all along, nothing
 crashed in its log). Messages go through `EventPublisher.publish_raw` (murmur2, as the worker
-expects), so no message is on the wrong partition.
+expects), except three kinds sent on their own after the stream: header names that are not
+UTF-8 (no confluent-kafka producer can send one: they go through aiokafka's record builder),
+and a few valid events of contacts of their own on the wrong partition, whose forwards must
+keep their null-valued headers.
+
+Headers are fuzzed as well as values: null header values (Java's `new RecordHeader(name,
+null)`, confluent-kafka's `(name, None)`) in both modes, in `ce_` and other headers, on
+valid and malformed messages alike; duplicate names; thousands of headers; too many header
+bytes. Every dead letter must carry the original headers as they were, nulls included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import random
 import string
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +33,32 @@ import pytest
 
 from streams.backtest.replay import replay
 from streams.backtest.simulate import generate
-from streams.kafka.client import EventPublisher, binary_message, structured_message
-from streams.models.events import MAX_CONTACT_ID_BYTES, MAX_EVENT_BYTES, TrackingEvent
+from streams.kafka.client import (
+    EventPublisher,
+    KeyedProducer,
+    binary_message,
+    structured_message,
+)
+from streams.kafka.security import as_connection
+from streams.models.events import (
+    MAX_CONTACT_ID_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_HEADER_BYTES,
+    TrackingEvent,
+)
 from streams.scoring import Outcome, load_plans
 from streams.worker.dead_letters import DLQ_HEADER, TRUNCATED_HEADER
+from tests.kafka.raw_records import RawName, send_batches
 from tests.worker.conftest import StartWorker
 from tests.worker.expected import differences, expected_outcome, scores_from_updates
-from tests.worker.harness import EXAMPLE_PLANS, TopicReader, key_on_partition, series, wait_until
+from tests.worker.harness import (
+    EXAMPLE_PLANS,
+    TopicReader,
+    key_on_partition,
+    partition_of,
+    series,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +71,20 @@ BROKER_LIMIT = 1_048_588
 FUZZ_HEADER = "fuzz"
 """Names the malformed message on the input topic, to find its partition and offset."""
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
+NULL_HEADERS: Headers = [
+    ("traceparent", None),
+    ("x-null", None),
+    ("ce_traceparent", None),
+    ("ce_dataschema", None),
+]
+"""Null-valued headers that change nothing: no attribute of the event, or an optional one."""
+REQUIRED_CE = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"]
+RAW_NAMES = [b"x-\xff\xfe", b"ce_\xc3(", b"\xff", b"ce_id\x80"]
+"""Header names that are not UTF-8 (Kafka's protocol says they are: a raw librdkafka or
+hand-built producer can still send them)."""
+STRAYS = 24
+"""Valid events of contacts of their own, sent to a partition that does not own them."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +205,14 @@ def null_key(rng: random.Random, event: TrackingEvent) -> Malformed:
     return _bad("null-key", None, value, headers, "missing-key")
 
 
+def empty_parts(rng: random.Random, event: TrackingEvent) -> Malformed:
+    """An empty key (a contact id no event has), or an empty value without `ce_` headers; with
+    a header whose name is empty."""
+    if rng.random() < 0.5:
+        return _bad("empty-parts", b"", _structured(event), [("", b"")], "key-mismatch")
+    return _bad("empty-parts", event.subject.encode(), b"", [("", None)], "empty")
+
+
 def null_value(rng: random.Random, event: TrackingEvent) -> Malformed:
     return _bad("null-value", event.subject.encode(), None, [], "empty")
 
@@ -210,6 +260,48 @@ def key_mismatch(rng: random.Random, event: TrackingEvent) -> Malformed:
     return _bad("key-mismatch", b"someone-else", _structured(event), [], "key-mismatch")
 
 
+def null_ce_header(rng: random.Random, event: TrackingEvent) -> Malformed:
+    """A required attribute as a null-valued header: in place, or after the valid one (the
+    last header of a name counts, as Kafka's `lastHeader`); or a structured event with a null
+    `ce_specversion` header, which makes it a binary one without attributes."""
+    case = rng.randrange(3)
+    if case == 2:
+        key, value, headers = structured_message(event)
+        return _bad("null-ce-header", key, value, [*headers, ("ce_specversion", None)],
+                    "missing-field")  # fmt: skip
+    key, value, headers = binary_message(event)
+    name = rng.choice(REQUIRED_CE)
+    changed: Headers = list(headers)
+    if case == 0:
+        changed = [(n, None if n == name else v) for n, v in changed]
+    else:
+        changed.append((name, None))
+    return _bad("null-ce-header", key, value, changed, "missing-field")
+
+
+def too_many_headers(rng: random.Random, event: TrackingEvent) -> Malformed:
+    """More header bytes than an event may have: thousands of small headers (duplicate
+    names, nulls among them), or one huge attribute, which the outputs would repeat."""
+    if rng.random() < 0.25:  # the rarer: thousands of headers cost time in every client
+        key, value, headers = rng.choice([structured_message, binary_message])(event)
+        count = MAX_HEADER_BYTES // 30 + rng.randint(1, 2_000)  # 37 bytes each on average
+        filler: Headers = [(f"h{i % 50}", None if i % 7 == 0 else b"v" * 40) for i in range(count)]
+        return _bad("too-many-headers", key, value, [*headers, *filler], "oversized")
+    key, value, headers = binary_message(event)
+    huge = b"s" * rng.randint(MAX_HEADER_BYTES, MAX_HEADER_BYTES + 20_000)
+    changed: Headers = [(n, huge if n == "ce_source" else v) for n, v in headers]
+    return _bad("too-many-headers", key, value, changed, "oversized")
+
+
+def with_nulls(rng: random.Random, headers: Sequence[tuple[str, bytes | None]]) -> Headers:
+    """`headers`, half the time with null-valued ones (`NULL_HEADERS`) at random places."""
+    changed = list(headers)
+    if rng.random() < 0.5:
+        for header in rng.sample(NULL_HEADERS, rng.randint(1, len(NULL_HEADERS))):
+            changed.insert(rng.randint(0, len(changed)), header)
+    return changed
+
+
 MAKERS: dict[Maker, int] = {
     random_bytes: 10,
     truncated_json: 10,
@@ -221,10 +313,13 @@ MAKERS: dict[Maker, int] = {
     invalid_utf8_key: 10,
     null_key: 10,
     null_value: 10,
+    empty_parts: 5,
     garbage_ce_headers: 10,
     bad_data_base64: 10,
     long_contact_id: 1,
     key_mismatch: 10,
+    null_ce_header: 10,
+    too_many_headers: 1,
 }
 """Each kind of malformed message and how often it is drawn."""
 SIZE_LIMITS = [MAX_EVENT_BYTES + 1, 999_999, 1_000_000, 1_000_001, BROKER_LIMIT - 200]
@@ -236,6 +331,7 @@ def malformed_messages(rng: random.Random, events: list[TrackingEvent]) -> list[
     """`MALFORMED` bad messages about the valid stream's contacts, every kind many times."""
     makers = rng.choices(list(MAKERS), weights=list(MAKERS.values()), k=MALFORMED)
     made = [make(rng, rng.choice(events)) for make in makers]
+    made = [dataclasses.replace(m, headers=with_nulls(rng, m.headers)) for m in made]
     made += [
         _bad("size-limit", events[i].subject.encode(), b"x" * size, [], "oversized")
         for i, size in enumerate(SIZE_LIMITS)
@@ -243,17 +339,31 @@ def malformed_messages(rng: random.Random, events: list[TrackingEvent]) -> list[
     return made
 
 
+def valid_headers(rng: random.Random, headers: Headers, index: int, count: int) -> Headers:
+    """Headers that must not stop a valid event: null values (a null `content-type` is
+    JSON, as an absent one), a duplicate attribute with the same value, and, for one event,
+    thousands of small headers within the limit."""
+    changed = with_nulls(rng, headers)
+    if rng.random() < 0.2:
+        changed = [(n, None if n == "content-type" else v) for n, v in changed]
+    if rng.random() < 0.2:
+        changed = [*changed, *[(n, v) for n, v in changed if n.startswith("ce_")][:1]]
+    if index == count // 3:
+        changed += [(f"n{i % 10}", None if i % 3 else b"") for i in range(5_000)]
+    return changed
+
+
 def valid_messages(
     rng: random.Random, events: list[TrackingEvent]
 ) -> Iterator[tuple[bytes, bytes, Headers]]:
     """Each valid event in one of four encodings: binary, structured, structured with
-    `data_base64`, or structured padded with an extension attribute to exactly the limit."""
+    `data_base64`, or structured padded with an extension attribute to exactly the limit;
+    with headers from `valid_headers`."""
     for index, event in enumerate(events):
         encoding = 3 if index == len(events) // 2 else rng.randrange(3)
-        if encoding == 0:
-            yield binary_message(event)
-        elif encoding == 1:
-            yield structured_message(event)
+        if encoding < 2:
+            key, value, headers = (binary_message if encoding == 0 else structured_message)(event)
+            yield key, value, valid_headers(rng, list(headers), index, len(events))
         else:
             cloudevent = {k: v for k, v in _object(event).items() if k != "data"}
             if encoding == 2:
@@ -264,7 +374,73 @@ def valid_messages(
                 cloudevent["padding"] = "p" * room
             value = orjson.dumps(cloudevent)
             assert encoding == 2 or len(value) == MAX_EVENT_BYTES
-            yield event.subject.encode(), value, []
+            yield event.subject.encode(), value, valid_headers(rng, [], index, len(events))
+
+
+def raw_name(rng: random.Random, event: TrackingEvent) -> Malformed:
+    """A valid event but for one header name that is not UTF-8, anywhere among its headers."""
+    key, value, headers = rng.choice([structured_message, binary_message])(event)
+    changed: Headers = with_nulls(rng, headers)
+    for name in rng.sample(RAW_NAMES, rng.randint(1, 2)):
+        changed.insert(rng.randint(0, len(changed)), (RawName(name), rng.choice([b"v", None])))
+    return _bad("raw-header-name", key, value, changed, "bad-header")
+
+
+def raw_name_batches(
+    rng: random.Random, events: list[TrackingEvent]
+) -> list[tuple[int, list[Malformed]]]:
+    """Per partition, one record batch: a malformed message, messages with raw header names,
+    another malformed message. aiokafka's reader raised at the first raw name, so the records
+    around them must be read too."""
+    batches = []
+    for partition in range(PARTITIONS):
+        mine = [e for e in events if partition_of(e.subject, PARTITIONS) == partition]
+        items = [null_value(rng, rng.choice(mine))]
+        items += [raw_name(rng, rng.choice(mine)) for _ in range(rng.randint(1, 4))]
+        items.append(null_key(rng, rng.choice(mine)))
+        batches.append((partition, items))
+    return batches
+
+
+def send_raw(
+    bootstrap: str, topic: str, batches: list[tuple[int, list[Malformed]]]
+) -> dict[tuple[int, int], Malformed]:
+    """Send each batch as one record batch to its partition; where each message landed."""
+    records = [
+        (p, [(item.key, item.value, item.headers) for item in items]) for p, items in batches
+    ]
+    firsts = asyncio.run(send_batches(bootstrap, topic, records))
+    return {
+        (partition, first + i): item
+        for (partition, items), first in zip(batches, firsts, strict=True)
+        for i, item in enumerate(items)
+    }
+
+
+def strays(events: list[TrackingEvent]) -> list[TrackingEvent]:
+    """Valid events of contacts of their own, at the stream's end (so their late arrival on
+    the owner, through the rerouted topic, changes nothing), to send to the wrong partition."""
+    end = events[-1].time
+    return [
+        TrackingEvent(f"stray-{i}", "/test", e.type, end, f"stray-{i}", e.data)
+        for i, e in enumerate(events[:STRAYS])
+    ]
+
+
+def send_strays(
+    rng: random.Random, bootstrap: str, topic: str, events: list[TrackingEvent]
+) -> dict[bytes, Headers]:
+    """Send each stray, with null-valued headers, to a partition that does not own its key;
+    the headers of each by key, which its forward must keep."""
+    sent: dict[bytes, Headers] = {}
+    producer = KeyedProducer(as_connection(bootstrap))
+    for event in events:
+        key, value, headers = rng.choice([structured_message, binary_message])(event)
+        sent[key] = [*headers, ("ce_traceparent", None), ("x-null", None)]
+        wrong = (partition_of(event.subject, PARTITIONS) + 1) % PARTITIONS
+        producer.produce(topic, key, value, sent[key], wrong)
+    producer.flush()
+    return sent
 
 
 def valid_stream() -> list[TrackingEvent]:
@@ -307,25 +483,34 @@ def test_malformed_messages_are_dead_lettered_one_to_one_and_valid_events_applie
                 slot = next(next_slot, None)
             else:
                 publisher.publish_raw(*next(good))
+    raw = send_raw(kafka_bootstrap, worker.topics.events, raw_name_batches(rng, valid))
+    stray = strays(valid)
+    stray_headers = send_strays(rng, kafka_bootstrap, worker.topics.events, stray)
 
     # Where each malformed message landed, read back from the input topic.
-    where: dict[tuple[int, int], Malformed] = {}
+    where: dict[tuple[int, int], Malformed] = dict(raw)
+    sent_headers = {origin: item.headers for origin, item in raw.items()}
     for message in TopicReader(kafka_bootstrap, worker.topics.events).catch_up(60):
+        origin = (message.partition(), message.offset())
+        if origin in raw:
+            continue  # confluent-kafka cannot read its headers; placed when sent
         number = dict(message.headers() or []).get(FUZZ_HEADER)
         if number is not None:
-            where[(message.partition(), message.offset())] = bad[int(number)]
-    assert len(where) == len(bad)
+            where[origin] = bad[int(number)]
+            sent_headers[origin] = [*where[origin].headers, (FUZZ_HEADER, number)]
+    assert len(where) == len(bad) + len(raw)
 
     plans = load_plans(EXAMPLE_PLANS)
-    expected_scores, expected_alerts = expected_outcome(valid, plans)
-    applied = replay(valid, plans).outcomes[Outcome.APPLIED]
+    expected_scores, expected_alerts = expected_outcome(valid + stray, plans)
+    applied = replay(valid + stray, plans).outcomes[Outcome.APPLIED]
     updates = TopicReader(kafka_bootstrap, worker.topics.updates)
     alerts = TopicReader(kafka_bootstrap, worker.topics.alerts)
     dead = TopicReader(kafka_bootstrap, worker.topics.dead_letters)
 
     def settled() -> bool:
+        assert worker.process is not None and worker.process.poll() is None, worker.log(200)
         return (
-            len(dead.catch_up(60)) >= len(bad)
+            len(dead.catch_up(60)) >= len(where)
             and not differences(expected_scores, scores_from_updates(updates.values(), plans))
             and {alert["id"] for alert in alerts.values()} == expected_alerts
         )
@@ -335,7 +520,7 @@ def test_malformed_messages_are_dead_lettered_one_to_one_and_valid_events_applie
     except AssertionError:
         scores = scores_from_updates(updates.values(), plans)
         pytest.fail(
-            f"dead letters {len(dead.messages)} of {len(bad)}\n"
+            f"dead letters {len(dead.messages)} of {len(where)}\n"
             + "\n".join(differences(expected_scores, scores))
             + f"\n{worker.log()}"
         )
@@ -354,16 +539,27 @@ def test_malformed_messages_are_dead_lettered_one_to_one_and_valid_events_applie
         assert headers[DLQ_HEADER + "error"]
         if TRUNCATED_HEADER not in headers:
             assert letter.key() == item.key and letter.value() == item.value
+            original = [(n, v) for n, v in letter.headers() if not n.startswith(DLQ_HEADER)]
+            assert original == sent_headers[origin], item.kind
         reasons[reason] += 1
         kinds[item.kind] += 1
     assert found == set(where)
-    assert kinds.keys() == {m.__name__.replace("_", "-") for m in MAKERS} | {"size-limit"}
+    made = {m.__name__.replace("_", "-") for m in MAKERS}
+    assert kinds.keys() == made | {"size-limit", "raw-header-name"}
+
+    # The strays' forwards keep their headers as they were, nulls included.
+    forwards = TopicReader(kafka_bootstrap, worker.topics.rerouted).catch_up(60)
+    kept = {
+        m.key(): [(n, v) for n, v in m.headers() if not n.startswith("leadscore.rerouted.")]
+        for m in forwards
+    }
+    assert kept == stray_headers
 
     metrics = worker.metrics()
     dead_lettered = sum(
         v for k, v in metrics.items() if k.startswith("leadscore_events_dead_lettered_total{")
     )
-    assert dead_lettered == len(bad)
+    assert dead_lettered == len(where)
     assert metrics["leadscore_dead_letters_truncated_total"] == 1
     assert worker.consumed("applied") == applied
     assert metrics.get(series("leadscore_scoring_errors_total", input="event"), 0) == 0
@@ -372,6 +568,7 @@ def test_malformed_messages_are_dead_lettered_one_to_one_and_valid_events_applie
     for sign in ("Traceback", "CRITICAL", "crashed", "scoring failed", "stopping"):
         assert sign not in log, log
     print(
-        f"\nfuzz: {len(bad):,} malformed, {len(valid):,} valid; by reason: {dict(reasons.most_common())}"
+        f"\nfuzz: {len(where):,} malformed, {len(valid) + len(stray):,} valid; "
+        f"by reason: {dict(reasons.most_common())}"
     )
     print(f"fuzz: by kind: {dict(kinds.most_common())}")
