@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -130,7 +130,7 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
                         await self.commit()
                     if message.topic in direct_topics:
                         inbound_times[tp] = monotonic()
-                        async with turn:  # a commit never splits a message (`_commit`)
+                        async with turn:  # a commit never splits a message (`_commit_tps`)
                             unacked.add(message)
                             await handle(message)
                             if not self.ack(message):  # below the committed offset: done too
@@ -207,24 +207,30 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
             return
         await self.wait_first(_Rest(delivery, first), self.suspend_flow.wait())
 
+    async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
+        """Faust's commit, run between two messages (`WorkerApp.turn`).
+
+        Faust computes the offsets from the messages acknowledged so far, and the persist then
+        snapshots the states they wrote; holding the turn from the one to the other, no
+        message is handled in between. So every output in the transaction belongs to a
+        message whose state and offset it commits: a committed output is never sent again.
+        """
+        app = cast(WorkerApp, self.app)
+        if not app.may_commit():
+            return False  # without waiting for the message in hand: it may be the failure
+        async with app.turn:
+            committed: bool = await super()._commit_tps(tps, start_new_transaction)
+            return committed
+
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         """Commit the offsets in the worker's transaction, with the states and outputs of the
-        messages before them, instead of through aiokafka (`streams.worker.fencing`).
-
-        The app runs the commit between two messages (`WorkerApp.turn`): every output in the
-        transaction then belongs to a message whose state is in the persist's snapshot, so a
-        committed output is never sent again after a crash. The offsets are those of
-        everything handled by then, not only what was when Faust computed `offsets`.
-        """
-
-        def handled() -> dict[tuple[str, int], int]:
-            assignment = self.assignment()
-            latest = {**offsets, **self._filter_committable_offsets(assignment)}
-            now = time.monotonic()  # read by Faust's check that commits advance
-            self._thread.tp_last_committed_at.update({tp: now for tp in latest})
-            return {(tp.topic, tp.partition): o for tp, o in latest.items() if tp in assignment}
-
-        return await cast(WorkerApp, self.app).commit_offsets(handled)
+        messages before them, instead of through aiokafka (`streams.worker.fencing`)."""
+        assignment = self.assignment()
+        now = time.monotonic()  # read by Faust's check that commits advance
+        self._thread.tp_last_committed_at.update({tp: now for tp in offsets if tp in assignment})
+        return await cast(WorkerApp, self.app).commit_offsets(
+            {(tp.topic, tp.partition): o for tp, o in offsets.items() if tp in assignment}
+        )
 
     async def on_stop(self) -> None:
         await super().on_stop()  # the final commit, with its persist
@@ -305,13 +311,14 @@ class _Transport(aiokafka_driver.Transport):
 
 class WorkerApp(faust.App):
     """A Faust app whose consumer hands messages of `direct_topics` to `handle` and commits its
-    offsets through `commit_offsets` (each holding `turn`), and calls `after_final_commit`
-    once it has committed for the last time; its recovery calls `claim_partitions` first."""
+    offsets through `commit_offsets` while `may_commit` (each holding `turn`), and calls
+    `after_final_commit` once it has committed for the last time; its recovery calls
+    `claim_partitions` first."""
 
     direct_topics: frozenset[str]
     handle: Callable[[Message], Awaitable[None]]
-    commit_offsets: Callable[[Callable[[], Mapping[tuple[str, int], int]]], Awaitable[bool]]
-    """Commits the offsets the callable gives, called with no message in hand."""
+    commit_offsets: Callable[[Mapping[tuple[str, int], int]], Awaitable[bool]]
+    may_commit: Callable[[], bool]
     turn: asyncio.Lock
     """Held while a message is handled and while a commit runs: they never interleave."""
     after_final_commit: Callable[[], None]
@@ -495,7 +502,9 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         lambda: member_of(app.consumer),
     )
     app.claim_partitions = functools.partial(
-        producer.claim, (topics.events, topics.ticks, topics.rerouted)
+        producer.claim,
+        (topics.events, topics.ticks, topics.rerouted),
+        table.changelog_topic.get_topic_name(),
     )
     outbox = Outbox(producer, topics, dead_letter_limit)
     states = ContactStates(
@@ -576,13 +585,8 @@ def _wire(worker: Worker, producer: Transactions) -> None:
         full_passes.after_persist()
         return True
 
-    async def commit_offsets(offsets: Callable[[], Mapping[tuple[str, int], int]]) -> bool:
-        if states.poisoned:
-            return False  # without waiting for the message in hand: it may be the failure
-        async with app.turn:
-            return await persist(offsets())
-
-    app.commit_offsets = commit_offsets
+    app.commit_offsets = persist
+    app.may_commit = lambda: not states.poisoned
 
     def close_store() -> None:
         worker.table.store.close()  # looked up now: Faust builds the store when it starts

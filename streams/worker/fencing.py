@@ -25,10 +25,11 @@ A new owner must not read a partition while a transaction of its old owner that 
 for it is still open: when it commits, those offsets and changelog records become the truth.
 `Transactions.claim`, run before recovery reads the changelog, asks the coordinator for the
 committed offsets with `require_stable` (librdkafka does under `read_committed`), which waits
-until no such transaction is pending. An open transaction of a zombie that holds no offsets
-yet can never commit: its offsets would be refused. The broker aborts it after
-`transaction.timeout.ms` (`transaction_timeout_ms`); until then `read_committed` readers of the
-partitions it wrote to wait, as they wait for any open transaction.
+until no such transaction is pending, then until no transaction is open on the partition's
+changelog (the last stable offset reaches the log's end). An open transaction of a zombie
+that holds no offsets yet can never commit: its offsets would be refused. The broker aborts it
+after `transaction.timeout.ms` (`transaction_timeout_ms`); until then `read_committed`
+readers of the partitions it wrote to wait, and so does the new owner's recovery.
 
 A worker frozen past the transaction timeout finds its open transaction aborted by the broker
 and stops the same way.
@@ -49,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -60,6 +62,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTP
 
+from streams.kafka.admin import watermarks
 from streams.kafka.client import Headers, KeyedProducer, PublishError
 from streams.kafka.security import KafkaConnection
 
@@ -77,6 +80,8 @@ transaction blocks `read_committed` readers of the partitions it wrote to for at
 aborted."""
 STABLE_TIMEOUT = 120.0
 """Seconds `claim` waits for an earlier owner's transaction to finish."""
+SETTLE_POLL = 0.5
+"""Seconds between two looks at whether an earlier owner's transaction has ended."""
 ID_FILE = "transactional-id"
 
 Config = Mapping[str, str | int | float | bool]
@@ -213,12 +218,15 @@ class Transactions:
         """The highest acknowledged offset per (topic, partition)."""
         return {} if self._producer is None else self._producer.acknowledged
 
-    async def claim(self, topics: Collection[str], partitions: set[int]) -> None:
+    async def claim(self, topics: Collection[str], changelog: str, partitions: set[int]) -> None:
         """Process `partitions` of the input `topics` from now on, under the group generation
-        in effect now; return once no transaction of an earlier owner holds offsets for them.
+        in effect now; return once no transaction of an earlier owner holds offsets for them
+        or is open on their `changelog` partitions.
 
         Run by recovery before it reads the changelog: what such a transaction wrote is part
-        of the partition's history once it commits, and the committed offsets include it."""
+        of the partition's history once it commits, and the committed offsets include it; and
+        until it ends, `read_committed` readers of the changelog stop before it, below what a
+        local state may have been written up to."""
         async with self._lock:
             if self._producer is None:
                 self._producer = await asyncio.to_thread(self._start)
@@ -226,7 +234,31 @@ class Transactions:
             wanted = [KafkaTP(t, p) for t in sorted(topics) for p in sorted(partitions)]
             if wanted:
                 await asyncio.to_thread(self._wait_stable, wanted)
+                await self._wait_settled(changelog, sorted(partitions))
             logger.info("claimed partitions %s as %s", sorted(partitions), self._claimed)
+
+    async def _wait_settled(self, changelog: str, partitions: list[int]) -> None:
+        """Wait until no transaction is open on the changelog partitions: the broker aborts
+        a dead owner's after `transaction.timeout.ms`."""
+        deadline = time.monotonic() + STABLE_TIMEOUT
+        while True:
+            stable, written = await asyncio.gather(
+                asyncio.to_thread(watermarks, self._kafka, changelog, partitions),
+                asyncio.to_thread(
+                    watermarks, self._kafka, changelog, partitions, "read_uncommitted"
+                ),
+            )
+            open_on = [p for p in partitions if stable[p][1] < written[p][1]]
+            if not open_on:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"a transaction stays open on {changelog} partitions {open_on} after "
+                    f"{STABLE_TIMEOUT:.0f} s: the broker should have aborted it after "
+                    "transaction.timeout.ms; check transaction.max.timeout.ms and the broker"
+                )
+            logger.info("waiting for an earlier owner's transaction on %s %s", changelog, open_on)
+            await asyncio.sleep(SETTLE_POLL)
 
     def _start(self) -> KeyedProducer:
         config = {

@@ -55,6 +55,9 @@ class CatchUpRecovery(Recovery):
     ) -> None:
         if title == "active":
             await self._catch_up(tps, destination)
+            # The catch-up may have read past the highwaters found before it: a transaction
+            # of an earlier owner that the broker aborted meanwhile ends with a marker.
+            await super()._build_highwaters(consumer, tps, self.active_highwaters, title)
         await super()._build_offsets(consumer, tps, destination, title)
 
     async def _catch_up(self, tps: set[TP], destination: Counter[TP]) -> None:

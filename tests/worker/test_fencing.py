@@ -128,7 +128,7 @@ def test_a_commit_waits_for_every_message_and_fails_with_the_refused_ones_reason
     async def scenario() -> None:
         outside = Member(app_id, -1, "")  # no group generation checked: a group of its own
         transactions = _transactions(kafka_bootstrap, app_id, tmp_path, lambda: outside)
-        await transactions.claim([], {0})
+        await transactions.claim([], topic, {0})
         for number in range(20):
             await transactions.send(topic, b"k", str(number).encode(), [], 0)
         await transactions.commit({})
@@ -193,7 +193,7 @@ def test_a_member_of_an_old_generation_is_refused_and_recovery_skips_what_it_lef
     async def scenario() -> None:
         first = await _member(kafka_bootstrap, app_id, source)
         old = _transactions(kafka_bootstrap, app_id, tmp_path / "old", lambda: _membership(first))
-        await old.claim([source], {0, 1})
+        await old.claim([source], topic, {0})
         await old.send(topic, contact_key("a"), pack_record(None, {0: 1}, b"old"), [], 0)
         await old.commit({(source, 0): 1})
         # Frozen mid-transaction: sent, not committed, when another member joins.
@@ -202,12 +202,13 @@ def test_a_member_of_an_old_generation_is_refused_and_recovery_skips_what_it_lef
         second = await _member(kafka_bootstrap, app_id, source)
         while _membership(second).generation != _membership(first).generation:
             await first.getmany(timeout_ms=200)  # the old member rejoins too
-        new = _transactions(kafka_bootstrap, app_id, tmp_path / "new", lambda: _membership(second))
-        await new.claim([source], {0, 1})
-        await new.send(topic, contact_key("a"), pack_record(None, {0: 3}, b"new"), [], 0)
-        await new.commit({(source, 0): 3})
         with pytest.raises(FencedError, match="ILLEGAL_GENERATION"):
             await old.commit({(source, 0): 2})  # under the generation it claimed in
+        # The new owner's claim waits while the old transaction is open; it was aborted.
+        new = _transactions(kafka_bootstrap, app_id, tmp_path / "new", lambda: _membership(second))
+        await new.claim([source], topic, {0})
+        await new.send(topic, contact_key("a"), pack_record(None, {0: 3}, b"new"), [], 0)
+        await new.commit({(source, 0): 3})
         old.close()
         new.close()
         await first.stop()
@@ -226,7 +227,7 @@ def test_a_member_of_an_old_generation_is_refused_and_recovery_skips_what_it_lef
         store.catch_up(topic, [0], lambda: False, time.monotonic() + 60)
         record = store.read(0, "a")
         assert record is not None and record_state(record) == b"new"
-        # old, marker, zombie, new, marker, abort marker: the offset covers the last marker,
+        # old, marker, zombie, abort marker, new, marker: the offset covers the last marker,
         # so Faust's recovery finds nothing left to wait for.
         assert store.persisted_offset(TP(topic, 0)) == 5
     finally:
