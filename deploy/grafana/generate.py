@@ -140,6 +140,18 @@ PANELS = (
         "leadscore_state_persist_seconds",
     ),
     Panel(
+        "warm leads now",
+        "Contacts at or above each threshold of each plan in force, summed over the workers' "
+        "partitions (GET /leads/counts answers the same; GET /leads lists them).",
+        "short",
+        (
+            Query(
+                f"sum by (plan, threshold) (leadscore_contacts_at_threshold{{{SELECTOR}}})",
+                "{{plan}} {{threshold}}",
+            ),
+        ),
+    ),
+    Panel(
         "Contacts in state",
         "Contacts held by each worker's partitions.",
         "short",

@@ -13,14 +13,16 @@ from typing import Any, TextIO
 
 import orjson
 
+from streams.backtest import outcomes_cli
 from streams.backtest.diff import SAMPLE, TOP, diff_plans, diff_to_json
 from streams.backtest.diff import plot_png as diff_plot_png
 from streams.backtest.diff import render_text as render_diff
 from streams.backtest.parallel import Backtest, backtest_file, default_jobs
 from streams.backtest.replay import plans_at
 from streams.backtest.report import PlanReport, build_report, plot_png, render_text, report_to_json
-from streams.backtest.simulate import generate, write_jsonl
+from streams.backtest.simulate import Simulation, write_jsonl
 from streams.models.events import EventError, format_time, parse_time
+from streams.models.outcomes import write_outcomes
 from streams.models.outputs import THRESHOLD_CROSSED
 from streams.models.plan_file import PlanError
 from streams.models.plan_versions import PlanHistory, PlanVersion, load_plan_version
@@ -64,6 +66,12 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     simulate.add_argument("--events", type=int, default=20000)
     simulate.add_argument("--days", type=float, default=90.0)
     simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument(
+        "--outcomes",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="also write who converted and when (for plans evaluate and plans fit)",
+    )
     simulate.set_defaults(handler=run_simulate)
 
     plans = subparsers.add_parser("plans", help="work with plan files")
@@ -90,6 +98,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         diff.add_argument(option, type=_positive_int, default=default, metavar="N", help=text)
     diff.set_defaults(handler=run_plans_diff)
     plan_publish.add_parser(plans_commands)
+    outcomes_cli.add_parsers(plans_commands, _positive_int)
 
 
 def run_plans_check(args: argparse.Namespace) -> int:
@@ -147,10 +156,12 @@ def _half(progress: _ProgressBar, half: int, done: int, total: int) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    count = write_jsonl(
-        generate(args.contacts, args.events, seed=args.seed, days=args.days), args.output
-    )
+    simulation = Simulation(args.contacts, args.events, seed=args.seed, days=args.days)
+    count = write_jsonl(simulation.events(), args.output)
     print(f"wrote {count} events for {args.contacts} contacts to {args.output}")
+    if args.outcomes is not None:
+        converted = write_outcomes(simulation.conversions(), args.outcomes)
+        print(f"wrote {converted} conversions to {args.outcomes}")
     return 0
 
 

@@ -40,6 +40,7 @@ import orjson
 
 from streams.backtest.replay import (
     CoreFailedError,
+    Cutoff,
     FailedEvent,
     Progress,
     RejectedLine,
@@ -104,13 +105,15 @@ def backtest_file(
     until: float | None = None,
     progress: Progress | None = None,
     jobs: int = 1,
+    *,
+    cutoff: Cutoff | None = None,
 ) -> Backtest:
     """`replay_file` with `jobs` worker processes (in this process for one job)."""
     if jobs <= 1:
         # The rows too: the first collection after the replay would scan every state (0.6 s
         # for 20,000 contacts), and their 20,000 tuples would start one.
         with cyclic_gc_paused():
-            result = replay_file(path, plans, until, progress)
+            result = replay_file(path, plans, until, progress, cutoff=cutoff)
             rows = score_rows(result.states, plans_at(plans, result.until))
         return Backtest(
             alerts=result.alerts,
@@ -121,7 +124,7 @@ def backtest_file(
             scores=rows,
             until=result.until,
         )
-    return _Pool(path, plans, until, jobs).run(progress)
+    return _Pool(path, plans, until, jobs, cutoff).run(progress)
 
 
 def score_rows(states: dict[str, ContactState], plans: PlanSet) -> list[ScoreRow]:
@@ -177,7 +180,9 @@ class _WorkerFailedError(RuntimeError):
 class _Pool:
     """The parent's side: start the workers, deal the lines, exchange the end time, merge."""
 
-    def __init__(self, path: Path, plans: Plans, until: float | None, jobs: int) -> None:
+    def __init__(
+        self, path: Path, plans: Plans, until: float | None, jobs: int, cutoff: Cutoff | None
+    ) -> None:
         # fork: the workers inherit the plans and the loaded code, and start in milliseconds
         methods = multiprocessing.get_all_start_methods()
         context: BaseContext = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -188,7 +193,7 @@ class _Pool:
         self._workers: list[BaseProcess] = [
             context.Process(  # type: ignore[attr-defined]
                 target=_work,
-                args=(index, plans, self._inboxes[index], self._outbox),
+                args=(index, plans, self._inboxes[index], self._outbox, cutoff),
                 name=f"leadscore-backtest-{index}",
                 daemon=True,
             )
@@ -286,11 +291,11 @@ def _merge(shares: Sequence[_Share], until: float | None) -> Backtest:
     )
 
 
-def _work(index: int, plans: Plans, inbox: Any, outbox: Any) -> None:
+def _work(index: int, plans: Plans, inbox: Any, outbox: Any, cutoff: Cutoff | None) -> None:
     """A worker process: its share of the lines from the parent, then its `_Share` back."""
     gc.disable()  # as `replay` does, for the whole process: the core makes no cycles
     try:
-        share = _Worker(index, plans, inbox, outbox).run()
+        share = _Worker(index, plans, inbox, outbox, cutoff).run()
     except Exception:
         outbox.put((index, False, traceback.format_exc()))
         raise
@@ -301,8 +306,11 @@ class _Worker:
     """Replays one share as `replay_file` replays a file: read whole, in time order
     (`in_time_order`), fast first, again with copies from the same events if the core fails."""
 
-    def __init__(self, index: int, plans: Plans, inbox: Any, outbox: Any) -> None:
+    def __init__(
+        self, index: int, plans: Plans, inbox: Any, outbox: Any, cutoff: Cutoff | None = None
+    ) -> None:
         self._index = index
+        self._cutoff = cutoff
         self._plans = plans
         self._inbox = inbox
         self._outbox = outbox
@@ -321,7 +329,7 @@ class _Worker:
         self, events: list[tuple[int, TrackingEvent]], rejected: list[RejectedLine], *, safe: bool
     ) -> _Share:
         prefix = prefix_of(lambda: (event for _, event in events))
-        run = ReplayPass(self._plans, safe=safe, prefix=prefix)
+        run = ReplayPass(self._plans, safe=safe, prefix=prefix, cutoff=self._cutoff)
         result = run.result
         alert_keys: list[Key] = []
         failed_keys: list[Key] = []

@@ -40,6 +40,10 @@ from streams.scoring.state import copy_state
 
 Progress = Callable[[int, int], None]
 """Called now and then with (bytes read, total bytes) of the input file."""
+Cutoff = Callable[[str], float | None]
+"""A contact's own end time, or None for the common one (`leadscore plans evaluate`): its events
+after it are not scored and it is advanced to it (if earlier than the common end) instead, so
+its state is its state as of then."""
 Prefix = Callable[[float], Iterable[TrackingEvent]]
 """The events before a time, in time order: what a `rescore` version rebuilds contacts from
 (a file's events are in memory anyway, in time order: a rescore reads them again there)."""
@@ -101,6 +105,8 @@ def replay(
     events: Iterable[TrackingEvent],
     plans: Plans,
     until: float | None = None,
+    *,
+    cutoff: Cutoff | None = None,
 ) -> ReplayResult:
     """Apply time-ordered events, then advance every contact to `until` (default: last time).
 
@@ -109,9 +115,11 @@ def replay(
     cannot be rebuilt from for a `rescore` version).
     """
     if isinstance(events, Sequence):
-        return _replay_guarded(lambda: events, plans, until, prefix_of(lambda: events))
+        return _replay_guarded(
+            lambda: events, plans, until, prefix_of(lambda: events), cutoff=cutoff
+        )
     with cyclic_gc_paused():
-        return _replay(events, plans, until, safe=True, prefix=None)
+        return _replay(events, plans, until, safe=True, prefix=None, cutoff=cutoff)
 
 
 def plans_at(plans: Plans, moment: float | None) -> PlanSet:
@@ -137,6 +145,8 @@ def _replay_guarded(
     plans: Plans,
     until: float | None,
     prefix: Prefix | None,
+    *,
+    cutoff: Cutoff | None = None,
 ) -> ReplayResult:
     """Replay fast, with the core changing the states in place; if it fails on an event (a bug),
     that contact's state may be half changed, so replay again from the start, with each state
@@ -145,9 +155,9 @@ def _replay_guarded(
     worker's dead-lettering does. The copies cost nothing while the core does not fail."""
     with cyclic_gc_paused():
         try:
-            return _replay(events(), plans, until, safe=False, prefix=prefix)
+            return _replay(events(), plans, until, safe=False, prefix=prefix, cutoff=cutoff)
         except CoreFailedError:
-            return _replay(events(), plans, until, safe=True, prefix=prefix)
+            return _replay(events(), plans, until, safe=True, prefix=prefix, cutoff=cutoff)
 
 
 def _replay(
@@ -157,8 +167,9 @@ def _replay(
     *,
     safe: bool,
     prefix: Prefix | None,
+    cutoff: Cutoff | None = None,
 ) -> ReplayResult:
-    run = ReplayPass(plans, safe=safe, prefix=prefix)
+    run = ReplayPass(plans, safe=safe, prefix=prefix, cutoff=cutoff)
     for event in events:
         if event.time >= run.next_rescore:
             deque(run.rescores(event.time), maxlen=0)
@@ -180,7 +191,16 @@ class ReplayPass:
     `CoreFailedError`; safe, each state is copied first and a failure is reported instead.
     """
 
-    __slots__ = ("_pending", "_prefix", "last_time", "next_rescore", "plans", "result", "safe")
+    __slots__ = (
+        "_cutoff",
+        "_pending",
+        "_prefix",
+        "last_time",
+        "next_rescore",
+        "plans",
+        "result",
+        "safe",
+    )
 
     def __init__(
         self,
@@ -189,8 +209,12 @@ class ReplayPass:
         safe: bool,
         prefix: Prefix | None = None,
         keep_updates: bool = False,
+        cutoff: Cutoff | None = None,
     ) -> None:
+        if cutoff is not None and isinstance(plans, PlanHistory):
+            raise ValueError("per-contact cutoffs are for one plan set, not a plan history")
         self.plans = plans
+        self._cutoff = cutoff
         self.safe = safe
         self.result = ReplayResult(updates=[] if keep_updates else None)
         self.last_time: float | None = None
@@ -257,6 +281,10 @@ class ReplayPass:
         if self.last_time is not None and event.time < self.last_time:
             raise OutOfOrderError(f"event {event.id!r} is older than the one before it")
         self.last_time = event.time
+        if self._cutoff is not None:
+            own = self._cutoff(event.subject)
+            if own is not None and event.time > own:
+                return
         result = self.result
         stored = result.states.get(event.subject)
         state = copy_state(stored) if self.safe and stored is not None else stored
@@ -273,7 +301,10 @@ class ReplayPass:
         _collect(result, step.outputs)
 
     def advance(self, contact_id: str, end: float) -> None:
-        """Advance one contact (already scored) to the end time."""
+        """Advance one contact (already scored) to the end time, or to its own cutoff."""
+        if self._cutoff is not None:
+            own = self._cutoff(contact_id)
+            end = end if own is None else min(own, end)
         result = self.result
         state = result.states[contact_id]
         try:
@@ -292,12 +323,14 @@ def replay_file(
     plans: Plans,
     until: float | None = None,
     progress: Progress | None = None,
+    *,
+    cutoff: Cutoff | None = None,
 ) -> ReplayResult:
     """Replay a JSONL(.gz) file: read whole, put in time order (`in_time_order`), replayed once."""
     rejected: list[RejectedLine] = []
     with cyclic_gc_paused():  # every event is alive until the replay ends: nothing to collect
         lines = valid_events(read_lines(path, progress), rejected)
-        result = replay([event for _, event in in_time_order(lines)], plans, until)
+        result = replay([event for _, event in in_time_order(lines)], plans, until, cutoff=cutoff)
     result.rejected = rejected
     return result
 

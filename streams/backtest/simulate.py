@@ -6,6 +6,12 @@ unsubscribe, late newcomers), attributes for fit rules (some contacts match the 
 profile, some change an attribute later so fit points must be replaced), and silence long
 enough for inactivity rules to fire.
 
+With outcomes (`leadscore simulate --outcomes`), each contact converts or not by a latent
+propensity that its simulated behaviour implies: its segment, whether it matches the ideal
+customer profile, and its replies, pricing-page visits and demo requests raise it; churners
+never convert. A converter buys a few days after its last such buying signal. So the events
+carry a signal a plan can find, and `plans evaluate` and `plans fit` have a ground truth.
+
 Events come out in time order without building the whole stream: every contact's event count
 is fixed up front, each contact draws its own sorted event times one at a time (sequential
 uniform order statistics), and a heap keyed by each contact's next time merges them. Memory is
@@ -18,6 +24,7 @@ import gzip
 import heapq
 import io
 import itertools
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ from typing import Any
 import orjson
 
 from streams.models.events import CONTACT_UPDATED, TrackingEvent
+from streams.models.outcomes import Conversion
 
 SOURCE = "/leadscore/simulate"
 """CloudEvents `source` of every generated event."""
@@ -194,12 +202,30 @@ _CUM_SHARES = tuple(itertools.accumulate(segment.share for segment in SEGMENTS))
 class _Contact:
     """Generation state of one contact; `u` is its last event's position in [0, 1)."""
 
-    __slots__ = ("change_at", "emitted", "length", "offset", "profile", "segment", "total", "u")
+    __slots__ = (
+        "change_at",
+        "emitted",
+        "icp",
+        "last_event",
+        "last_signal",
+        "length",
+        "offset",
+        "profile",
+        "segment",
+        "signals",
+        "total",
+        "u",
+    )
 
     def __init__(
         self, segment: Segment, offset: float, length: float, profile: Profile | None
     ) -> None:
         self.segment = segment
+        self.icp = profile is not None and profile[0] in ICP_TITLES and profile[1:3] == ICP_PLACE
+        self.signals: dict[str, int] = {}
+        """Buying signals so far, by kind (`_signal`)."""
+        self.last_signal: float | None = None
+        self.last_event: float | None = None
         self.offset = offset
         self.length = length
         self.profile = profile
@@ -223,20 +249,102 @@ def generate(
     Every contact gets an event when `events >= contacts`. Cold contacts are silent for the
     last two thirds of the period (more than 30 days with the default 90).
     """
-    if contacts < 0 or events < 0:
-        raise ValueError("contacts and events must not be negative")
-    if events and not contacts:
-        raise ValueError("events need at least one contact")
-    if not days > 0:
-        raise ValueError("days must be positive")
-    return _events(contacts, events, seed, start, days * DAY)
+    return Simulation(contacts, events, seed=seed, start=start, days=days).events()
+
+
+class Simulation:
+    """A population's events and, once every event is out, who converted and when.
+
+    The conversions are drawn with their own random generator after the events, so a file of
+    events is the same with or without `--outcomes`."""
+
+    def __init__(
+        self,
+        contacts: int,
+        events: int,
+        *,
+        seed: int = 7,
+        start: float = DEFAULT_START,
+        days: float = 90.0,
+    ) -> None:
+        if contacts < 0 or events < 0:
+            raise ValueError("contacts and events must not be negative")
+        if events and not contacts:
+            raise ValueError("events need at least one contact")
+        if not days > 0:
+            raise ValueError("days must be positive")
+        self._people: list[_Contact] = []
+        self._seed = seed
+        self._stream = _events(contacts, events, seed, start, days * DAY, self._people)
+        self._done = False
+
+    def events(self) -> Iterator[TrackingEvent]:
+        yield from self._stream
+        self._done = True
+
+    def conversions(self) -> list[Conversion]:
+        """Each converter's conversion, in contact order; only after `events` is exhausted."""
+        if not self._done:
+            raise RuntimeError("the conversions are known once every event is out")
+        rng = random.Random(f"{self._seed}-outcomes")
+        converted = []
+        for index, person in enumerate(self._people):
+            if person.last_event is None or rng.random() >= propensity(person):
+                continue
+            bought_after = (
+                person.last_signal if person.last_signal is not None else person.last_event
+            )
+            converted.append(
+                Conversion(
+                    f"c-{index:06d}",
+                    round(bought_after + rng.uniform(1.0, 14.0) * DAY, 3),
+                    float(round(rng.lognormvariate(8.5, 0.6))),
+                )
+            )
+        return converted
+
+
+SEGMENT_LOGIT = {"champion": -2.8, "engaged": -4.0, "lurker": -5.0, "cold": -5.5, "newcomer": -3.8}
+"""A contact's log-odds of converting before its signals; churners (absent) never convert."""
+SIGNAL_LOGIT = {"icp": 2.0, "replied": 0.7, "pricing": 0.5, "demo": 1.2}
+"""What each signal adds to the log-odds: matching the ICP, and each reply, pricing visit and
+demo request (at most `SIGNAL_CAP` of each count)."""
+SIGNAL_CAP = 3
+
+
+def propensity(person: _Contact) -> float:
+    """The chance that the contact converts, from everything it did and is."""
+    base = SEGMENT_LOGIT.get(person.segment.name)
+    if base is None:
+        return 0.0
+    logit = base + (SIGNAL_LOGIT["icp"] if person.icp else 0.0)
+    for kind, count in person.signals.items():
+        logit += SIGNAL_LOGIT[kind] * min(count, SIGNAL_CAP)
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
+def _signal(event_type: str, data: Data) -> str | None:
+    """The kind of buying signal an event is, if any."""
+    if event_type == "email.replied":
+        return "replied"
+    if event_type == "page.visited" and str(data.get("url", "")).endswith("/pricing"):
+        return "pricing"
+    if event_type == "form.submitted" and data.get("form") == "demo-request":
+        return "demo"
+    return None
 
 
 def _events(
-    contacts: int, events: int, seed: int, start: float, period: float
+    contacts: int,
+    events: int,
+    seed: int,
+    start: float,
+    period: float,
+    people: list[_Contact],
 ) -> Iterator[TrackingEvent]:
+    """The events; `people` is filled with the population, for the conversions."""
     rng = random.Random(seed)
-    people = _population(rng, contacts, events, period)
+    people.extend(_population(rng, contacts, events, period))
     heap = [
         (_next_time(rng, person, start), index)
         for index, person in enumerate(people)
@@ -247,6 +355,11 @@ def _events(
         time, index = heap[0]
         person = people[index]
         event_type, data = _body(rng, person)
+        person.last_event = time
+        signal = _signal(event_type, data)
+        if signal is not None:
+            person.signals[signal] = person.signals.get(signal, 0) + 1
+            person.last_signal = time
         person.emitted += 1
         if person.emitted < person.total:
             heapq.heapreplace(heap, (_next_time(rng, person, start), index))

@@ -6,40 +6,43 @@ has Docker; they reach only package registries. So Maven fetches the broker's ja
 Central (`deploy/kafka/pom.xml`) into a git-ignored cache, and this module formats, starts,
 probes and stops the JVM.
 
-No JVM may outlive its owner: it runs in its own process group, which `stop()` signals as a
-whole; `stop()` runs on leaving a `with` block, at interpreter exit (`atexit`), on Ctrl-C and,
-through `_interrupt`, on SIGTERM/SIGHUP; and if this process dies without any of that
-(SIGKILL, `os._exit`), the kernel kills the JVM (`PR_SET_PDEATHSIG`).
+No JVM may outlive its owner (`streams/kafka/jvm.py`): `stop()` runs on leaving a `with`
+block, at interpreter exit (`atexit`), on Ctrl-C and on SIGTERM/SIGHUP.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
 import contextlib
-import ctypes
-import fcntl
-import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Self
 from xml.etree import ElementTree
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+
+from streams.kafka.jvm import (
+    JvmError,
+    OwnedJvm,
+    catch_stop_signals,
+    fetch_jars,
+    java,
+    launch,
+    run_tool,
+    stop_group,
+    tail_file,
+    tail_text,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -61,16 +64,12 @@ JVM_OPTIONS = (
 )
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
-MAVEN_TIMEOUT_S = 900.0
 FORMAT_TIMEOUT_S = 120.0
-LOG_TAIL_LINES = 40
 _MIB = 1024 * 1024
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-_PR_SET_PDEATHSIG = 1
 
 
-class BrokerError(RuntimeError):
+class BrokerError(JvmError):
     """The broker could not be fetched, started or reached; the message says why."""
 
 
@@ -92,68 +91,9 @@ def cache_root() -> Path:
 
 
 def fetch_kafka(cache_dir: Path | None = None) -> Path:
-    """Return the directory holding the broker's jars, running Maven only when it is incomplete.
-
-    The marker file holds the pom's hash and is written only after Maven succeeded, so a copy
-    Maven did not finish, or one made from an older pom, is fetched again. The file lock makes
-    parallel sessions on one machine (pytest-xdist, CI jobs) fetch once instead of racing.
-    """
+    """Return the directory holding the broker's jars, running Maven only when it is incomplete."""
     home = (cache_dir or cache_root()) / "kafka" / kafka_version()
-    libs = home / "libs"
-    marker = home / "libs.complete"
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file() and marker.read_text().strip() == digest:
-            return libs
-        marker.unlink(missing_ok=True)
-        shutil.rmtree(libs, ignore_errors=True)
-        _run_maven(libs)
-        marker.write_text(digest + "\n")
-    return libs
-
-
-def _run_maven(libs: Path) -> None:
-    """Copy kafka_2.13 and its runtime classpath into `libs` (batch mode: CI has no stdin)."""
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError(
-            "Maven (mvn) is not on PATH; it fetches the Kafka jars from Maven Central"
-        )
-    command = [
-        mvn,
-        "-q",
-        "-B",
-        "-Dstyle.color=never",
-        "-f",
-        str(POM),
-        "dependency:copy-dependencies",
-        f"-Dkafka.libs.dir={libs}",
-    ]
-    done = _run_tool(command, MAVEN_TIMEOUT_S, "Maven")
-    if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-        output = _tail_text(done.stdout + done.stderr)
-        raise BrokerError(f"Maven could not fetch Kafka (exit {done.returncode}):\n{output}")
-
-
-def _run_tool(command: list[str], timeout: float, name: str) -> subprocess.CompletedProcess[str]:
-    """Run a setup tool (Maven, the StorageTool) to its end, its output kept for the error.
-
-    No stdin (CI has none) and a deadline, so a tool that hangs fails the start with a
-    `BrokerError` naming it instead of hanging it.
-    """
-    try:
-        return subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BrokerError(f"{name} did not finish within {timeout:.0f} s") from exc
+    return fetch_jars(POM, home, "kafka_2.13-*.jar", "the Kafka jars")
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -279,96 +219,10 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-# --- process ownership -------------------------------------------------------------------------
-
-_live: set[EmbeddedBroker] = set()
-
-
-def _stop_all() -> None:
-    """Stop every broker still running when the interpreter exits (also after Ctrl-C)."""
-    for broker in list(_live):
-        broker.stop()
-
-
-atexit.register(_stop_all)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so they unwind like Ctrl-C.
-
-    Their default action ends Python at once, skipping `with` blocks, pytest's fixture teardown
-    and `atexit`, which would leave the JVM running.
-    """
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def _catch_stop_signals() -> None:
-    """Install `_interrupt` for signals nobody handles yet; only the main thread may do so.
-
-    A handler someone else installed (a Faust worker's, say) is left alone: its owner shuts
-    down, and `atexit` stops the broker after that. Ours stays installed after the broker
-    stops; it only ends the process the orderly way instead of the abrupt one.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in _STOP_SIGNALS:
-        if signal.getsignal(signum) == signal.SIG_DFL:
-            signal.signal(signum, _interrupt)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A `preexec_fn` asking Linux to SIGKILL the child when this process dies.
-
-    The kernel acts when the *thread* that forked exits, so it is used only from the main
-    thread, whose end is the process's end.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def set_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-
-    return set_death_signal
-
-
-def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
-    """Signal the JVM's whole process group (its pgid is its pid: `start_new_session`)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signum)
-
-
-def _java() -> str:
-    """`$JAVA_HOME/bin/java` when JAVA_HOME is set (as Kafka's own scripts do), else PATH's."""
-    home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    if java is None or not Path(java).is_file():
-        raise BrokerError("Java not found (set JAVA_HOME or put java on PATH); Kafka needs 17+")
-    return java
-
-
-def _tail_text(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _tail_file(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The end of a log without Java stack frames, which would crowd out the causes."""
-    if not path.is_file():
-        return f"(no {path.name})"
-    kept = [
-        line
-        for line in path.read_text(errors="replace").splitlines()
-        if not line.startswith(("\tat ", "\t... "))
-    ]
-    return "\n".join(kept[-lines:])
-
-
 # --- the broker --------------------------------------------------------------------------------
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(OwnedJvm):
     """One KRaft broker+controller JVM on 127.0.0.1, owned and stopped by this process.
 
     Without `data_dir` it lives in a temporary directory deleted by `stop()`; with one, its
@@ -426,9 +280,9 @@ class EmbeddedBroker:
         """Fetch the jars if needed, format the storage once, start the JVM, wait until ready."""
         if self._process is not None:
             raise BrokerError("the broker is already running")
-        _catch_stop_signals()
+        catch_stop_signals()
         libs = fetch_kafka(self._cache_dir)
-        _live.add(self)
+        self._owned()
         try:
             if self._requested_data_dir is None:
                 self._data_dir = Path(tempfile.mkdtemp(prefix="leadscore-kafka-"))
@@ -462,8 +316,8 @@ class EmbeddedBroker:
                 sasl_ssl_port=sasl_ssl_port,
             )
         )
-        java = [
-            _java(),
+        command = [
+            java(),
             *JVM_OPTIONS,
             f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
             f"-Dkafka.logs.dir={log_dir}",
@@ -472,20 +326,11 @@ class EmbeddedBroker:
         ]
         if not (storage / "meta.properties").is_file():
             scram = self._sasl_ssl.scram_arguments() if self._sasl_ssl else []
-            _format_storage(java, config, scram)
+            _format_storage(command, config, scram)
         self._bootstrap = f"{HOST}:{port}"
         if self._sasl_ssl is not None:
             self._sasl_ssl_bootstrap = f"{HOST}:{sasl_ssl_port}"
-        with (log_dir / "stderr.log").open("ab") as console:
-            return subprocess.Popen(
-                [*java, "kafka.Kafka", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                cwd=data_dir,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only calls prctl(2)
-            )
+        return launch([*command, "kafka.Kafka", str(config)], log_dir / "stderr.log", data_dir)
 
     def _await_ready(self, process: subprocess.Popen[bytes], deadline: float) -> None:
         """Return once the broker lists itself in a metadata response.
@@ -522,8 +367,8 @@ class EmbeddedBroker:
             return ""
         log_dir = self._data_dir / "logs"
         return (
-            f"--- {log_dir / 'stderr.log'} ---\n{_tail_file(log_dir / 'stderr.log')}\n"
-            f"--- {log_dir / 'server.log'} ---\n{_tail_file(log_dir / 'server.log')}"
+            f"--- {log_dir / 'stderr.log'} ---\n{tail_file(log_dir / 'stderr.log')}\n"
+            f"--- {log_dir / 'server.log'} ---\n{tail_file(log_dir / 'server.log')}"
         )
 
     def wait(self) -> int:
@@ -538,41 +383,23 @@ class EmbeddedBroker:
         SIGTERM lets Kafka shut down cleanly; SIGKILL follows after `timeout` seconds. Both go
         to the process group, so nothing the JVM started survives it.
         """
-        process = self._process
-        if process is not None and process.poll() is None:
-            _signal_group(process, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
+        if self._process is not None:
+            stop_group(self._process, timeout)
         self._process = None
         self._bootstrap = None
         self._sasl_ssl_bootstrap = None
-        _live.discard(self)
+        self._released()
         if self._temporary and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
             self._temporary = False
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _format_storage(java: list[str], config: Path, scram: list[str]) -> None:
+def _format_storage(jvm: list[str], config: Path, scram: list[str]) -> None:
     """Write meta.properties and the single-voter quorum (`--standalone`) into the log dirs,
     with the SCRAM credentials `scram` (`--add-scram ...` arguments) in the metadata."""
     command = [
-        *java,
+        *jvm,
         "kafka.tools.StorageTool",
         "format",
         "--standalone",
@@ -582,9 +409,9 @@ def _format_storage(java: list[str], config: Path, scram: list[str]) -> None:
         str(config),
         *scram,
     ]
-    done = _run_tool(command, FORMAT_TIMEOUT_S, "Kafka's StorageTool")
+    done = run_tool(command, FORMAT_TIMEOUT_S, "Kafka's StorageTool")
     if done.returncode != 0:
-        output = _tail_text(done.stdout + done.stderr)
+        output = tail_text(done.stdout + done.stderr)
         raise BrokerError(
             f"formatting the Kafka storage failed (exit {done.returncode}):\n{output}"
         )
@@ -651,8 +478,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def run_dev_broker(args: argparse.Namespace) -> int:
     """Run the broker until Ctrl-C/SIGTERM (exit 0) or until it dies on its own (exit 1)."""
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, _interrupt)
+    catch_stop_signals(always=True)
     broker = EmbeddedBroker(data_dir=args.data_dir, port=args.port)
     try:
         with broker:
@@ -662,7 +488,7 @@ def run_dev_broker(args: argparse.Namespace) -> int:
             report = broker.log_tail()
     except KeyboardInterrupt:
         return 0
-    except BrokerError as exc:
+    except JvmError as exc:
         print(f"dev-broker: {exc}", file=sys.stderr)
         return 1
     print(f"dev-broker: Kafka exited with code {code}\n{report}", file=sys.stderr)

@@ -20,8 +20,9 @@ _MISSING: Final = object()
 Check = Callable[[Any], bool]
 
 
-def _fold(value: Any) -> Any:
-    """Case-fold strings, and keep booleans apart from the numbers 0 and 1."""
+def fold(value: Any) -> Any:
+    """Case-fold strings, and keep booleans apart from the numbers 0 and 1: values that fold
+    alike are equal to `equals` and `in`."""
     if isinstance(value, str):
         return value.casefold()
     if isinstance(value, bool):
@@ -34,13 +35,13 @@ def _is_number(value: Any) -> bool:
 
 
 def _equals(expected: Any) -> Check:
-    folded = _fold(expected)
-    return lambda value: _fold(value) == folded
+    folded = fold(expected)
+    return lambda value: fold(value) == folded
 
 
 def _in(options: list[Any]) -> Check:
-    folded = [_fold(option) for option in options]
-    return lambda value: _fold(value) in folded
+    folded = [fold(option) for option in options]
+    return lambda value: fold(value) in folded
 
 
 def _glob(pattern: str) -> Check:

@@ -37,6 +37,8 @@ from streams.worker.fencing import (
     read_committed,
     transaction_timeout_ms,
 )
+from streams.worker.leads import ENCODERS, LeadRecords
+from streams.worker.leads_query import segment_sizes
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
 from streams.worker.plan_switch import SwitchPasses
@@ -347,10 +349,10 @@ class Worker:
     """The dead-letter topic's `max.message.bytes`, read once (the CLI checks it at start)."""
 
     def topic_specs(self) -> list[TopicSpec]:
-        """Topics to create before starting; the first four are co-partitioned."""
+        """Topics to create before starting; the first five are co-partitioned."""
         settings = self.settings
         topics, n = settings.topics, settings.partitions
-        changelog = changelog_config(settings.erasure_bound)
+        changelog = changelog_config(settings.erasure_bound)  # also erases from lead-scores
         outputs = retention_config(settings.output_retention)
         return [
             TopicSpec(topics.events, n),
@@ -362,6 +364,7 @@ class Worker:
                 config=changelog,
                 enforce_config=True,
             ),
+            TopicSpec(topics.leads, n, config=changelog, enforce_config=True),
             TopicSpec(topics.alerts, n, copartitioned=False, config=outputs),
             TopicSpec(topics.updates, n, copartitioned=False, config=outputs),
             TopicSpec(
@@ -414,6 +417,7 @@ class Worker:
             return
         partitions = self.active_partitions()
         metrics.contacts.set(sum(self.table.store.contact_count(p) for p in partitions))
+        metrics.set_threshold_counts(segment_sizes(self.table.store, partitions, self.live.current))
         lag: dict[tuple[str, int], int] = {}
         commit_lag: dict[tuple[str, int], int] = {}
         topics = self.settings.topics
@@ -513,6 +517,11 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         table.changelog_topic.get_topic_name(),
         live,
         outbox.barrier,
+        (
+            LeadRecords(topics.leads, lambda: table.store, ENCODERS[settings.lead_scores_format])
+            if settings.lead_scores
+            else None
+        ),
     )
     timers = Timers(
         settings.clock,

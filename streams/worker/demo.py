@@ -1,4 +1,5 @@
-"""`leadscore demo`: the whole pipeline on one machine, with sales alerts printed as they arrive.
+"""`leadscore demo`: the whole pipeline on one machine, with sales alerts printed as they arrive
+and, every few seconds, the top 5 contacts of each plan now (from `GET /leads`).
 
 A broker (the embedded one unless `LEADSCORE_KAFKA_BOOTSTRAP` is set, with the security
 settings of `LEADSCORE_SECURITY_PROTOCOL` and the other `LEADSCORE_SASL_*`/`LEADSCORE_SSL_*`
@@ -21,6 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -36,6 +38,7 @@ from streams.kafka.client import EventPublisher
 from streams.kafka.security import PLAINTEXT, KafkaConnection
 from streams.models.ledger import Ledger, format_cause, format_points
 from streams.models.outputs import THRESHOLD_CROSSED
+from streams.scoring import load_plans
 from streams.worker.settings import (
     OPTIONS,
     SECURITY_OPTIONS,
@@ -46,6 +49,10 @@ from streams.worker.settings import (
 
 EXAMPLE_PLANS = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
 READY_TIMEOUT = 120.0
+TOP = 5
+TOP_EVERY = 5.0
+"""Seconds between two leaderboards."""
+TOP_PREFIX = f"top {TOP} now"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,7 +139,15 @@ def _run(args: argparse.Namespace, connection: KafkaConnection, tmp: Path) -> in
         feeder.start()
         shown = 0
         why = AlertPoints()
-        for topic, sent in _outputs(connection, [topics.updates, topics.alerts]):
+        board = Leaderboard(
+            f"http://127.0.0.1:{args.web_port}", [plan.name for plan in load_plans(args.plans)]
+        )
+        for arrived in _outputs(connection, [topics.updates, topics.alerts]):
+            for line in board.due(time.monotonic()):
+                print(line, flush=True)
+            if arrived is None:
+                continue
+            topic, sent = arrived
             ready = why.update(sent) if topic == topics.updates else why.alert(sent)
             for alert, points in ready:
                 print(describe(alert, points), flush=True)
@@ -189,8 +204,9 @@ def _feed(
 
 def _outputs(
     connection: KafkaConnection, topics: list[str]
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(topic, output) of every output on the topics, from the beginning, as they arrive."""
+) -> Iterator[tuple[str, dict[str, Any]] | None]:
+    """(topic, output) of every output on the topics, from the beginning, as they arrive;
+    None when half a second passes without one (the leaderboard's turn)."""
     consumer = Consumer(
         connection.librdkafka({"group.id": f"{topics[0]}-demo", "enable.auto.commit": False})
     )
@@ -203,6 +219,7 @@ def _outputs(
         while True:
             message = consumer.poll(0.5)
             if message is None or message.error():
+                yield None
                 continue
             value, source = message.value(), message.topic()
             if value and source is not None:
@@ -267,3 +284,35 @@ def describe(alert: dict[str, Any], points: dict[str, int]) -> str:
         f"score {data['score']} (was {data['previous_score']})  "
         f"why: {format_cause(data['cause'])}: {format_points(points)}"
     )
+
+
+class Leaderboard:
+    """The top contacts of each plan, from the worker's `GET /leads`, every `TOP_EVERY` s."""
+
+    def __init__(self, url: str, plans: list[str]) -> None:
+        self._url = url
+        self._plans = plans
+        self._next = 0.0
+
+    def due(self, now: float) -> list[str]:
+        """One line per plan when a leaderboard is due, else none."""
+        if now < self._next:
+            return []
+        self._next = now + TOP_EVERY
+        return [self._line(plan) for plan in self._plans]
+
+    def _line(self, plan: str) -> str:
+        query = urllib.parse.urlencode({"plan": plan, "limit": TOP})
+        try:
+            with urllib.request.urlopen(f"{self._url}/leads?{query}", timeout=2) as response:
+                return top_line(plan, json.loads(response.read()))
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError) as error:
+            return f"{TOP_PREFIX}  {plan}: not available ({error})"
+
+
+def top_line(plan: str, answer: dict[str, Any]) -> str:
+    """`top 5 now  <plan>: <contact> <score>, ...`, saying so when partitions are missing."""
+    leads = ", ".join(f"{lead['contact_id']} {lead['score']}" for lead in answer["leads"])
+    missing = answer["missing_partitions"]
+    partial = f" (partitions {', '.join(map(str, missing))} missing)" if missing else ""
+    return f"{TOP_PREFIX}  {plan}: {leads or 'none yet'}{partial}"

@@ -21,6 +21,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streams.models.plan_versions import Change, PlanHistory, PlanVersion
+from streams.models.plans import PlanSet
 from streams.worker.plan_topic import Unusable
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ class LivePlans:
         )
         for result in Result:
             self._reloads.labels(result.value)  # every series from 0, for rate() and alerts
+
+    @property
+    def current(self) -> PlanSet:
+        """The plan set in force at the worker's time now (what `GET /leads` names plans and
+        thresholds by)."""
+        history = self.history
+        return history.versions[history.index_at(self._now())].plans
 
     def install(self, version: PlanVersion) -> Result:
         """Add `version` to the history, taking over at its `effective_from` or now; or

@@ -156,6 +156,13 @@ class Metrics:
         self.contacts = Gauge(
             "leadscore_contacts", "Contacts in the state of this worker's partitions.", registry=r
         )
+        self.at_threshold = Gauge(
+            "leadscore_contacts_at_threshold",
+            "Contacts of this worker's partitions at or above each threshold of the plans in "
+            "force (sum over workers for the cluster's segment sizes).",
+            ["plan", "threshold"],
+            registry=r,
+        )
         self.lag = Gauge(
             "leadscore_consumer_lag",
             "Messages not yet processed, per input partition.",
@@ -197,6 +204,13 @@ class Metrics:
                 self.updates.labels(plan).inc()
                 if timer:
                     self.timer_changes.labels(plan).inc()
+
+    def set_threshold_counts(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Contacts at or above each (plan, threshold); thresholds not given lose their series
+        (a plan version dropped them)."""
+        self.at_threshold.clear()
+        for (plan, threshold), count in counts.items():
+            self.at_threshold.labels(plan, threshold).set(count)
 
     def set_lag(
         self, lag: Mapping[tuple[str, int], int], commit_lag: Mapping[tuple[str, int], int]

@@ -9,6 +9,11 @@ with librdkafka; Faust then starts from the new local offset and reads only the 
 Why here and not when the partitions are assigned: aiokafka sends no heartbeat while an
 assignment callback runs, so a catch-up of half a minute there gets the worker thrown out of
 its group (seen in the benchmark). Faust's recovery runs after the callback, in its own task.
+
+The catch-up reads to the end, however long that takes (up to `CATCH_UP_LIMIT`): what it leaves
+Faust's recovery reads, and that never finishes. The changelog is written in transactions, so
+it ends with a commit marker that no consumer receives, and Faust looks past markers only under
+its own exactly-once guarantee (`Recovery.detect_aborted_tx`), which the worker does not use.
 """
 
 from __future__ import annotations
@@ -33,10 +38,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+CATCH_UP_LIMIT = 600.0
+"""Seconds the catch-up may read: tens of millions of contacts (a million took about 30 s in
+bench/README.md). A rebalance stops it at once."""
+
 
 class CatchUpRecovery(Recovery):
     """Faust's recovery, with `ContactStore.catch_up` before the active offsets are read, and
     the active partitions claimed (`streams.worker.fencing`) before anything is read."""
+
+    _catching_up_next = False
+    """Set by the active highwaters step: the step Faust waits for next reads the actives'
+    offsets, and with them runs the catch-up."""
+
+    async def _wait(self, coro: Any, timeout: Any = None) -> None:
+        """Faust bounds each recovery step by `broker_request_timeout` (90 s) and goes on to the
+        next one when it runs out; the step of the catch-up is bounded by `CATCH_UP_LIMIT`
+        instead (tests/worker/test_faust_internals.py checks Faust's order of the steps)."""
+        if self._catching_up_next:
+            self._catching_up_next = False
+            timeout = None
+        await super()._wait(coro, timeout)
 
     async def _build_highwaters(
         self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str
@@ -49,6 +71,7 @@ class CatchUpRecovery(Recovery):
                 {tp.partition for tp in tps if isinstance(self.tp_to_table[tp], ContactTable)}
             )
         await super()._build_highwaters(consumer, tps, destination, title)
+        self._catching_up_next = title == "active"
 
     async def _build_offsets(
         self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str
@@ -61,9 +84,6 @@ class CatchUpRecovery(Recovery):
         await super()._build_offsets(consumer, tps, destination, title)
 
     async def _catch_up(self, tps: set[TP], destination: Counter[TP]) -> None:
-        # Half of the time Faust gives this step, so the thread is done before it would
-        # be cancelled (a cancelled thread would still be writing while Faust reads).
-        budget = float(self.app.conf.broker_request_timeout) / 2
         for table in {self.tp_to_table[tp] for tp in tps}:
             if not isinstance(table, ContactTable):
                 continue
@@ -80,7 +100,7 @@ class CatchUpRecovery(Recovery):
                     topic,
                     [tp.partition for tp in mine],
                     stop,
-                    time.monotonic() + budget,
+                    time.monotonic() + CATCH_UP_LIMIT,
                 )
             except asyncio.CancelledError:
                 cancelled.set()

@@ -27,6 +27,8 @@ from streams.models.durations import parse_duration
 from streams.worker import history
 
 Clock = Literal["wall", "event"]
+LeadScoresFormat = Literal["json", "connect-json"]
+LEAD_SCORES_FORMATS: tuple[LeadScoresFormat, ...] = ("json", "connect-json")
 ENV_PREFIX = "LEADSCORE_"
 COMMIT_INTERVAL = 0.1
 """Seconds between commits, as Kafka Streams under exactly-once: outputs go out in the
@@ -204,6 +206,14 @@ OPTIONS: tuple[Option, ...] = (
         7 * 86400.0,
     ),
     Option(
+        "lead_scores_format",
+        "value format of lead-scores: json (schemas/lead-scores.schema.json), or connect-json "
+        "(Kafka Connect's schema envelope, for JDBC sink connectors: deploy/connect/)",
+        str,
+        "json",
+        choices=LEAD_SCORES_FORMATS,
+    ),
+    Option(
         "erasure_bound",
         "time within which the changelog compacts away an erased contact's data (also 1d)",
         _seconds,
@@ -262,6 +272,8 @@ class TopicNames:
     dead_letters: str
     ticks: str
     rerouted: str
+    leads: str
+    """Every contact's current scores, compacted (`streams.worker.leads`)."""
 
     @classmethod
     def with_prefix(cls, prefix: str, app_id: str = "leadscore") -> TopicNames:
@@ -274,6 +286,7 @@ class TopicNames:
             dead_letters=f"{prefix}tracking-events-dlq",
             ticks=f"{prefix}{app_id}-timer-ticks",
             rerouted=f"{prefix}{app_id}-rerouted",
+            leads=f"{prefix}lead-scores",
         )
 
 
@@ -305,6 +318,11 @@ class WorkerSettings:
     lateness: float = 86400.0
     """How far behind a contact's latest event an event is scored exactly (`score_event`)."""
     security: KafkaSecurity = PLAINTEXT
+    lead_scores_format: LeadScoresFormat = "json"
+    lead_scores: bool = True
+    """Publish `lead-scores` and keep the leads index. Not an option: off only in the
+    benchmark that measures what they cost (bench/leads_off_worker.py), since contacts that
+    change while it is off leave the index until their next change."""
 
     @property
     def kafka(self) -> KafkaConnection:

@@ -10,13 +10,14 @@ sees a duplicate, and the alert is lost for good. Here a state becomes durable o
    and writes into a fresh dict);
 2. wait until every output sent so far is acknowledged (`outputs_barrier`); the processor sends
    an event's outputs before it writes its state, so this covers every state in the snapshot;
-3. send each snapshot state once to the changelog and commit the worker's transaction with
-   the consumed offsets Faust computed: outputs, changelog records and input offsets become
-   visible to `read_committed` readers together, and a worker whose group generation is
-   over fails here, before writing anything (`streams.worker.fencing`); the acknowledged
-   changelog offsets are known once this returns;
-4. write the states, their deadline index entries, the stream times and the changelog offset
-   to RocksDB in one batch per partition.
+3. send each snapshot state once to the changelog, and, when its current scores changed,
+   its `lead-scores` record (`streams.worker.leads`), and commit the worker's transaction
+   with the consumed offsets Faust computed: outputs, changelog and lead-scores records and
+   input offsets become visible to `read_committed` readers together, and a worker whose
+   group generation is over fails here, before writing anything (`streams.worker.fencing`);
+   the acknowledged changelog offsets are known once this returns;
+4. write the states, their deadline and leads index entries, the stream times and the
+   changelog offset to RocksDB in one batch per partition.
 
 A crash anywhere leaves either an aborted transaction (nothing of it is visible: its events
 are consumed again from the committed offsets and send their outputs once more, in a
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from streams.scoring import ContactState, decode_state, encode_state, next_deadline
 from streams.worker.fencing import Transactions
 from streams.worker.history import EMPTY, Ledger
+from streams.worker.leads import LeadRecords, LeadUpdate
 from streams.worker.live_plans import LivePlans
 from streams.worker.store import (
     Applied,
@@ -111,8 +113,12 @@ class ContactStates:
         changelog_topic: str,
         plans: LivePlans,
         outputs_barrier: Callable[[], Awaitable[None]],
+        leads: LeadRecords | None = None,
     ) -> None:
+        """`leads`: what publishes `lead-scores` and feeds the leads index (None: neither,
+        for the benchmark that measures their cost)."""
         self._store = store
+        self._leads = leads
         self._producer = producer
         self._changelog_topic = changelog_topic
         self._plans = plans
@@ -140,12 +146,14 @@ class ContactStates:
         if dirty is not None:
             return dirty
         record = self._persisting.get(key)
-        if record is None:
-            record = self._store().read(partition, contact_id)
-        if record is None:
-            return None
-        state = decode_state(record_state(record))
-        return Held(state, record_applied(record), Ledger(record_history(record)))
+        return self.durable(partition, contact_id) if record is None else _held(record)
+
+    def durable(self, partition: int, contact_id: str) -> Held | None:
+        """The contact's state as of the last persist, ignoring what is written since: what
+        the HTTP views show, so that a contact's look-up, its place in `GET /leads` and its
+        `lead-scores` record change together, at the commit (the processor uses `get`)."""
+        record = self._store().read(partition, contact_id)
+        return None if record is None else _held(record)
 
     def contact_ids(self, partition: int) -> set[str]:
         """Every contact `get` knows on `partition`: durable, being persisted, or written since."""
@@ -222,18 +230,24 @@ class ContactStates:
                 metas[partition][STREAM_TIME] = _TIME.pack(self._stream_times[partition])
             self._times_changed = set()
             history = self._plans.history
+            leads = (
+                LeadUpdate()
+                if self._leads is None
+                else self._leads.update(((k, h.state) for k, h in snapshot.items()), history)
+            )
             self._persisting = {
                 key: pack_record(
                     next_deadline(held.state, history),
                     held.applied,
                     encode_state(held.state),
                     held.history.encoded(),
+                    leads.blocks.get(key, b""),
                 )
                 for key, held in snapshot.items()
             }
             try:
                 await self._outputs_barrier()
-                written = await self._send_changelog(metas, offsets or {})
+                written = await self._send_changelog(metas, leads, offsets or {})
                 self._write(written, metas)
             finally:
                 self._persisting = {}
@@ -243,11 +257,15 @@ class ContactStates:
         return Persisted(dict(persisted))
 
     async def _send_changelog(
-        self, metas: dict[int, dict[str, bytes]], offsets: Mapping[tuple[str, int], int]
+        self,
+        metas: dict[int, dict[str, bytes]],
+        leads: LeadUpdate,
+        offsets: Mapping[tuple[str, int], int],
     ) -> dict[int, int]:
         """Send the snapshot and the changed metadata (stream times, `note`s) to the
-        changelog, so that whoever recovers a partition also knows them, and commit them with
-        `offsets`; the last changelog offset acked per partition."""
+        changelog, so that whoever recovers a partition also knows them, and the changed
+        `lead-scores` records, and commit them with `offsets`; the last changelog offset acked
+        per partition."""
         records = [
             (partition, contact_key(contact_id), record)
             for (partition, contact_id), record in self._persisting.items()
@@ -258,6 +276,8 @@ class ContactStates:
         producer, topic = self._producer, self._changelog_topic
         for partition, key, value in records:
             await producer.send(topic, key, value, [], partition)
+        if self._leads is not None:
+            await self._leads.send(leads, producer)
         await producer.commit(offsets)
         return {
             partition: producer.acknowledged[(topic, partition)]
@@ -276,3 +296,9 @@ class ContactStates:
                 changelog_offset=offsets.get(partition),
                 meta=metas.get(partition) or None,
             )
+
+
+def _held(record: bytes) -> Held:
+    return Held(
+        decode_state(record_state(record)), record_applied(record), Ledger(record_history(record))
+    )

@@ -5,14 +5,18 @@ Each partition's database holds three kinds of keys, told apart by their first b
 - `c<contact id>`: the contact's record, `>d` next deadline (+inf for none), `>H` a count
   and that many `>Iq` pairs (input partition, offset of the last event applied to the contact
   that was consumed there), then, when the count's top bit is set, `>I` a length and that
-  many bytes of score history (`streams.worker.history`), then the core's encoded state. The
-  same key and value go to the changelog, so recovery restores all of it. A record without
-  history has the layout it had before history existed, so older records read as they are.
+  many bytes of score history (`streams.worker.history`), then, when the count's next bit is
+  set, `>I` a length and that many bytes of leads block (`streams.worker.lead_index`: the
+  scores `GET /leads` orders by), then the core's encoded state. The same key and value go to
+  the changelog, so recovery restores all of it. A record without history or leads block has
+  the layout it had before they existed, so older records read as they are.
 - `d<>d deadline><contact id>`: the deadline index, empty values, ordered by time, so the
   timer pass reads only the entries that are due: its cost grows with the due count, not with
   the number of contacts. It is derived data and never sent to the changelog; every write
   of a record (from the worker or from changelog recovery) updates it in the same WriteBatch,
   so it cannot disagree with the records after a crash.
+- `s...` and `h...`: the leads index and score histogram (`streams.worker.lead_index`),
+  derived from the leads blocks in the same batch, like the deadline index.
 - `m<name>`: per-partition metadata, written in the same batch: the stream time (which also
   goes to the changelog, so a worker taking the partition over knows it) and the contact
   count (derived, kept locally).
@@ -40,6 +44,7 @@ from rocksdict import Rdict, WriteBatch
 from yarl import URL
 
 from streams.kafka.security import KafkaConnection
+from streams.worker.lead_index import Entry, entries, histogram, index_keys, pack_count, read_count
 
 CATCH_UP_BATCH = 10_000
 CATCH_UP_FETCH_BYTES = 64 * 1024**2
@@ -53,6 +58,9 @@ _APPLIED = struct.Struct(">Iq")
 _LENGTH = struct.Struct(">I")
 _WITH_HISTORY = 0x8000
 """Top bit of the applied count: a history block follows the applied pairs."""
+_WITH_LEADS = 0x4000
+"""Next bit: a leads block follows (the history block, if any)."""
+_FLAGS = _WITH_HISTORY | _WITH_LEADS
 Applied = dict[int, int]
 """Input partition -> offset there of the last event applied to a contact."""
 _COUNT = META + b"contacts"
@@ -67,21 +75,27 @@ def meta_key(name: str) -> bytes:
 
 
 def pack_record(
-    deadline: float | None, applied: Applied, state: bytes, history: bytes = b""
+    deadline: float | None,
+    applied: Applied,
+    state: bytes,
+    history: bytes = b"",
+    leads: bytes = b"",
 ) -> bytes:
     """Deadline first, so the index can be maintained without decoding the state; then the
     input offsets of the last events applied, which make a replay after a crash exact however
     many events it holds (the core's own duplicate check remembers only the latest event ids).
     One per input partition: a re-routed event is identified by where it was first consumed
     (`streams.worker.reroute`), and offsets of different partitions are not comparable. Then
-    the score history, if any: in the record, it is made durable in the same write as the
-    state it belongs to."""
-    if len(applied) >= _WITH_HISTORY:
-        raise ValueError(f"{len(applied)} input partitions in one record: at most 32,767")
-    count = len(applied) | (_WITH_HISTORY if history else 0)
+    the score history and the leads block, if any: in the record, they are made durable in the
+    same write as the state they belong to."""
+    if len(applied) >= _WITH_LEADS:
+        raise ValueError(f"{len(applied)} input partitions in one record: at most 16,383")
+    count = len(applied) | (_WITH_HISTORY if history else 0) | (_WITH_LEADS if leads else 0)
     header = _HEADER.pack(math.inf if deadline is None else deadline, count)
-    block = [_LENGTH.pack(len(history)), history] if history else []
-    return b"".join([header, *(_APPLIED.pack(p, o) for p, o in applied.items()), *block, state])
+    blocks = [
+        part for block in (history, leads) if block for part in (_LENGTH.pack(len(block)), block)
+    ]
+    return b"".join([header, *(_APPLIED.pack(p, o) for p, o in applied.items()), *blocks, state])
 
 
 def record_deadline(record: bytes) -> float | None:
@@ -100,23 +114,41 @@ def record_history(record: bytes) -> bytes:
     return record[start:end]
 
 
+def record_leads(record: bytes) -> bytes:
+    """The record's leads block (empty when it has none)."""
+    start, end = _leads_span(record)
+    return record[start:end]
+
+
 def record_state(record: bytes) -> bytes:
-    return record[_history_span(record)[1] :]
+    return record[_leads_span(record)[1] :]
 
 
-def _applied_end(record: bytes) -> tuple[int, bool]:
-    """Where the applied pairs end, and whether a history block follows them."""
+def _applied_end(record: bytes) -> tuple[int, int]:
+    """Where the applied pairs end, and the flags of the blocks that follow them."""
     _, count = _HEADER.unpack_from(record)
-    return _HEADER.size + (count & ~_WITH_HISTORY) * _APPLIED.size, bool(count & _WITH_HISTORY)
+    return _HEADER.size + (count & ~_FLAGS) * _APPLIED.size, count & _FLAGS
 
 
-def _history_span(record: bytes) -> tuple[int, int]:
-    """Where the history block starts and ends (both where the state starts when none)."""
-    start, with_history = _applied_end(record)
-    if not with_history:
+def _block(record: bytes, start: int, present: bool) -> tuple[int, int]:
+    """Where the block at `start` starts and ends (both `start` when it is absent)."""
+    if not present:
         return start, start
     (length,) = _LENGTH.unpack_from(record, start)
     return start + _LENGTH.size, start + _LENGTH.size + length
+
+
+def _history_span(record: bytes) -> tuple[int, int]:
+    """Where the history block starts and ends (both where the next part starts when none)."""
+    start, flags = _applied_end(record)
+    return _block(record, start, bool(flags & _WITH_HISTORY))
+
+
+def _leads_span(record: bytes) -> tuple[int, int]:
+    """Where the leads block starts and ends (both where the state starts when none)."""
+    start, flags = _applied_end(record)
+    _, end = _block(record, start, bool(flags & _WITH_HISTORY))
+    return _block(record, end, bool(flags & _WITH_LEADS))
 
 
 def _index_key(deadline: float, key: bytes) -> bytes:
@@ -168,6 +200,17 @@ class ContactStore(rocksdb.Store):
             (deadline,) = _DEADLINE.unpack_from(key, len(INDEX))
             yield deadline, key[len(INDEX) + _DEADLINE.size :].decode()
             iterator.next()
+
+    def leads(
+        self, partition: int, plan: str, min_score: int | None, after: bytes | None, limit: int
+    ) -> list[Entry]:
+        """Up to `limit` contacts of `plan` at or above `min_score` on `partition`, highest
+        first, from just after the cursor `after` (`streams.worker.lead_index`)."""
+        return entries(self._db(partition), plan, min_score, after, limit)
+
+    def score_counts(self, partition: int, plan: str) -> list[tuple[int, int]]:
+        """(score, contacts with it) in `plan` on `partition`, highest first."""
+        return list(histogram(self._db(partition), plan))
 
     def records(
         self, partition: int, after: str | None = None
@@ -237,8 +280,8 @@ class ContactStore(rocksdb.Store):
     def catch_up(
         self, topic: str, partitions: list[int], stop: Callable[[], bool], deadline: float
     ) -> None:
-        """Read `topic`'s partitions from the local offset to their end, or until `stop()`
-        or the `time.monotonic()` deadline; Faust's recovery reads what is left.
+        """Read `topic`'s partitions from the local offset to their end, or until `stop()` (a
+        rebalance) or the `time.monotonic()` deadline (`recovery.CATCH_UP_LIMIT`).
 
         Faust's own recovery delivers each changelog message through its consumer, conductor
         and queues: a few thousand messages/s, minutes for a million contacts. Reading with
@@ -319,31 +362,50 @@ class _Batch:
 
     What a key holds is read from the database once, then tracked here, so a key written
     several times in one batch (common in changelog recovery) leaves no stale index entry and
-    is counted right.
+    is counted right. The leads index (`streams.worker.lead_index`) is kept the same way: an
+    unchanged leads block touches no key, a changed one moves the contact's entries and
+    histogram counts.
     """
 
     def __init__(self, db: Rdict) -> None:
         self.db = db
         self.batch = WriteBatch(raw_mode=True)
-        self._current: dict[bytes, tuple[bool, float | None]] = {}
-        """Key -> (present, deadline) as of the writes staged so far."""
+        self._current: dict[bytes, tuple[bool, float | None, bytes]] = {}
+        """Key -> (present, deadline, leads block) as of the writes staged so far."""
         self._count_delta = 0
+        self._histogram: dict[bytes, int] = {}
+        """Histogram key -> change of its count in this batch."""
 
     def put(self, key: bytes, record: bytes | None) -> None:
-        present, old = self._current.get(key) or self._stored(key)
+        present, old, old_leads = self._current.get(key) or self._stored(key)
+        contact_id = key[len(CONTACT) :]
         if old is not None:
-            self.batch.delete(_index_key(old, key[len(CONTACT) :]))
+            self.batch.delete(_index_key(old, contact_id))
+        leads = b"" if record is None else record_leads(record)
+        if leads != old_leads:
+            self._move_leads(contact_id, old_leads, leads)
         if record is None:
             self.batch.delete(key)
             self._count_delta -= present
-            self._current[key] = (False, None)
+            self._current[key] = (False, None, b"")
             return
         new = record_deadline(record)
         self.batch.put(key, record)
         if new is not None:
-            self.batch.put(_index_key(new, key[len(CONTACT) :]), b"")
+            self.batch.put(_index_key(new, contact_id), b"")
         self._count_delta += not present
-        self._current[key] = (True, new)
+        self._current[key] = (True, new, leads)
+
+    def _move_leads(self, contact_id: bytes, old: bytes, new: bytes) -> None:
+        histogram = self._histogram
+        if old:
+            for entry, counted in index_keys(old, contact_id):
+                self.batch.delete(entry)
+                histogram[counted] = histogram.get(counted, 0) - 1
+        if new:
+            for entry, counted in index_keys(new, contact_id):
+                self.batch.put(entry, b"")
+                histogram[counted] = histogram.get(counted, 0) + 1
 
     def put_raw(self, key: bytes, value: bytes | None) -> None:
         """A key outside the record layout (metadata): no index, no count."""
@@ -352,15 +414,24 @@ class _Batch:
         else:
             self.batch.put(key, value)
 
-    def _stored(self, key: bytes) -> tuple[bool, float | None]:
+    def _stored(self, key: bytes) -> tuple[bool, float | None, bytes]:
         previous: bytes | None = self.db.get(key)
-        return (False, None) if previous is None else (True, record_deadline(previous))
+        if previous is None:
+            return False, None, b""
+        return True, record_deadline(previous), record_leads(previous)
 
     def commit(self, changelog_offset: int | None, offset_key: bytes) -> None:
         if self._count_delta:
             raw = self.db.get(_COUNT)
             count = (int(raw) if raw else 0) + self._count_delta
             self.batch.put(_COUNT, str(count).encode())
+        for counted, delta in self._histogram.items():
+            if delta:
+                total = read_count(self.db.get(counted)) + delta
+                if total:
+                    self.batch.put(counted, pack_count(total))
+                else:
+                    self.batch.delete(counted)
         if changelog_offset is not None:
             self.batch.put(offset_key, str(changelog_offset).encode())
         self.db.write(self.batch)

@@ -22,6 +22,7 @@ from yarl import URL
 from streams.kafka.partitioning import partition_for
 from streams.scoring import contact_view, plans_for
 from streams.worker.history import history_view
+from streams.worker.leads_query import Cluster, register_lead_views
 from streams.worker.settings import setting_name
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def register_views(worker: Worker) -> None:
         partition = contact_partition(contact_id, partitions)
         if partition not in worker.active_partitions():  # routed here with stale metadata
             return view.json({"error": "not the contact's owner"}, status=NOT_READY)
-        return states.get(partition, contact_id)
+        return states.durable(partition, contact_id)  # changes with /leads, at the commit
 
     def unknown(view: web.View, contact_id: str) -> web.Response:
         return view.json({"error": "unknown contact", "contact_id": contact_id}, status=404)
@@ -98,6 +99,23 @@ def register_views(worker: Worker) -> None:
             contact_id, held.history, plans_for(held.state, live.history), history_size, plan
         )
         return view.json(body, status=status)
+
+    register_lead_views(
+        app,
+        Cluster(
+            lambda: worker.table.store,
+            worker.ready,
+            worker.active_partitions,
+            partitions,
+            lambda: {
+                url: topics.get(worker.table.changelog_topic.get_topic_name(), ())
+                for url, topics in app.router.table_metadata(worker.table.name).items()
+            },
+            worker.settings.web_url,
+            lambda: app.http_client,
+        ),
+        lambda: live.current,
+    )
 
     @app.page("/healthz")
     async def healthz(view: web.View, request: web.Request) -> web.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +13,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.backtest.simulate import DAY, DEFAULT_START, SEGMENTS, SOURCE, generate, write_jsonl
+from streams.backtest.simulate import (
+    DAY,
+    DEFAULT_START,
+    SEGMENTS,
+    SOURCE,
+    Simulation,
+    generate,
+    write_jsonl,
+)
 from streams.models.events import CONTACT_UPDATED, TrackingEvent, parse_structured
+from streams.models.outcomes import Conversion
 
 END = DEFAULT_START + 90 * DAY
 CONTACTS = 2_000
@@ -246,3 +255,50 @@ def test_gzip_output_is_reproducible(tmp_path: Path) -> None:
         path.parent.mkdir()
         write_jsonl(generate(10, 50), path)
     assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def converted(sample: list[TrackingEvent]) -> dict[str, Conversion]:
+    simulation = Simulation(CONTACTS, 30_000, seed=11)
+    assert list(simulation.events()) == sample  # the same events with outcomes as without
+    return {conversion.contact_id: conversion for conversion in simulation.conversions()}
+
+
+def test_conversions_are_deterministic_and_need_the_events_first(
+    converted: dict[str, Conversion],
+) -> None:
+    again = Simulation(CONTACTS, 30_000, seed=11)
+    with pytest.raises(RuntimeError, match="once every event is out"):
+        again.conversions()
+    deque(again.events(), maxlen=0)
+    assert {c.contact_id: c for c in again.conversions()} == converted
+    assert 0.05 < len(converted) / CONTACTS < 0.2  # a plausible base rate
+    assert all(c.value is not None and c.value > 0 for c in converted.values())
+
+
+def test_churners_never_convert_and_buying_signals_raise_the_rate(
+    histories: History, converted: dict[str, Conversion]
+) -> None:
+    churners = {
+        contact
+        for contact, events in histories.items()
+        if events[-1].type == "list.unsubscribed"  # only churners unsubscribe, and last
+    }
+    assert churners and not churners & converted.keys()
+    demo = {
+        contact
+        for contact, events in histories.items()
+        if any(e.data.get("form") == "demo-request" for e in events)
+    }
+
+    def rate(contacts: set[str]) -> float:
+        return len(contacts & converted.keys()) / len(contacts)
+
+    assert rate(demo) > 3 * rate(set(histories) - demo)
+
+
+def test_a_converter_buys_after_its_first_event(
+    histories: History, converted: dict[str, Conversion]
+) -> None:
+    for contact, conversion in converted.items():
+        assert conversion.converted_at > histories[contact][0].time

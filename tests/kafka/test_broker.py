@@ -23,7 +23,7 @@ from confluent_kafka.cimpl import (
     NewTopic,
 )  # where the type is declared (admin does not re-export it to mypy)
 
-from streams.kafka import broker
+from streams.kafka import jvm
 from streams.kafka.broker import (
     BOOTSTRAP_ENV,
     CACHE_ENV,
@@ -183,10 +183,10 @@ def test_cache_root_follows_the_environment(
     assert cache_root() == tmp_path
 
 
-def fake_maven(calls: list[Path]) -> Callable[[Path], None]:
-    """A `_run_maven` that records its calls and leaves an empty libs directory."""
+def fake_maven(calls: list[Path]) -> Callable[[Path, Path, str, str], None]:
+    """A `run_maven` that records its calls and leaves an empty libs directory."""
 
-    def run(libs: Path) -> None:
+    def run(pom: Path, libs: Path, jar_glob: str, what: str) -> None:
         calls.append(libs)
         libs.mkdir(parents=True)
 
@@ -200,7 +200,7 @@ def test_fetch_skips_maven_when_the_cache_is_complete(
     home.mkdir(parents=True)
     (home / "libs.complete").write_text(hashlib.sha256(POM.read_bytes()).hexdigest() + "\n")
     calls: list[Path] = []
-    monkeypatch.setattr(broker, "_run_maven", fake_maven(calls))
+    monkeypatch.setattr(jvm, "run_maven", fake_maven(calls))
 
     assert fetch_kafka(tmp_path) == home / "libs"
     assert calls == []
@@ -216,7 +216,7 @@ def test_fetch_runs_maven_when_the_cache_is_missing_or_stale(
     if marker is not None:
         (home / "libs.complete").write_text(marker)
     calls: list[Path] = []
-    monkeypatch.setattr(broker, "_run_maven", fake_maven(calls))
+    monkeypatch.setattr(jvm, "run_maven", fake_maven(calls))
 
     libs = fetch_kafka(tmp_path)
 

@@ -23,7 +23,7 @@ from streams.scoring import ContactState, apply, load_plans
 from streams.scoring.engine import plans_for, rescore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "plans.yaml"
-NAMES = ["plans", "tracking-event", "score-update", "sales-alert"]
+NAMES = ["plans", "tracking-event", "score-update", "sales-alert", "lead-scores"]
 ERASURE = [TrackingEvent("erase-1", "/gdpr", "contact.erased", 1_800_000_000.0, "c-000001", {})]
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 import pytest
 
 from streams.models.outputs import SCORE_CHANGED, THRESHOLD_CROSSED
-from streams.worker.demo import AlertPoints, describe
+from streams.worker.demo import AlertPoints, describe, top_line
 from tests.worker.harness import REPO, free_port
 
 # The `leadscore` entry point is the lead's; the demo's own parser is enough here.
@@ -28,6 +28,7 @@ DEMO = (
     "sys.exit(args.handler(args))\n"
 )
 ALERT = re.compile(r"^\S+ \S+  c-\d+ +(lead-score|icp-fit) +(crossed|dropped) \S+ \(\d+\)  score ")
+TOP = re.compile(r"^top 5 now  (lead-score|icp-fit): (none yet|c-\d+ -?\d+(, c-\d+ -?\d+){0,4})$")
 WHY = re.compile(r"  why: (\S+ \S+|timer \S+): (-|\S+ [+-]\d+(, \S+ [+-]\d+)*)$")
 
 
@@ -63,7 +64,7 @@ def test_demo_prints_alerts_and_stops_its_worker(kafka_bootstrap: str) -> None:
     demo = _demo(kafka_bootstrap, "--rate", "0", "--alerts", "3")
     stdout, stderr = demo.communicate(timeout=180)
     assert demo.returncode == 0, stderr
-    lines = stdout.splitlines()
+    lines = [line for line in stdout.splitlines() if not line.startswith("top 5 now")]
     assert len(lines) == 3 and all(ALERT.match(line) for line in lines), stdout
     assert all(WHY.search(line) for line in lines), stdout
     assert _gone(_worker_pid(stderr))
@@ -80,12 +81,17 @@ def test_sigterm_stops_the_demo_and_its_worker(kafka_bootstrap: str) -> None:
 
     assert demo.stdout is not None
     threading.Thread(target=pump, args=(demo.stdout,), daemon=True).start()
-    try:
-        first = lines.get(timeout=180)
-    except Empty:
-        demo.kill()
-        pytest.fail(f"no alert printed\n{demo.communicate()[1]}")
-    assert ALERT.match(first), first
+    seen: list[str] = []
+    # An alert, and a leaderboard whose plans have leads (the first may come before any).
+    while not (
+        any(map(ALERT.match, seen)) and any("none yet" not in s for s in seen if TOP.match(s))
+    ):
+        try:
+            seen.append(lines.get(timeout=180).rstrip("\n"))
+        except Empty:
+            demo.kill()
+            pytest.fail(f"no alert and leaderboard printed\n{seen}\n{demo.communicate()[1]}")
+        assert ALERT.match(seen[-1]) or TOP.match(seen[-1]), seen[-1]
     demo.send_signal(signal.SIGTERM)
     assert demo.wait(90) == 0
     assert demo.stderr is not None
@@ -133,3 +139,11 @@ def test_an_alert_shows_the_points_of_its_own_change_whichever_topic_comes_first
     assert [early.update(update) for update in updates[:9]] == [[]] * 9
     assert early.alert(alert) == []  # its own update is not read yet
     assert [describe(*shown) for shown in early.update(updates[9])] == [expected]
+
+
+def test_a_leaderboard_line_names_its_plan_and_says_when_partitions_are_missing() -> None:
+    leads = [{"contact_id": f"c-{i}", "score": 300 - i, "changed_at": "x"} for i in range(2)]
+    whole = {"leads": leads, "partial": False, "missing_partitions": []}
+    assert top_line("lead-score", whole) == "top 5 now  lead-score: c-0 300, c-1 299"
+    partial = {"leads": [], "partial": True, "missing_partitions": [1, 2]}
+    assert top_line("icp-fit", partial) == "top 5 now  icp-fit: none yet (partitions 1, 2 missing)"

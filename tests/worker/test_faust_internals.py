@@ -63,6 +63,7 @@ OVERRIDES = (
     Override(app.WorkerApp, faust.App, "_new_transport", "(self)", "11beddacb9fee5b0"),
     Override(recovery.CatchUpRecovery, Recovery, "_build_offsets", "(self, consumer, tps, destination, title)", None),
     Override(recovery.CatchUpRecovery, Recovery, "_build_highwaters", "(self, consumer, tps, destination, title)", None),
+    Override(recovery.CatchUpRecovery, Recovery, "_wait", "(self, coro, timeout=None)", None),
     Override(recovery.CatchUpTableManager, TableManager, "recovery", "property", "9e5e10447444e1df"),
     Override(recovery.CatchUpTableManager, TableManager, "changelog_queue", "property", "756bbb358089cfc4"),
     Override(recovery.ChangelogQueue, ThrowableQueue, "clear", "(self)", None),
@@ -246,3 +247,12 @@ def test_attributes_set_after_construction_are_still_read_later(
 @pytest.mark.parametrize(("module", "name"), MODULE_NAMES)
 def test_module_level_names_exist(module: object, name: str) -> None:
     assert hasattr(module, name), f"{getattr(module, '__name__', module)} has no {name} any more"
+
+
+def test_recovery_waits_for_the_active_offsets_right_after_the_active_highwaters() -> None:
+    """`CatchUpRecovery._wait` lifts the time bound of the step that follows the active
+    highwaters, which must be the one that reads the actives' offsets (and runs the catch-up)."""
+    source = inspect.getsource(Recovery._restart_recovery.fun)  # a mode `ServiceTask`
+    steps = re.findall(r"await self\._wait\(\s*T\(self\.(\w+)\)\(\s*consumer,\s*(\w+)", source)
+    active = steps.index(("_build_highwaters", "assigned_active_tps"))
+    assert steps[active + 1] == ("_build_offsets", "assigned_active_tps"), steps

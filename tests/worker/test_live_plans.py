@@ -79,9 +79,11 @@ def test_a_version_takes_over_at_its_start_and_shows_as_pending_until_then(
     assert [v.label for v in live.history.versions] == ["v1", "v2"]
     live.refresh()
     assert info(registry) == {"current": "v1", "pending": "v2"}
+    assert live.current.version == "v1"  # what GET /leads names thresholds by
     clock.now += 86_400
     live.refresh()
     assert info(registry) == {"current": "v2"}
+    assert live.current.version == "v2"
     assert reloads(registry, "installed") == 1
 
 

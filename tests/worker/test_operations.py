@@ -31,6 +31,7 @@ from tests.worker.harness import (
     series,
     wait_until,
 )
+from tests.worker.lead_table import assert_lead_scores_match
 from tests.worker.test_examples import ICP_ATTRIBUTES, _warm_events
 
 
@@ -112,6 +113,10 @@ def test_metrics_count_what_was_sent(start_worker: StartWorker, kafka_bootstrap:
     assert total("leadscore_score_updates_sent_total") == updates
     assert all(value == 0 for name, value in metrics.items() if "consumer_lag{" in name)
     assert metrics["leadscore_ready"] == 1
+    at = "leadscore_contacts_at_threshold"
+    assert metrics[series(at, plan="lead-score", threshold="warm")] == 1
+    assert metrics[series(at, plan="lead-score", threshold="hot")] == 0
+    assert metrics[series(at, plan="icp-fit", threshold="sales-ready")] == 1
     text = http_get(worker.url + "/metrics")[1]
     assert not any(contact in text for contact in ("m-warm", "m-fit", "m-other", "m-bad"))
 
@@ -142,6 +147,12 @@ def test_any_worker_answers_for_any_contact_and_a_survivor_takes_over(
     for contact in contacts:
         wait_until(reaches(first, contact, 110), 60, f"{contact} via the first worker")
         assert second.score(contact) == 110
+    # GET /leads on either worker merges both workers' partitions.
+    assert_lead_scores_match(second, kafka_bootstrap, set(contacts))
+    status, warm = http_get(f"{first.url}/leads?plan=lead-score&threshold=warm&limit=5")
+    assert (status, warm["partial"], len(warm["leads"])) == (200, False, 5), warm
+    status, counts = http_get(f"{second.url}/leads/counts?plan=lead-score")
+    assert (status, counts["thresholds"], counts["partial"]) == (200, {"warm": 12, "hot": 0}, False)
 
     second.stop(9)
     wait_until(
@@ -156,6 +167,7 @@ def test_any_worker_answers_for_any_contact_and_a_survivor_takes_over(
     )
     for contact in contacts:
         wait_until(reaches(first, contact, 120), 60, f"{contact} after the takeover")
+    assert_lead_scores_match(first, kafka_bootstrap, set(contacts))
 
 
 @pytest.mark.integration

@@ -27,6 +27,7 @@ from tests.worker.harness import (
     publish,
     wait_until,
 )
+from tests.worker.lead_table import assert_lead_scores_match
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +128,5 @@ def test_restart_mid_stream_loses_and_doubles_nothing(
         else first.start()
     )
     assert_matches_replay(second, kafka_bootstrap, events, load_plans(EXAMPLE_PLANS))
+    # The leads index comes back with the state (from the changelog into an empty data dir).
+    assert_lead_scores_match(second, kafka_bootstrap, {e.subject for e in events})

@@ -32,6 +32,12 @@ def test_defaults_need_only_plans_and_bootstrap() -> None:
     assert settings.topics.dead_letters == "tracking-events-dlq"
     assert settings.topics.ticks == "leadscore-timer-ticks"
     assert settings.topics.rerouted == "leadscore-rerouted"
+    assert settings.lead_scores_format == "json"
+    connect = _settings(
+        ["--plans", "p.yaml", "--bootstrap", "k:9092"],
+        {"LEADSCORE_LEAD_SCORES_FORMAT": "connect-json"},
+    )
+    assert connect.lead_scores_format == "connect-json"
 
 
 def test_ticks_belong_to_one_app_while_the_shared_topics_do_not() -> None:
@@ -82,6 +88,11 @@ SASL = {**REQUIRED, "LEADSCORE_SECURITY_PROTOCOL": "SASL_SSL"}
             "--plans (LEADSCORE_PLANS) and --plans-topic (LEADSCORE_PLANS_TOPIC) are both set",
         ),
         ([], {**REQUIRED, "LEADSCORE_CLOCK": "lunar"}, "LEADSCORE_CLOCK: expected one of"),
+        (
+            [],
+            {**REQUIRED, "LEADSCORE_LEAD_SCORES_FORMAT": "avro"},
+            "LEADSCORE_LEAD_SCORES_FORMAT: expected one of json, connect-json",
+        ),
         ([], {**REQUIRED, "LEADSCORE_WEB_PORT": "99999"}, "LEADSCORE_WEB_PORT: expected a TCP"),
         (["--partitions", "0"], REQUIRED, "--partitions: expected a positive integer"),
         (["--timer-interval", "soon"], REQUIRED, "--timer-interval: expected a duration"),

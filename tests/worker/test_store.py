@@ -61,8 +61,8 @@ def test_a_record_keeps_its_history_between_the_applied_offsets_and_the_state() 
         assert record_deadline(record) == 12.5
         assert record_applied(record) == applied
         assert (record_history(record), record_state(record)) == (b"history", b"state")
-    with pytest.raises(ValueError, match="at most 32,767"):
-        pack_record(None, dict.fromkeys(range(2**15), 0), b"state")
+    with pytest.raises(ValueError, match="at most 16,383"):
+        pack_record(None, dict.fromkeys(range(2**14), 0), b"state")
 
 
 def test_due_reads_only_entries_up_to_the_time_oldest_first(store: ContactStore) -> None:

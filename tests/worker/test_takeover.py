@@ -33,6 +33,7 @@ from tests.worker.harness import (
     series,
     wait_until,
 )
+from tests.worker.lead_table import assert_lead_scores_match
 from tests.worker.test_replay_equivalence import assert_matches_replay, end_events
 
 pytestmark = pytest.mark.integration
@@ -156,6 +157,7 @@ def test_takeovers_from_standbys_lose_nothing_and_commits_reach_the_end(
     events = stream.finish()
 
     assert_matches_replay(first, kafka_bootstrap, events, load_plans(EXAMPLE_PLANS), 1)
+    assert_lead_scores_match(first, kafka_bootstrap, {e.subject for e in events})
 
     topics = [first.topics.events, first.topics.ticks]
     group = f"{prefix}leadscore"
