@@ -27,7 +27,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -60,7 +60,7 @@ from streams.models.outputs import Output
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
 from streams.scoring import engine as core_engine
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.history import DEFAULT_SIZE, EMPTY, Ledger
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
@@ -77,15 +77,12 @@ TOPICS = TopicNames.with_prefix("bench.")
 
 
 class _Changelog:
-    """Stands in for the partition producers at persist: counts what would be sent."""
+    """Stands in for the worker's transactions at persist: counts what would be sent."""
 
     def __init__(self) -> None:
         self.messages = 0
         self.bytes = 0
         self.acknowledged: dict[tuple[str, int], int] = {}
-
-    def producer(self, partition: int) -> _Changelog:
-        return self
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, partition: int
@@ -95,7 +92,7 @@ class _Changelog:
         where = (topic, partition)
         self.acknowledged[where] = self.acknowledged.get(where, -1) + 1
 
-    async def commit(self) -> None:
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Nothing to commit: nothing was sent."""
 
 
@@ -134,7 +131,7 @@ def _one_run(
         live = LivePlans(PlanHistory.single(plans), CollectorRegistry(), time.time)
         states = ContactStates(
             lambda: table.store,
-            cast(PartitionProducers, changelog),
+            cast(Transactions, changelog),
             "bench-changelog",
             live,
             outbox.barrier,

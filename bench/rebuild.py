@@ -38,7 +38,7 @@ from streams.kafka.broker import broker_from_env
 from streams.kafka.security import KafkaConnection
 from streams.models.plan_versions import PlanHistory, parse_plan_version
 from streams.scoring import Output
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox
@@ -81,7 +81,7 @@ async def _rebuild_and_swap(bootstrap: str, prefix: str, end: int) -> dict[str, 
 
         states = ContactStates(
             lambda: table.store,
-            cast(PartitionProducers, None),
+            cast(Transactions, None),
             "changelog",
             LivePlans(PlanHistory.single(version.plans), CollectorRegistry(), time.time),
             no_barrier,

@@ -34,7 +34,7 @@ from bench.harness import contact_table
 from streams.backtest.simulate import generate
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.live_plans import LivePlans
 from streams.worker.plan_switch import SwitchPasses
 from streams.worker.states import ContactStates
@@ -81,7 +81,7 @@ async def _one_pass(
     live = LivePlans(history, CollectorRegistry(), time.time)
     states = ContactStates(
         lambda: store,
-        cast(PartitionProducers, None),  # nothing is persisted here
+        cast(Transactions, None),  # nothing is persisted here
         "bench-changelog",
         live,
         _nothing,

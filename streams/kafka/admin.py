@@ -227,13 +227,22 @@ def _check_partitions(specs: Sequence[TopicSpec], existing: Mapping[str, int]) -
 
 
 def watermarks(
-    kafka: str | KafkaConnection, topic: str, partitions: Sequence[int]
+    kafka: str | KafkaConnection,
+    topic: str,
+    partitions: Sequence[int],
+    isolation: str = "read_committed",
 ) -> dict[int, tuple[int, int]]:
     """Each partition's (log start, end) offsets, retrying the answers of a topic created a
-    moment ago; the consumer has a throwaway group and commits nothing."""
+    moment ago; the consumer has a throwaway group and commits nothing. The end is where a
+    reader of `isolation` stops: under `read_committed` (librdkafka's default) the last stable
+    offset, before any open transaction; under `read_uncommitted` the log's end."""
     consumer = Consumer(
         as_connection(kafka).librdkafka(
-            {"group.id": f"leadscore-watermarks-{uuid.uuid4().hex}", "enable.auto.commit": False}
+            {
+                "group.id": f"leadscore-watermarks-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": isolation,
+            }
         )
     )
     try:

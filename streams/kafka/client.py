@@ -91,6 +91,11 @@ class KeyedProducer:
         self.acknowledged: dict[tuple[str, int], int] = {}
         """The highest acknowledged offset per (topic, partition)."""
 
+    @property
+    def native(self) -> Producer:
+        """The librdkafka producer itself, for its transaction calls."""
+        return self._producer
+
     def try_produce(
         self,
         topic: str,

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -30,7 +30,13 @@ from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet
 from streams.worker import collector, dead_letters
 from streams.worker.crash import crash_without_commit
-from streams.worker.fencing import FencedError, PartitionProducers, read_committed
+from streams.worker.fencing import (
+    FencedError,
+    Transactions,
+    member_of,
+    read_committed,
+    transaction_timeout_ms,
+)
 from streams.worker.leads import ENCODERS, LeadRecords
 from streams.worker.leads_query import segment_sizes
 from streams.worker.live_plans import LivePlans
@@ -85,7 +91,7 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         to the committed offsets run here, between two batches (`SeekGate` says why).
         """
         app = cast(WorkerApp, self.app)
-        direct_topics, handle = app.direct_topics, app.handle
+        direct_topics, handle, turn = app.direct_topics, app.handle, app.turn
         # Faust's stall check (`verify_event_path`) reads when a stream last took a message
         # from each partition; no stream does here, so without this it logged "Stream has not
         # started processing" errors for every busy partition five minutes after the start.
@@ -126,10 +132,11 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
                         await self.commit()
                     if message.topic in direct_topics:
                         inbound_times[tp] = monotonic()
-                        unacked.add(message)
-                        await handle(message)
-                        if not self.ack(message):  # below the committed offset: done too
-                            unacked.discard(message)
+                        async with turn:  # a commit never splits a message (`_commit_tps`)
+                            unacked.add(message)
+                            await handle(message)
+                            if not self.ack(message):  # below the committed offset: done too
+                                unacked.discard(message)
                     else:
                         await self._deliver(callback(message))
                     set_read_offset(tp, offset)
@@ -202,19 +209,30 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
             return
         await self.wait_first(_Rest(delivery, first), self.suspend_flow.wait())
 
-    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
-        """Make contact states durable before each commit.
+    async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
+        """Faust's commit, run between two messages (`WorkerApp.turn`).
 
-        The offsets given here were computed from the messages the processor finished, so every
-        state those messages wrote is in the write-back cache when `before_commit` runs;
-        committing only after it returns is what makes recovery exact (see `states.py`).
+        Faust computes the offsets from the messages acknowledged so far, and the persist then
+        snapshots the states they wrote; holding the turn from the one to the other, no
+        message is handled in between. So every output in the transaction belongs to a
+        message whose state and offset it commits: a committed output is never sent again.
         """
-        if not await cast(WorkerApp, self.app).before_commit():
-            return False  # stopping after a failure: raising here would stop the stop
-        committed: bool = await super()._commit_offsets(
-            offsets, start_new_transaction=start_new_transaction
+        app = cast(WorkerApp, self.app)
+        if not app.may_commit():
+            return False  # without waiting for the message in hand: it may be the failure
+        async with app.turn:
+            committed: bool = await super()._commit_tps(tps, start_new_transaction)
+            return committed
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit the offsets in the worker's transaction, with the states and outputs of the
+        messages before them, instead of through aiokafka (`streams.worker.fencing`)."""
+        assignment = self.assignment()
+        now = time.monotonic()  # read by Faust's check that commits advance
+        self._thread.tp_last_committed_at.update({tp: now for tp in offsets if tp in assignment})
+        return await cast(WorkerApp, self.app).commit_offsets(
+            {(tp.topic, tp.partition): o for tp, o in offsets.items() if tp in assignment}
         )
-        return committed
 
     async def on_stop(self) -> None:
         await super().on_stop()  # the final commit, with its persist
@@ -294,17 +312,22 @@ class _Transport(aiokafka_driver.Transport):
 
 
 class WorkerApp(faust.App):
-    """A Faust app whose consumer hands messages of `direct_topics` to `handle`, calls
-    `before_commit` before every offset commit, and `after_final_commit` once it has
-    committed for the last time; its recovery calls `claim_partitions` first."""
+    """A Faust app whose consumer hands messages of `direct_topics` to `handle` and commits its
+    offsets through `commit_offsets` while `may_commit` (each holding `turn`), and calls
+    `after_final_commit` once it has committed for the last time; its recovery calls
+    `claim_partitions` first."""
 
     direct_topics: frozenset[str]
     handle: Callable[[Message], Awaitable[None]]
-    before_commit: Callable[[], Awaitable[bool]]
+    commit_offsets: Callable[[Mapping[tuple[str, int], int]], Awaitable[bool]]
+    may_commit: Callable[[], bool]
+    turn: asyncio.Lock
+    """Held while a message is handled and while a commit runs: they never interleave."""
     after_final_commit: Callable[[], None]
     kafka: KafkaConnection
     """How the app's own librdkafka clients connect (the changelog catch-up reader)."""
     claim_partitions: Callable[[set[int]], Awaitable[None]]
+    """Claims the input partitions given for this worker's transactions (`fencing`)."""
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
@@ -446,6 +469,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         Router=ContactRouter,
     )
     app.kafka = settings.kafka
+    app.turn = asyncio.Lock()
     quiet_aiokafka(CLIENT_REPEATS)
     records.install()  # a header name that is not UTF-8 is dead-lettered, not fatal
     table = ContactTable(
@@ -467,18 +491,29 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         return dead_letters.read_max_message_bytes(settings.kafka, topics.dead_letters)
 
     def producer_config() -> dict[str, Any]:
-        """Read when partitions are claimed: nothing connects before the app starts."""
+        """Read when partitions are first claimed: nothing connects before the app starts."""
         limits = dead_letters.producer_limits(dead_letter_limit())
-        return {"client.id": settings.faust_id, **limits}
+        timeout = transaction_timeout_ms(settings.commit_interval)
+        return {"client.id": settings.faust_id, "transaction.timeout.ms": timeout, **limits}
 
-    # Outputs, dead letters and the changelog (not Faust's producer: see `Outbox`), one
-    # producer per owned partition, built when recovery claims them (`fencing`).
-    producers = PartitionProducers(settings.kafka, producer_config, settings.faust_id)
-    app.claim_partitions = producers.claim
-    outbox = Outbox(producers, topics, dead_letter_limit)
+    # Outputs, dead letters, the changelog and the input offsets (not Faust's producer: see
+    # `Outbox`), one transaction at a time, fenced by the consumer group (`fencing`).
+    producer = Transactions(
+        settings.kafka,
+        producer_config,
+        settings.faust_id,
+        settings.data_dir,
+        lambda: member_of(app.consumer),
+    )
+    app.claim_partitions = functools.partial(
+        producer.claim,
+        (topics.events, topics.ticks, topics.rerouted),
+        table.changelog_topic.get_topic_name(),
+    )
+    outbox = Outbox(producer, topics, dead_letter_limit)
     states = ContactStates(
         lambda: table.store,
-        producers,
+        producer,
         table.changelog_topic.get_topic_name(),
         live,
         outbox.barrier,
@@ -515,12 +550,12 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
         settings, live, states, outbox, processor.processed, timers, metrics,
         worker.active_partitions,
     )  # fmt: skip
-    _wire(worker, producers)
+    _wire(worker, producer)
     register_views(worker)
     return worker
 
 
-def _wire(worker: Worker, producers: PartitionProducers) -> None:
+def _wire(worker: Worker, producer: Transactions) -> None:
     app, states, timers, metrics = worker.app, worker.states, worker.timers, worker.metrics
     topics = worker.settings.topics
     source = app.topic(
@@ -542,14 +577,14 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
 
     full_passes = collector.FullPasses()
 
-    async def persist() -> bool:
-        """Make states durable; False, with nothing done, once stopping after a failure (the
-        successor replays from the last commit)."""
+    async def persist(offsets: Mapping[tuple[str, int], int] | None = None) -> bool:
+        """Make states durable, in one transaction with `offsets`; False, with nothing done,
+        once stopping after a failure (the successor replays from the last commit)."""
         if states.poisoned:
             return False
         started = time.perf_counter()
         try:
-            persisted = await states.persist()
+            persisted = await states.persist(offsets)
         except FencedError as error:
             await stop_fenced(error)
             raise
@@ -559,11 +594,12 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
         full_passes.after_persist()
         return True
 
-    app.before_commit = persist
+    app.commit_offsets = persist
+    app.may_commit = lambda: not states.poisoned
 
     def close_store() -> None:
         worker.table.store.close()  # looked up now: Faust builds the store when it starts
-        producers.close()
+        producer.close()
 
     app.after_final_commit = close_store
 
@@ -603,7 +639,8 @@ def _wire(worker: Worker, producers: PartitionProducers) -> None:
     async def on_revoked(_sender: Any, *args: Any, signal: object, **_: Any) -> None:
         """Persist before the partitions move, so their new owner starts from our work."""
         revoked: set[TP] = args[0]  # the signal's one argument
-        await persist()
+        async with app.turn:
+            await persist()
         gone = {tp.partition for tp in revoked if tp.topic == topics.events}
         states.forget(gone)
         timers.forget(gone)

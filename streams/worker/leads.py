@@ -26,7 +26,7 @@ from streams.models.connect_envelope import connect_json
 from streams.models.lead_scores import lead_scores, record_value
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, current_score, plans_for
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.lead_index import Block, block_digest, digest
 from streams.worker.settings import LeadScoresFormat
 from streams.worker.store import ContactStore, record_leads
@@ -95,8 +95,8 @@ class LeadRecords:
             update.records.append((partition, contact_id.encode(), value))
         return update
 
-    async def send(self, update: LeadUpdate, producers: PartitionProducers) -> None:
-        """Into each partition's open transaction, to the same partition of the topic (it is
+    async def send(self, update: LeadUpdate, producer: Transactions) -> None:
+        """Into the worker's open transaction, to the same partition of the topic (it is
         co-partitioned with the input, so a contact's records stay on its partition)."""
         for partition, key, value in update.records:
-            await producers.producer(partition).send(self.topic, key, value, [], partition)
+            await producer.send(self.topic, key, value, [], partition)

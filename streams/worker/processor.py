@@ -30,7 +30,7 @@ from streams.scoring import (
 from streams.scoring.state import copy_state
 from streams.worker import dead_letters
 from streams.worker.dead_letters import DLQ_HEADER
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.history import DEFAULT_SIZE, Ledger
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import INVALID_TYPE, Metrics
@@ -68,8 +68,8 @@ def dead_letter_headers(message: Message, error: EventError) -> Headers:
 class Outbox:
     """Sends outputs and dead letters through librdkafka without waiting for each one.
 
-    Each goes through the producer of the input partition it comes from, in that producer's
-    transaction, so a worker that lost the partition cannot send it (`streams.worker.fencing`).
+    Each goes into the worker's open transaction, which commits with the consumed offsets, so
+    a worker whose partitions moved on cannot make it visible (`streams.worker.fencing`).
 
     Waiting per message would cap throughput at one round trip per event; instead
     `barrier()`, run before every persist, waits until everything sent before it is
@@ -80,11 +80,11 @@ class Outbox:
 
     def __init__(
         self,
-        producers: PartitionProducers,
+        producer: Transactions,
         topics: TopicNames,
         dead_letter_limit: Callable[[], int],
     ) -> None:
-        self._producers = producers
+        self._producer = producer
         self._topics = topics
         self._dead_letter_limit = dead_letter_limit
 
@@ -92,9 +92,7 @@ class Outbox:
         """Send the outputs of a message of input partition `partition`."""
         for output in outputs:
             topic = self._topics.alerts if output.kind == "alert" else self._topics.updates
-            await self._send(
-                partition, topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE]
-            )
+            await self._send(topic, output.contact_id.encode(), output.to_bytes(), [CONTENT_TYPE])
 
     async def dead_letter(self, message: Message, error: EventError) -> bool:
         """Send the dead letter, truncated if it is too large for the topic; True if it was."""
@@ -105,7 +103,6 @@ class Outbox:
             self._dead_letter_limit(),
         )
         await self._send(
-            message.partition,
             self._topics.dead_letters,
             letter.key,
             letter.value,
@@ -116,28 +113,24 @@ class Outbox:
     async def reroute(self, message: Message, partition: int) -> None:
         """Forward `message` as it is, plus where it came from, to `partition` of the rerouted
         topic (`streams.worker.reroute`); `barrier` waits for it like for any output, and it
-        goes out in the transaction of the partition it was consumed from."""
+        goes out in the worker's transaction like any output."""
         headers = [*header_list(message.headers), *origin_headers(REROUTED_HEADER, message)]
-        await self._send(
-            message.partition, self._topics.rerouted, message.key, message.value, headers, partition
-        )
+        await self._send(self._topics.rerouted, message.key, message.value, headers, partition)
 
     async def barrier(self) -> None:
         """Return once everything sent so far is acknowledged; raise if anything was refused."""
-        await self._producers.barrier()
+        await self._producer.barrier()
 
     async def _send(
         self,
-        source: int,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         headers: Headers,
         partition: int | None = None,
     ) -> None:
-        """Send through the producer of input partition `source` (its transaction commits with
-        that partition's offsets), to `partition` of `topic`, or by key when None."""
-        await self._producers.producer(source).send(topic, key, value, headers, partition)
+        """Send in the worker's transaction, to `partition` of `topic`, or by key when None."""
+        await self._producer.send(topic, key, value, headers, partition)
 
 
 class Processor:

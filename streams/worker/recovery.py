@@ -64,7 +64,8 @@ class CatchUpRecovery(Recovery):
         self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str
     ) -> None:
         if title == "active":
-            # Fence the earlier owners first, so no record of theirs lands after this read.
+            # Wait for the earlier owners' open transactions first, so that no record of theirs
+            # becomes visible after this read.
             claim = cast("WorkerApp", self.app).claim_partitions
             await claim(
                 {tp.partition for tp in tps if isinstance(self.tp_to_table[tp], ContactTable)}
@@ -77,6 +78,9 @@ class CatchUpRecovery(Recovery):
     ) -> None:
         if title == "active":
             await self._catch_up(tps, destination)
+            # The catch-up may have read past the highwaters found before it: a transaction
+            # of an earlier owner that the broker aborted meanwhile ends with a marker.
+            await super()._build_highwaters(consumer, tps, self.active_highwaters, title)
         await super()._build_offsets(consumer, tps, destination, title)
 
     async def _catch_up(self, tps: set[TP], destination: Counter[TP]) -> None:

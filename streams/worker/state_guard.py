@@ -94,7 +94,9 @@ def check_local_offsets(kafka: str | KafkaConnection, topics: StateTopics) -> No
     }
     if not local:
         return
-    ends = watermarks(kafka, topics.changelog, sorted(local))
+    # The log's end, not the last stable offset: a transaction a crashed worker left open
+    # holds that back until the broker aborts it, below what this state was written up to.
+    ends = watermarks(kafka, topics.changelog, sorted(local), "read_uncommitted")
     ahead = {p: (offset, ends[p][1]) for p, offset in local.items() if offset >= ends[p][1]}
     if not ahead:
         return

@@ -11,18 +11,19 @@ sees a duplicate, and the alert is lost for good. Here a state becomes durable o
 2. wait until every output sent so far is acknowledged (`outputs_barrier`); the processor sends
    an event's outputs before it writes its state, so this covers every state in the snapshot;
 3. send each snapshot state once to the changelog, and, when its current scores changed,
-   its `lead-scores` record (`streams.worker.leads`), and commit every partition's
-   transaction: outputs, changelog and lead-scores records become visible to
-   `read_committed` readers together, and a
-   worker that lost a partition to another one fails here, before writing anything
-   (`streams.worker.fencing`); the acknowledged offsets are known once this returns;
+   its `lead-scores` record (`streams.worker.leads`), and commit the worker's transaction
+   with the consumed offsets Faust computed: outputs, changelog and lead-scores records and
+   input offsets become visible to `read_committed` readers together, and a worker whose
+   group generation is over fails here, before writing anything (`streams.worker.fencing`);
+   the acknowledged changelog offsets are known once this returns;
 4. write the states, their deadline and leads index entries, the stream times and the
-   changelog offset to RocksDB in one batch per partition;
-5. only then does Faust commit the consumed offsets.
+   changelog offset to RocksDB in one batch per partition.
 
-A crash anywhere leaves either a state that is not durable (its events are consumed again and
-re-send the same outputs, recognisable by their deterministic ids) or a durable state whose
-outputs were acknowledged (the events are consumed again as duplicates and change nothing).
+A crash anywhere leaves either an aborted transaction (nothing of it is visible: its events
+are consumed again from the committed offsets and send their outputs once more, in a
+transaction of their own) or a committed one, whose states the next owner recovers from the
+changelog (a local RocksDB behind it catches up from the changelog too). A `read_committed`
+reader sees every output once.
 Writing each key once per commit also coalesces the changelog: a contact with ten events in a
 commit interval costs one changelog message, not ten.
 """
@@ -32,11 +33,11 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from streams.scoring import ContactState, decode_state, encode_state, next_deadline
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.history import EMPTY, Ledger
 from streams.worker.leads import LeadRecords, LeadUpdate
 from streams.worker.live_plans import LivePlans
@@ -108,7 +109,7 @@ class ContactStates:
     def __init__(
         self,
         store: Callable[[], ContactStore],
-        producers: PartitionProducers,
+        producer: Transactions,
         changelog_topic: str,
         plans: LivePlans,
         outputs_barrier: Callable[[], Awaitable[None]],
@@ -118,7 +119,7 @@ class ContactStates:
         for the benchmark that measures their cost)."""
         self._store = store
         self._leads = leads
-        self._producers = producers
+        self._producer = producer
         self._changelog_topic = changelog_topic
         self._plans = plans
         self._outputs_barrier = outputs_barrier
@@ -217,8 +218,9 @@ class ContactStates:
     def poisoned(self) -> bool:
         return self._poisoned is not None
 
-    async def persist(self) -> Persisted:
-        """Make every state written so far durable, in the order the module docstring gives."""
+    async def persist(self, offsets: Mapping[tuple[str, int], int] | None = None) -> Persisted:
+        """Make every state written so far durable, in the order the module docstring gives,
+        in one transaction with `offsets` (topic and partition: the next offset to consume)."""
         async with self._lock:
             if self._poisoned is not None:
                 raise RuntimeError("not persisting after a scoring failure") from self._poisoned
@@ -245,8 +247,8 @@ class ContactStates:
             }
             try:
                 await self._outputs_barrier()
-                offsets = await self._send_changelog(metas, leads)
-                self._write(offsets, metas)
+                written = await self._send_changelog(metas, leads, offsets or {})
+                self._write(written, metas)
             finally:
                 self._persisting = {}
         persisted: dict[int, list[str]] = defaultdict(list)
@@ -255,11 +257,15 @@ class ContactStates:
         return Persisted(dict(persisted))
 
     async def _send_changelog(
-        self, metas: dict[int, dict[str, bytes]], leads: LeadUpdate
+        self,
+        metas: dict[int, dict[str, bytes]],
+        leads: LeadUpdate,
+        offsets: Mapping[tuple[str, int], int],
     ) -> dict[int, int]:
         """Send the snapshot and the changed metadata (stream times, `note`s) to the
         changelog, so that whoever recovers a partition also knows them, and the changed
-        `lead-scores` records; the last changelog offset acked per partition."""
+        `lead-scores` records, and commit them with `offsets`; the last changelog offset acked
+        per partition."""
         records = [
             (partition, contact_key(contact_id), record)
             for (partition, contact_id), record in self._persisting.items()
@@ -267,15 +273,14 @@ class ContactStates:
         records += [
             (p, meta_key(name), value) for p, meta in metas.items() for name, value in meta.items()
         ]
+        producer, topic = self._producer, self._changelog_topic
         for partition, key, value in records:
-            producer = self._producers.producer(partition)
-            await producer.send(self._changelog_topic, key, value, [], partition)
+            await producer.send(topic, key, value, [], partition)
         if self._leads is not None:
-            await self._leads.send(leads, self._producers)
-        await self._producers.commit()
-        topic = self._changelog_topic
+            await self._leads.send(leads, producer)
+        await producer.commit(offsets)
         return {
-            partition: self._producers.producer(partition).acknowledged[(topic, partition)]
+            partition: producer.acknowledged[(topic, partition)]
             for partition in {partition for partition, _, _ in records}
         }
 

@@ -24,6 +24,7 @@ import faust
 import mode
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from faust.app.router import Router
 from faust.sensors.monitor import Monitor
 from faust.stores import rocksdb
@@ -52,7 +53,8 @@ class Override(NamedTuple):
 OVERRIDES = (
     Override(app._WorkerConsumer, aiokafka_driver.Consumer, "_drain_messages", "(self, fetcher)", "8f35dd7a11144daa"),
     Override(app._WorkerConsumer, aiokafka_driver.Consumer, "_new_consumer_thread", "(self)", "8fd0d41b15145615"),
-    Override(app._WorkerConsumer, aiokafka_driver.Consumer, "_commit_offsets", "(self, offsets, start_new_transaction=True)", None),
+    Override(app._WorkerConsumer, aiokafka_driver.Consumer, "_commit", "(self, offsets)", "91c201528438395b"),
+    Override(app._WorkerConsumer, aiokafka_driver.Consumer, "_commit_tps", "(self, tps, start_new_transaction)", None),
     Override(app._WorkerConsumer, aiokafka_driver.Consumer, "on_stop", "(self)", None),
     Override(app._WorkerConsumer, aiokafka_driver.Consumer, "seek_to_committed", "(self)", None),
     Override(app._WorkerConsumer, aiokafka_driver.Consumer, "_getmany", "(self, active_partitions, timeout)", None),
@@ -98,6 +100,7 @@ ATTRIBUTES: tuple[tuple[type, str, str], ...] = (
     (Recovery, "signal_recovery_start", "CatchUpRecovery._catch_up"),
     (Recovery, "tp_to_table", "CatchUpRecovery._catch_up"),
     (Recovery, "completed", "Worker.ready"),
+    (Recovery, "active_highwaters", "CatchUpRecovery._build_offsets"),
     (TableManager, "_recovery", "CatchUpTableManager.recovery"),
     (TableManager, "_changelog_queue", "CatchUpTableManager.changelog_queue"),
     (ThrowableQueue, "_flow_control", "ChangelogQueue.clear"),
@@ -115,6 +118,13 @@ ATTRIBUTES: tuple[tuple[type, str, str], ...] = (
     (Router, "_get_table", "ContactRouter.key_store"),
     (Router, "_get_table_topic", "ContactRouter.key_store"),
     (Router, "table_metadata", "ContactRouter.key_store"),
+    (aiokafka_driver.AIOKafkaConsumerThread, "tp_last_committed_at", "_WorkerConsumer._commit"),
+    (aiokafka_driver.AIOKafkaConsumerThread, "_ensure_consumer", "fencing.member_of"),
+    (AIOKafkaConsumer, "_coordinator", "fencing.member_of"),
+    (GroupCoordinator, "group_id", "fencing.member_of"),
+    (GroupCoordinator, "generation", "fencing.member_of (the generation the offsets commit in)"),
+    (GroupCoordinator, "member_id", "fencing.member_of"),
+    (GroupCoordinator, "_group_instance_id", "fencing.member_of"),
 )
 # fmt: on
 

@@ -1,4 +1,5 @@
-"""Fencing: once another worker has claimed a partition, the old owner cannot write for it."""
+"""Fencing by the group: once another member took a worker's partitions over, the old owner
+makes nothing visible for them any more."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import faust
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTP
 from faust.types import TP
 
 from streams.backtest.simulate import generate
@@ -19,7 +23,14 @@ from streams.kafka.client import PublishError
 from streams.kafka.security import KafkaConnection
 from streams.models.events import CONTACT_ERASED, TrackingEvent
 from streams.scoring import ContactState, current_score, decode_state, load_plans
-from streams.worker.fencing import FencedError, PartitionProducers, fatal_cause, transactional_id
+from streams.worker.fencing import (
+    FencedError,
+    Member,
+    Transactions,
+    fatal_cause,
+    group_metadata,
+    transactional_id,
+)
 from streams.worker.store import (
     CONTACT,
     ContactTable,
@@ -44,10 +55,30 @@ from tests.worker.test_replay_equivalence import assert_matches_replay, end_even
 PLANS = load_plans(EXAMPLE_PLANS)
 
 
-def test_every_worker_of_an_app_uses_the_same_id_per_partition() -> None:
-    assert transactional_id("t1.leadscore", 3) == transactional_id("t1.leadscore", 3)
-    assert transactional_id("t1.leadscore", 3) != transactional_id("t1.leadscore", 4)
-    assert transactional_id("t1.leadscore", 3) != transactional_id("t2.leadscore", 3)
+def test_a_data_directory_keeps_its_transactional_id(tmp_path: Path) -> None:
+    """A worker restarted on its directory aborts its predecessor's open transaction at once
+    (`init_transactions` with the same id); another directory is another producer."""
+    first = transactional_id("t1.leadscore", tmp_path / "a")
+    assert first.startswith("t1.leadscore-")
+    assert transactional_id("t1.leadscore", tmp_path / "a") == first
+    assert transactional_id("t1.leadscore", tmp_path / "b") != first
+
+
+@pytest.mark.parametrize("instance", [None, "worker-1"])
+def test_the_group_metadata_is_written_as_librdkafka_writes_it(instance: str | None) -> None:
+    """`send_offsets_to_transaction` reads these bytes with librdkafka's own parser: the
+    same bytes as a librdkafka consumer's (before it joins, generation -1 and no member id)
+    prove the format. If this fails after an upgrade of confluent-kafka, librdkafka changed its
+    serialisation (`rd_kafka_consumer_group_metadata_write`): adapt `group_metadata`."""
+    config = {"bootstrap.servers": "127.0.0.1:9", "group.id": "g.leadscore"}
+    if instance is not None:
+        config["group.instance.id"] = instance
+    consumer = Consumer(config)
+    try:
+        theirs = consumer.consumer_group_metadata()
+    finally:
+        consumer.close()
+    assert group_metadata(Member("g.leadscore", -1, "", instance)) == theirs
 
 
 def test_a_fenced_producer_is_told_from_other_errors() -> None:
@@ -63,17 +94,29 @@ def test_a_fenced_producer_is_told_from_other_errors() -> None:
     assert fatal_cause(SystemError("unrelated")) is None
 
 
-def test_a_partition_never_claimed_cannot_be_written() -> None:
-    producers = PartitionProducers(
-        KafkaConnection("127.0.0.1:9"), dict, "app"
-    )  # nothing connects unclaimed
-    with pytest.raises(FencedError, match="partition 2: not claimed"):
-        producers.producer(2)
+def _no_member() -> Member:
+    raise AssertionError("nothing is claimed here")
+
+
+def test_nothing_is_sent_before_partitions_are_claimed(tmp_path: Path) -> None:
+    transactions = Transactions(KafkaConnection("127.0.0.1:9"), dict, "app", tmp_path, _no_member)
+
+    async def scenario() -> None:
+        with pytest.raises(FencedError, match="no partitions claimed"):
+            await transactions.send("topic", b"k", b"v", [], 0)
+
+    asyncio.run(scenario())  # nothing connects: the producer is built by the first claim
+
+
+def _transactions(bootstrap: str, app_id: str, data_dir: Path, member: Any) -> Transactions:
+    return Transactions(
+        KafkaConnection(bootstrap), lambda: {"message.timeout.ms": 3000}, app_id, data_dir, member
+    )
 
 
 @pytest.mark.integration
 def test_a_commit_waits_for_every_message_and_fails_with_the_refused_ones_reasons(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """The commit is the persist's barrier: it returns once everything sent in the
     transaction is acknowledged (the offsets are known then), and a refused message makes it
@@ -83,63 +126,98 @@ def test_a_commit_waits_for_every_message_and_fails_with_the_refused_ones_reason
     ensure_topics(kafka_bootstrap, [TopicSpec(topic, 1)])
 
     async def scenario() -> None:
-        producers = PartitionProducers(
-            KafkaConnection(kafka_bootstrap), lambda: {"message.timeout.ms": 3000}, app_id
-        )
-        await producers.claim({0})
+        outside = Member(app_id, -1, "")  # no group generation checked: a group of its own
+        transactions = _transactions(kafka_bootstrap, app_id, tmp_path, lambda: outside)
+        await transactions.claim([], topic, {0})
         for number in range(20):
-            await producers.producer(0).send(topic, b"k", str(number).encode(), [], 0)
-        await producers.commit()
-        assert producers.producer(0).acknowledged == {(topic, 0): 19}
-        await producers.producer(0).send(topic, b"k", b"kept?", [], 0)
-        await producers.producer(0).send(f"{app_id}-missing", b"k", b"refused", [], 0)
+            await transactions.send(topic, b"k", str(number).encode(), [], 0)
+        await transactions.commit({})
+        assert transactions.acknowledged == {(topic, 0): 19}
+        await transactions.send(topic, b"k", b"kept?", [], 0)
+        await transactions.send(f"{app_id}-missing", b"k", b"refused", [], 0)
         with pytest.raises(PublishError, match="1 message"):
-            await producers.commit()
-        producers.close()
+            await transactions.commit({})
+        transactions.close()
 
     asyncio.run(scenario())
     values = [m.value() for m in TopicReader(kafka_bootstrap, topic).catch_up()]
     assert values == [str(number).encode() for number in range(20)]  # the second was aborted
 
 
+async def _member(bootstrap: str, group: str, topic: str) -> AIOKafkaConsumer:
+    """A member of `group` that owns partitions of `topic` (as Faust's consumer is)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=200)
+    return consumer
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offset of partition 0 of `topic`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        (position,) = consumer.committed([KafkaTP(topic, 0)], timeout=30)
+    finally:
+        consumer.close()
+    return int(position.offset)
+
+
+def _membership(consumer: AIOKafkaConsumer) -> Member:
+    coordinator = consumer._coordinator
+    return Member(coordinator.group_id, coordinator.generation, coordinator.member_id)
+
+
 @pytest.mark.integration
-def test_a_new_owner_fences_the_old_one_and_recovery_skips_what_it_left(
+def test_a_member_of_an_old_generation_is_refused_and_recovery_skips_what_it_left(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
+    """Fencing by the group: a worker whose generation is over (another member joined while
+    it was frozen mid-transaction) is refused when its offsets join the transaction; the
+    transaction is aborted, so `read_committed` readers and recovery never see its records,
+    while the new owner's commit, under the new generation, goes through."""
     app_id = f"fence-{uuid.uuid4().hex[:8]}"
-    topic = f"{app_id}-changelog"
-    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 1, config={"cleanup.policy": "compact"})])
+    topic, source = f"{app_id}-changelog", f"{app_id}-events"
+    ensure_topics(
+        kafka_bootstrap,
+        [TopicSpec(topic, 1, config={"cleanup.policy": "compact"}), TopicSpec(source, 2)],
+    )
 
     async def scenario() -> None:
-        old, new = (
-            PartitionProducers(KafkaConnection(kafka_bootstrap), dict, app_id) for _ in range(2)
-        )
-        await old.claim({0})
-        await old.producer(0).send(
-            topic, contact_key("a"), pack_record(None, {0: 1}, b"old"), [], 0
-        )
-        await old.commit()
-        # Frozen mid-transaction: sent, not committed, when the new owner claims.
-        await old.producer(0).send(
-            topic, contact_key("a"), pack_record(None, {0: 2}, b"zombie"), [], 0
-        )
+        first = await _member(kafka_bootstrap, app_id, source)
+        old = _transactions(kafka_bootstrap, app_id, tmp_path / "old", lambda: _membership(first))
+        await old.claim([source], topic, {0})
+        await old.send(topic, contact_key("a"), pack_record(None, {0: 1}, b"old"), [], 0)
+        await old.commit({(source, 0): 1})
+        # Frozen mid-transaction: sent, not committed, when another member joins.
+        await old.send(topic, contact_key("a"), pack_record(None, {0: 2}, b"zombie"), [], 0)
         await old.barrier()
-        await new.claim({0})
-        await new.producer(0).send(
-            topic, contact_key("a"), pack_record(None, {0: 3}, b"new"), [], 0
-        )
-        await new.commit()
-        with pytest.raises(FencedError):
-            await old.producer(0).send(
-                topic, contact_key("a"), pack_record(None, {0: 4}, b"z"), [], 0
-            )
-            await old.commit()
+        second = await _member(kafka_bootstrap, app_id, source)
+        while _membership(second).generation != _membership(first).generation:
+            await first.getmany(timeout_ms=200)  # the old member rejoins too
+        with pytest.raises(FencedError, match="ILLEGAL_GENERATION"):
+            await old.commit({(source, 0): 2})  # under the generation it claimed in
+        # The new owner's claim waits while the old transaction is open; it was aborted.
+        new = _transactions(kafka_bootstrap, app_id, tmp_path / "new", lambda: _membership(second))
+        await new.claim([source], topic, {0})
+        await new.send(topic, contact_key("a"), pack_record(None, {0: 3}, b"new"), [], 0)
+        await new.commit({(source, 0): 3})
         old.close()
         new.close()
+        await first.stop()
+        await second.stop()
 
     asyncio.run(scenario())
     values = [m.value() for m in TopicReader(kafka_bootstrap, topic).catch_up()]
     assert [record_state(v) for v in values] == [b"old", b"new"]  # the open one was aborted
+    assert _committed(kafka_bootstrap, app_id, source) == 3
 
     app = faust.App(app_id, broker=f"kafka://{kafka_bootstrap}", datadir=str(tmp_path))
     app.kafka = KafkaConnection(kafka_bootstrap)  # what the catch-up reader connects with

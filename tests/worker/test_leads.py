@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import jsonschema
@@ -17,7 +18,7 @@ from streams.models.plan_versions import PlanHistory, load_plan_version
 from streams.models.schemas import load_schema
 from streams.scoring import ContactState, advance, contact_view, load_plans, plans_for, score_event
 from streams.scoring.state import copy_state
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.leads import LeadRecords
 from streams.worker.live_plans import LivePlans
 from streams.worker.states import ContactStates, Held
@@ -44,10 +45,7 @@ class _Producers:
         where = (topic, partition)
         self.acknowledged[where] = self.acknowledged.get(where, -1) + 1
 
-    def producer(self, partition: int) -> _Producers:
-        return self
-
-    async def commit(self) -> None:
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Everything is acknowledged and committed as it is sent."""
 
     def leads(self) -> list[tuple[int, str, Any]]:
@@ -70,7 +68,7 @@ def _states(
     live = LivePlans(history or PlanHistory.single(PLANS), CollectorRegistry(), time.time)
     return ContactStates(
         lambda: store,
-        cast(PartitionProducers, producers),
+        cast(Transactions, producers),
         "changelog",
         live,
         _no_outputs,

@@ -15,14 +15,14 @@ import pytest
 from faust.types import ProducerT
 from faust.types.tuples import Message
 
-from streams.kafka.client import KeyedProducer, binary_message
+from streams.kafka.client import binary_message
 from streams.kafka.partitioning import partition_for
 from streams.models.events import EventError, TrackingEvent
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, Output, PlanSet, encode_state, load_plans
 from streams.scoring.state import SEEN_LIMIT, Award
 from streams.worker import processor as processor_module
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
@@ -89,7 +89,7 @@ def parts(
         raise AssertionError("nothing persists in these tests")
 
     producer = cast(ProducerT, None)
-    producers = cast(PartitionProducers, None)
+    producers = cast(Transactions, None)
     states = ContactStates(lambda: table.store, producers, "changelog", plans, no_barrier)
     timers = Timers("event", states, lambda: table.store, lambda: producer, TOPICS.ticks)
     outbox = _Outbox()
@@ -230,13 +230,7 @@ async def _forwarded(message: Message, owner: int, offset: int) -> Message:
         ) -> None:
             sent.append(Message(topic, partition, offset, 0.0, 0, headers, key, value, None))
 
-    class _Producers:
-        def producer(self, partition: int) -> KeyedProducer:
-            assert partition == message.partition  # in the transaction of its source
-            return cast(KeyedProducer, _Producer())
-
-    producers = cast(PartitionProducers, _Producers())
-    await Outbox(producers, TOPICS, lambda: 1_048_588).reroute(message, owner)
+    await Outbox(cast(Transactions, _Producer()), TOPICS, lambda: 1_048_588).reroute(message, owner)
     (copy,) = sent
     assert copy.topic == TOPICS.rerouted
     return copy

@@ -49,7 +49,7 @@ from streams.scoring import (
 )
 from streams.scoring.state import SEEN_LIMIT, copy_state
 from streams.worker import rebuild as rebuild_module
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
 from streams.worker.processor import Outbox, Processor
@@ -263,9 +263,7 @@ def _contact_states(store: ContactStore, old: dict[int, dict[str, Held]]) -> Con
         raise AssertionError("nothing persists in these tests")
 
     live = LivePlans(PlanHistory.single(OLD_PLANS), CollectorRegistry(), time.time)
-    return ContactStates(
-        lambda: store, cast(PartitionProducers, None), "changelog", live, no_barrier
-    )
+    return ContactStates(lambda: store, cast(Transactions, None), "changelog", live, no_barrier)
 
 
 def _reported(plans: PlanSet, state: ContactState | None) -> dict[str, tuple[int, set[str]]]:

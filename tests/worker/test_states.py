@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from streams.kafka.client import Headers
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import ContactState, load_plans, score_event
-from streams.worker.fencing import PartitionProducers
+from streams.worker.fencing import Transactions
 from streams.worker.history import EMPTY
 from streams.worker.live_plans import LivePlans
 from streams.worker.states import ContactStates, Held
@@ -43,10 +43,7 @@ class _Changelog:
         where = (topic, partition)
         self.acknowledged[where] = self.acknowledged.get(where, -1) + 1
 
-    def producer(self, partition: int) -> _Changelog:
-        return self
-
-    async def commit(self) -> None:
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Everything is acknowledged and committed as it is sent."""
 
 
@@ -62,7 +59,7 @@ def _states(table: ContactTable, changelog: _Changelog) -> ContactStates:
     async def no_outputs() -> None:
         """The tests send no outputs."""
 
-    producers = cast(PartitionProducers, changelog)
+    producers = cast(Transactions, changelog)
     live = LivePlans(PlanHistory.single(PLANS), CollectorRegistry(), time.time)
     return ContactStates(lambda: table.store, producers, "changelog", live, no_outputs)
 
