@@ -58,6 +58,7 @@ from streams.scoring.state import (
     Folded,
     PlanState,
     Quiet,
+    RecentEvent,
     Window,
     decode_base,
     encode_base,
@@ -119,14 +120,14 @@ def score_event(
     if has_seen(state.seen, key):
         return Step(state, [], Outcome.DUPLICATE)
     if lateness > 0.0 and event.type != CONTACT_ERASED:
-        window = state.window
-        if state.clock is None or event.time >= state.clock:
+        clock = state.clock
+        if clock is None or event.time >= clock:
             window = _slide(state, event.time, lateness, plans)
             step = _score(state, event, key, plans)
             window.events.append(recent_event(event))
             return step
-        if window is not None:
-            return _late(state, event, plans, window)
+        if state.window is not None:
+            return _late(state, event, plans, state.window, clock)
     return _score(state, event, key, plans)
 
 
@@ -405,15 +406,15 @@ def _slide(state: ContactState, time: float, lateness: float, plans: Plans) -> W
     if len(events) >= WINDOW_LIMIT:
         stale = max(stale, len(events) // 2)
     if stale:
-        base = decode_base(window.base)
-        for recent in events[:stale]:
-            base = score_event(base, replayed_event(recent, state.contact_id), plans).state
+        base = _replayed(decode_base(window.base), events[:stale], plans)
         since = window.since if base.clock is None else base.clock
         window = state.window = Window(encode_base(base), since, events[stale:])
     return window
 
 
-def _late(state: ContactState, event: TrackingEvent, plans: Plans, window: Window) -> Step:
+def _late(
+    state: ContactState, event: TrackingEvent, plans: Plans, window: Window, clock: float
+) -> Step:
     """Score an event that arrived after later ones: the window's base replayed with its
     events and this one in time order, advanced to the contact's clock. The outputs are the
     differences from what the contact's readers last saw, caused by this event.
@@ -433,13 +434,16 @@ def _late(state: ContactState, event: TrackingEvent, plans: Plans, window: Windo
         while at > 0 and events[at - 1][_TIME] > event.time:
             at -= 1
         events = [*events[:at], recent_event(event), *events[at:]]
-    replayed = decode_base(base)
-    for recent in events:
-        replayed = score_event(replayed, replayed_event(recent, state.contact_id), plans).state
-    clock = state.clock if state.clock is not None else event.time
-    replayed, _ = advance(replayed, clock, plans)
+    replayed, _ = advance(_replayed(decode_base(base), events, plans), clock, plans)
     replayed.window = Window(base, window.since, events)
     return Step(replayed, _differences(state, replayed, plans, event), Outcome.APPLIED)
+
+
+def _replayed(base: ContactState, events: list[RecentEvent], plans: Plans) -> ContactState:
+    """A window's base with some of its events applied, in their (time) order."""
+    for recent in events:
+        base = score_event(base, replayed_event(recent, base.contact_id), plans).state
+    return base
 
 
 def _differences(
