@@ -64,7 +64,8 @@ from streams.worker.fencing import Transactions
 from streams.worker.history import DEFAULT_SIZE, EMPTY, Ledger
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
-from streams.worker.processor import Outbox, Processor
+from streams.worker.outbox import Outbox
+from streams.worker.processor import Processor
 from streams.worker.reroute import Rerouter
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates

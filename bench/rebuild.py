@@ -41,7 +41,7 @@ from streams.scoring import Output
 from streams.worker.fencing import Transactions
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
-from streams.worker.processor import Outbox
+from streams.worker.outbox import Outbox
 from streams.worker.rebuild import HistorySource, rebuild_partition
 from streams.worker.settings import TopicNames
 from streams.worker.states import ContactStates

@@ -41,8 +41,9 @@ from streams.worker.leads import ENCODERS, LeadRecords
 from streams.worker.leads_query import segment_sizes
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
+from streams.worker.outbox import Outbox
 from streams.worker.plan_switch import SwitchPasses
-from streams.worker.processor import Outbox, Processor, plan_event_types
+from streams.worker.processor import Processor, plan_event_types
 from streams.worker.recovery import CatchUpTableManager
 from streams.worker.reroute import Rerouter
 from streams.worker.rescoring import Rescores

@@ -1,7 +1,7 @@
 """`leadscore dlq replay`: send dead letters back to the input once their cause is fixed.
 
 A dead letter is the original message (key, value, headers) plus the worker's
-`leadscore.dlq.*` headers (`processor.dead_letter_headers`). Replaying re-publishes it to the
+`leadscore.dlq.*` headers (`outbox.dead_letter_headers`). Replaying re-publishes it to the
 input topic with its key and its headers minus the worker's bookkeeping (`leadscore.dlq.*`,
 and `leadscore.rerouted.*` of one dead-lettered on the rerouted topic), partitioned with
 murmur2 like every leadscore producer (`KeyedProducer`), so it reaches its contact's owner.

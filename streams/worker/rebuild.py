@@ -54,8 +54,8 @@ from streams.scoring.state import copy_state
 from streams.worker import collector
 from streams.worker.history import DEFAULT_SIZE, EMPTY
 from streams.worker.metrics import Metrics, RescoreMetrics
-from streams.worker.processor import Outbox, read_event
-from streams.worker.reroute import Routing
+from streams.worker.outbox import Outbox
+from streams.worker.reroute import Routing, read_event
 from streams.worker.settings import WorkerSettings
 from streams.worker.states import ContactStates, Held, Origin
 

@@ -22,21 +22,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from faust.types import HeadersArg
 from faust.types.tuples import Message
 
 from streams.kafka.client import Headers
 from streams.kafka.partitioning import LIBRDKAFKA_PARTITIONER, partition_for
-from streams.models.events import EventError
+from streams.models.events import EventError, TrackingEvent, decode_kafka_message
 from streams.worker.metrics import Metrics
 from streams.worker.states import Origin
 
-if TYPE_CHECKING:
-    from streams.worker.processor import Outbox
-
 logger = logging.getLogger(__name__)
+
+
+class Forwarder(Protocol):
+    """What forwards a message to its owner's partition: the worker's `Outbox`, named by a
+    protocol because the outbox imports this module for the forward's headers."""
+
+    async def reroute(self, message: Message, partition: int) -> None: ...
+
 
 REROUTED_HEADER = "leadscore.rerouted."
 """Prefix of the headers a forwarded message carries besides the original ones."""
@@ -103,7 +108,9 @@ class Routing:
 class Rerouter(Routing):
     """`Routing`, and the forwarder of messages that are not on their key's partition."""
 
-    def __init__(self, input_topic: str, partitions: int, outbox: Outbox, metrics: Metrics) -> None:
+    def __init__(
+        self, input_topic: str, partitions: int, outbox: Forwarder, metrics: Metrics
+    ) -> None:
         super().__init__(input_topic, partitions)
         self._outbox = outbox
         self._metrics = metrics
@@ -127,3 +134,11 @@ class Rerouter(Routing):
                 owner,
                 LIBRDKAFKA_PARTITIONER,
             )
+
+
+def read_event(message: Message, routing: Routing) -> tuple[TrackingEvent, Origin]:
+    """The event of an input or re-routed message and where it was first consumed; an
+    `EventError` is what the live path dead-letters, and what a rebuild skips without sending
+    it again (`streams.worker.rebuild`)."""
+    event = decode_kafka_message(message.key, message.value, header_list(message.headers))
+    return event, routing.origin(message)

@@ -26,7 +26,7 @@ from streams.kafka.admin import committed_offsets
 from streams.models.plan_versions import Change, PlanHistory, PlanVersion
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
-from streams.worker.processor import Outbox
+from streams.worker.outbox import Outbox
 from streams.worker.rebuild import HistorySource, Rebuilt, rebuild_partition
 from streams.worker.settings import WorkerSettings
 from streams.worker.states import ContactStates

@@ -1,5 +1,5 @@
 """`leadscore dlq replay` against the session's broker: dead letters laid out as the worker
-writes them (`processor.dead_letter_headers`) go back to the input topic once, whole, keyed
+writes them (`outbox.dead_letter_headers`) go back to the input topic once, whole, keyed
 and partitioned like the originals, without the worker's headers."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.client import KeyedProducer, binary_message
 from streams.kafka.security import KafkaConnection
 from streams.models.events import EventError
+from streams.worker.dead_letters import DLQ_HEADER
 from streams.worker.dlq import replay_headers
-from streams.worker.processor import DLQ_HEADER, dead_letter_headers
+from streams.worker.outbox import dead_letter_headers
 from streams.worker.reroute import REROUTED_HEADER
 from streams.worker.settings import TopicNames, resolve_client
 from tests.kafka.raw_records import RawName, send_batches

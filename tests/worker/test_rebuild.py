@@ -52,7 +52,8 @@ from streams.worker import rebuild as rebuild_module
 from streams.worker.fencing import Transactions
 from streams.worker.live_plans import LivePlans
 from streams.worker.metrics import Metrics
-from streams.worker.processor import Outbox, Processor
+from streams.worker.outbox import Outbox
+from streams.worker.processor import Processor
 from streams.worker.rebuild import HistorySource, Rebuilt, rebuild_partition
 from streams.worker.reroute import Rerouter
 from streams.worker.settings import TopicNames
