@@ -35,7 +35,7 @@ from streams.kafka.security import KafkaConnection
 from streams.models.events import TrackingEvent
 from streams.worker.app import ROCKSDB_OPTIONS
 from streams.worker.settings import TopicNames
-from streams.worker.store import ContactTable
+from streams.worker.state.store import ContactTable
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "schemas" / "examples" / "plans.yaml"

@@ -1,4 +1,4 @@
-"""What the score history (`streams.worker.history`) costs: bytes per contact, time per event.
+"""What the score history (`streams.worker.state.history`) costs: bytes per contact, time per event.
 
     .venv/bin/python -m bench.history_cost [--contacts 10000] [--events 100000] [--rounds 3]
                                            [--worker]
@@ -60,17 +60,17 @@ from streams.models.outputs import Output
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
 from streams.scoring import engine as core_engine
-from streams.worker.fencing import Transactions
-from streams.worker.history import DEFAULT_SIZE, EMPTY, Ledger
-from streams.worker.live_plans import LivePlans
-from streams.worker.metrics import Metrics
-from streams.worker.outbox import Outbox
-from streams.worker.processor import Processor
-from streams.worker.reroute import Rerouter
+from streams.worker.flow.outbox import Outbox
+from streams.worker.flow.processor import Processor
+from streams.worker.flow.reroute import Rerouter
+from streams.worker.flow.timers import Timers
+from streams.worker.plans.live import LivePlans
+from streams.worker.runtime.fencing import Transactions
 from streams.worker.settings import TopicNames
-from streams.worker.states import ContactStates
-from streams.worker.store import pack_record
-from streams.worker.timers import Timers
+from streams.worker.state.history import DEFAULT_SIZE, EMPTY, Ledger
+from streams.worker.state.states import ContactStates
+from streams.worker.state.store import pack_record
+from streams.worker.web.metrics import Metrics
 
 PARTITIONS = 6
 CONSUMED = "leadscore_events_consumed_total"

@@ -54,8 +54,8 @@ from bench.harness import (
 )
 from streams.backtest.simulate import generate
 from streams.kafka.broker import broker_from_env
-from streams.worker.lead_index import ENTRY, HISTOGRAM
-from streams.worker.store import CONTACT, record_leads
+from streams.worker.state.lead_index import ENTRY, HISTOGRAM
+from streams.worker.state.store import CONTACT, record_leads
 
 HERE = Path(__file__).resolve().parent
 LOGS = HERE / ".data" / "logs"

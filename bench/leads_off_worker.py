@@ -10,8 +10,8 @@ import argparse
 import dataclasses
 import sys
 
-from streams.worker import cli
 from streams.worker.__main__ import main
+from streams.worker.commands import run as cli
 from streams.worker.settings import WorkerSettings
 
 _resolve = cli.resolve

@@ -38,14 +38,14 @@ from streams.kafka.broker import broker_from_env
 from streams.kafka.security import KafkaConnection
 from streams.models.plan_versions import PlanHistory, parse_plan_version
 from streams.scoring import Output
-from streams.worker.fencing import Transactions
-from streams.worker.live_plans import LivePlans
-from streams.worker.metrics import Metrics
-from streams.worker.outbox import Outbox
-from streams.worker.rebuild import HistorySource, rebuild_partition
+from streams.worker.flow.outbox import Outbox
+from streams.worker.plans.live import LivePlans
+from streams.worker.rescore.rebuild import HistorySource, rebuild_partition
+from streams.worker.runtime.fencing import Transactions
 from streams.worker.settings import TopicNames
-from streams.worker.states import ContactStates
-from streams.worker.store import ContactTable
+from streams.worker.state.states import ContactStates
+from streams.worker.state.store import ContactTable
+from streams.worker.web.metrics import Metrics
 
 HERE = Path(__file__).resolve().parent
 PLANS = HERE.parent / "schemas" / "examples" / "plans.yaml"

@@ -11,7 +11,7 @@ Records carry real encoded states (from replaying simulated events through the c
 database has realistic sizes; the deadline index is what the pass reads.
 
 The pass after a plan version takes over is measured too (`switch_pass`): it reads and decodes
-every record once, whatever is due (`streams.worker.plan_switch`); here every contact is ticked,
+every record once, whatever is due (`streams.worker.flow.switch`); here every contact is ticked,
 as the sample states know no version.
 """
 
@@ -34,12 +34,12 @@ from bench.harness import contact_table
 from streams.backtest.simulate import generate
 from streams.models.plan_versions import PlanHistory
 from streams.scoring import PlanSet, encode_state, load_plans, score_event
-from streams.worker.fencing import Transactions
-from streams.worker.live_plans import LivePlans
-from streams.worker.plan_switch import SwitchPasses
-from streams.worker.states import ContactStates
-from streams.worker.store import ContactStore, pack_record
-from streams.worker.timers import Timers
+from streams.worker.flow.switch import SwitchPasses
+from streams.worker.flow.timers import Timers
+from streams.worker.plans.live import LivePlans
+from streams.worker.runtime.fencing import Transactions
+from streams.worker.state.states import ContactStates
+from streams.worker.state.store import ContactStore, pack_record
 
 BASE_TIME = 1_800_000_000.0
 """Deadline of contact 0; contact i's deadline is BASE_TIME + i seconds."""

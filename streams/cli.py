@@ -11,8 +11,8 @@ from streams.backtest import cli as backtest_cli
 from streams.backtest import explain
 from streams.kafka import broker
 from streams.scoring import PlanError
-from streams.worker import cli as worker_cli
-from streams.worker import dlq
+from streams.worker.commands import dlq, publish
+from streams.worker.commands import run as worker_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"leadscore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (backtest_cli, explain, broker, worker_cli, dlq):
+    backtest_cli.add_cli(subparsers, plan_commands=(publish.add_parser,))
+    for module in (explain, broker, worker_cli, dlq):
         module.add_cli(subparsers)
     return parser
 

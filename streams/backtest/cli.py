@@ -7,9 +7,10 @@ import itertools
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeAlias
 
 import orjson
 
@@ -27,10 +28,15 @@ from streams.models.outputs import THRESHOLD_CROSSED
 from streams.models.plan_file import PlanError
 from streams.models.plan_versions import PlanHistory, PlanVersion, load_plan_version
 from streams.scoring import Outcome, Plans, PlanSet
-from streams.worker import plan_publish
+
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_cli(
+    subparsers: SubParsers, plan_commands: Sequence[Callable[[SubParsers], None]] = ()
+) -> None:
+    """`plan_commands` add more `leadscore plans` commands: those that need Kafka (`publish`)
+    live with the worker, which the backtest does not import."""
     backtest = subparsers.add_parser(
         "backtest", help="replay a file of events through plans and show the outcome"
     )
@@ -97,7 +103,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     ):
         diff.add_argument(option, type=_positive_int, default=default, metavar="N", help=text)
     diff.set_defaults(handler=run_plans_diff)
-    plan_publish.add_parser(plans_commands)
+    for add_command in plan_commands:
+        add_command(plans_commands)
     outcomes_cli.add_parsers(plans_commands, _positive_int)
 
 

@@ -4,7 +4,7 @@ The worker keeps each contact's state on one partition, so every message of a co
 on the partition this module names: Faust and aiokafka place keys this way, Java producers do
 by default, and librdkafka clients do with `partitioner=murmur2_random`. librdkafka's default
 (`consistent_random`, CRC32) places most keys elsewhere; the worker re-routes such messages
-(`streams.worker.reroute`). The publisher, the HTTP router and that check all ask here, so they
+(`streams.worker.flow.reroute`). The publisher, the HTTP router and that check all ask here, so they
 cannot disagree.
 """
 

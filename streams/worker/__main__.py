@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streams.worker.cli import add_worker_arguments, run_worker
+from streams.worker.commands.run import add_worker_arguments, run_worker
 
 
 def main() -> int:

@@ -24,11 +24,10 @@ from streams.kafka.security import (
     SecurityError,
 )
 from streams.models.durations import parse_duration
-from streams.worker import history
+from streams.worker.state import history
+from streams.worker.state.leads import LEAD_SCORES_FORMATS, LeadScoresFormat
 
 Clock = Literal["wall", "event"]
-LeadScoresFormat = Literal["json", "connect-json"]
-LEAD_SCORES_FORMATS: tuple[LeadScoresFormat, ...] = ("json", "connect-json")
 ENV_PREFIX = "LEADSCORE_"
 COMMIT_INTERVAL = 0.1
 """Seconds between commits, as Kafka Streams under exactly-once: outputs go out in the
@@ -273,7 +272,7 @@ class TopicNames:
     ticks: str
     rerouted: str
     leads: str
-    """Every contact's current scores, compacted (`streams.worker.leads`)."""
+    """Every contact's current scores, compacted (`streams.worker.state.leads`)."""
 
     @classmethod
     def with_prefix(cls, prefix: str, app_id: str = "leadscore") -> TopicNames:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.harness import PLANS
 from bench.history_cost import _full_history_contact, measure_bytes, measure_time
 from streams.scoring import load_plans
-from streams.worker.history import DEFAULT_SIZE
+from streams.worker.state.history import DEFAULT_SIZE
 
 PLAN_SET = load_plans(PLANS)
 

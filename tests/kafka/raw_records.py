@@ -14,7 +14,7 @@ Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]]
 
 class RawName(str):
     """A header name whose bytes are `raw`. As text it is what a dead letter carries: the
-    bytes that are not UTF-8 as `\\xNN` (`streams.worker.dead_letters.sendable_name`)."""
+    bytes that are not UTF-8 as `\\xNN` (`streams.worker.flow.dead_letters.sendable_name`)."""
 
     raw: bytes
 

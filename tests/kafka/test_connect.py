@@ -33,7 +33,7 @@ from tests.kafka.test_broker import group_alive
 from tests.postgres import Postgres, PostgresMissingError, postgres_cluster
 from tests.support import event
 from tests.worker.harness import WorkerProcess, new_prefix, publish, wait_until
-from tests.worker.test_plan_source import PARTITIONS, TEXT, V1, _publish_version, changed
+from tests.worker.plans.test_source import PARTITIONS, TEXT, V1, _publish_version, changed
 
 PLAN = "lead-score"
 ROWS_TIMEOUT = 60.0

@@ -33,9 +33,10 @@ from streams.kafka.security import (
     SecurityError,
     verify_access,
 )
-from streams.worker.store import ContactTable, contact_key, pack_record
+from streams.worker.state.store import ContactTable, contact_key, pack_record
 from tests.kafka.certificates import Authority
 from tests.support import event
+from tests.worker.commands.test_demo import ALERT, DEMO
 from tests.worker.harness import (
     REPO,
     TopicReader,
@@ -44,7 +45,6 @@ from tests.worker.harness import (
     new_prefix,
     wait_until,
 )
-from tests.worker.test_demo import ALERT, DEMO
 
 USER, PASSWORD = "leadscore", "s3cret-pa55"
 

@@ -9,7 +9,7 @@ from typing import Any
 import faust
 import pytest
 
-from streams.worker.store import ContactStore, ContactTable
+from streams.worker.state.store import ContactStore, ContactTable
 from tests.worker.harness import WorkerProcess, new_prefix
 
 StartWorker = Callable[..., WorkerProcess]

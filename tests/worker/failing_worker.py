@@ -11,8 +11,8 @@ import sys
 
 from streams.models.events import TrackingEvent
 from streams.scoring import ContactState, PlanSet, Step
-from streams.worker import processor
 from streams.worker.__main__ import main
+from streams.worker.flow import processor
 from tests.support import failing_score_event
 
 CRASH = "test.crash"

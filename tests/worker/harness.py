@@ -250,7 +250,7 @@ class TopicReader:
             if message is not None and not message.error():
                 self.messages.append(message)
             # The position, not the last offset received: the worker writes in transactions,
-            # whose markers take offsets that no consumer receives (streams/worker/fencing.py).
+            # whose markers take offsets that no consumer receives (streams/worker/runtime/fencing.py).
             for tp in self._consumer.position([TopicPartition(self.topic, p) for p in self._next]):
                 self._next[tp.partition] = max(self._next[tp.partition], tp.offset)
         return self.messages

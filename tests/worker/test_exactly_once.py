@@ -4,7 +4,7 @@ directory or on a fresh one as another machine would, still publishes every aler
 score update once, and its final scores are the backtest's.
 
 Why it holds: outputs, changelog records and input offsets commit in one transaction
-(`streams.worker.fencing`), so what a killed worker had sent since its last commit is aborted
+(`streams.worker.runtime.fencing`), so what a killed worker had sent since its last commit is aborted
 (at once by its successor on the same directory, by the broker's transaction timeout
 otherwise) and sent again, once, by whoever scores those events next.
 """

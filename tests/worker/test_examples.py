@@ -14,7 +14,7 @@ from streams.kafka.client import EventPublisher, binary_message
 from streams.models.events import MAX_EVENT_BYTES, TrackingEvent
 from streams.models.outputs import SCORE_CHANGED, THRESHOLD_CROSSED
 from streams.scoring import load_plans
-from streams.worker.dead_letters import DLQ_HEADER
+from streams.worker.flow.dead_letters import DLQ_HEADER
 from tests.support import DAY, T0, attributes, event
 from tests.worker.conftest import StartWorker
 from tests.worker.expected import expected_outcome

@@ -47,7 +47,7 @@ from streams.models.events import (
     TrackingEvent,
 )
 from streams.scoring import Outcome, load_plans
-from streams.worker.dead_letters import DLQ_HEADER, TRUNCATED_HEADER
+from streams.worker.flow.dead_letters import DLQ_HEADER, TRUNCATED_HEADER
 from tests.kafka.raw_records import RawName, send_batches
 from tests.worker.conftest import StartWorker
 from tests.worker.expected import differences, expected_outcome, scores_from_updates

@@ -14,8 +14,8 @@ from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.client import EventPublisher
 from streams.models.events import TrackingEvent
 from streams.scoring import load_plans
-from streams.worker.dead_letters import DLQ_HEADER
-from streams.worker.metrics import INVALID_TYPE, OTHER_TYPE
+from streams.worker.flow.dead_letters import DLQ_HEADER
+from streams.worker.web.metrics import INVALID_TYPE, OTHER_TYPE
 from tests.support import BOOM, T0, attributes, event
 from tests.worker.conftest import StartWorker
 from tests.worker.expected import expected_outcome

@@ -1,0 +1,3 @@
+"""The path of one message: the processor, the outbox of its outputs, re-routing, dead letters and
+timers.
+"""

@@ -1,0 +1,3 @@
+"""Plan changes applied while the worker runs: rescoring held contacts, and the rebuild that
+replays their events.
+"""
