@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MAP = REPO / "ARCHITECTURE.md"
-NAMED = re.compile(r"`(streams/[\w/]*?(?:\.py|/))`")
+NAMED = re.compile(r"`(streams/(?:[\w/]*?(?:\.py|/))?)`")
 """A module (`streams/worker/flow/processor.py`) or a package (`streams/worker/flow/`)."""
 
 
