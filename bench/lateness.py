@@ -7,7 +7,7 @@ Over the simulated population with the example plans, in time order (as most of 
 - events per second of the core as the worker drives it, each event's contact decoded before
   and encoded after (`codec`), and of the core alone, without a window and with one of a day,
   in alternated rounds in this process; medians and their ratio.
-Runs with the compiled core when it is built (see README "The compiled core"). Results go to
+Runs with the compiled core when it is built (see docs/compiled-core.md). Results go to
 bench/results/lateness.json.
 """
 

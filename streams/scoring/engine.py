@@ -5,7 +5,7 @@ all drive these functions, so a replay of the same events gives the same scores 
 Functions take ownership of the state they are given: they may change it and return it, which
 keeps the hot path free of copies (call `decode_state(encode_state(s))` to keep an old version).
 
-Rules of the game (also in the README):
+Rules of the game (also in docs/plans.md):
 - score = live behavioural awards since the last reset + attribute points + inactivity points
   since the last reset, clamped to the plan's `min`/`max`;
 - a reset clears the awards of events before its time (events at the same instant survive), so
@@ -133,7 +133,7 @@ def score_event(
 
 def _score(state: ContactState, event: TrackingEvent, key: bytes, plans: Plans) -> Step:
     """Apply an event as it comes: in time order this is exact; a late event without a window
-    is scored against the state as it is (see the README's "What a late event does")."""
+    is scored against the state as it is (see "What a late event does" in docs/plans.md)."""
     state.stored = None
     outputs: list[Output] = []
     event_type = event.type
@@ -420,7 +420,7 @@ def _late(
     differences from what the contact's readers last saw, caused by this event.
 
     An event older than the window's start is applied to the base as it comes (what it does
-    there is the README's "beyond the window"), and the window replayed on top of it, so the
+    there is "beyond the window" in docs/plans.md), and the window replayed on top of it, so the
     state stays exactly the base plus the window."""
     base = window.base
     events = window.events

@@ -1,6 +1,6 @@
 """A contact's scoring state: small, serialisable, and enough to score the next event exactly.
 
-Bounds that keep a contact's state small whatever its history (documented in the README):
+Bounds that keep a contact's state small whatever its history (documented in docs/plans.md):
 - `SEEN_LIMIT` recent event ids (8-byte hashes, one `bytes`) for idempotency;
 - per plan, at most `AWARD_LIMIT` individual awards; the oldest awards that no expiry or limit
   needs one by one are folded into per-rule totals;

@@ -86,7 +86,7 @@ class Fitted:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
-    """The README's path on a small population: simulate with outcomes, then fit."""
+    """The path of docs/backtest.md on a small population: simulate with outcomes, then fit."""
     folder = tmp_path_factory.mktemp("fit")
     events, outcomes, out = folder / "events.jsonl.gz", folder / "won.jsonl", folder / "fit.yaml"
     argv = ["simulate", str(events), "--contacts", "1000", "--events", "12000", "--seed", "4"]
