@@ -388,18 +388,15 @@ class ContactStore(rocksdb.Store):
             db.delete_range(prefix, bytes([prefix[0] + 1]))
         db.delete(_COUNT)
         batch = _Batch(db)
-        iterator = db.iter()
-        iterator.seek(CONTACT)
-        while iterator.valid():
-            key: bytes = iterator.key()
-            if not key.startswith(CONTACT):
-                break
-            batch.derive(key, iterator.value())
-            if batch.size >= DERIVE_BATCH:
-                batch.commit(None, self.offset_key)
-                batch = _Batch(db)
-            iterator.next()
-        del iterator  # before the database may close
+        records = self.records(partition)
+        try:
+            for contact_id, record in records:
+                batch.derive(contact_key(contact_id), record)
+                if batch.size >= DERIVE_BATCH:
+                    batch.commit(None, self.offset_key)
+                    batch = _Batch(db)
+        finally:
+            records.close()
         batch.put_raw(_UNDERIVED, None)
         batch.commit(None, self.offset_key)
 
