@@ -383,6 +383,7 @@ class Bench:
                     finally:
                         pyspy.stop(recorder)
                     summary = self._profile_summary(profile, seconds)
+                cpu = cpu_seconds(worker.pid)
                 metrics = worker.metrics()
                 rss = proc_status_bytes(worker.pid, "VmHWM") / MIB
         finally:
@@ -395,6 +396,7 @@ class Bench:
         )
         result = {
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "contacts": contacts,
             "changelog_messages": changelog,
             "peak_rss_mib": rss,

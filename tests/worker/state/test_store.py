@@ -21,6 +21,7 @@ from streams.kafka.admin import TopicSpec, ensure_topics
 from streams.kafka.client import KeyedProducer
 from streams.kafka.security import KafkaConnection
 from streams.worker.flow.timers import Timers, decode_tick
+from streams.worker.state.lead_index import Block, digest
 from streams.worker.state.states import ContactStates
 from streams.worker.state.store import (
     ContactStore,
@@ -117,6 +118,44 @@ def test_recovery_keeps_index_and_count_right_for_repeated_keys(store: ContactSt
     assert store.meta(1, "stream-time") == b"stream time"
 
 
+def _leads(scores: dict[str, int], changed_at: float) -> bytes:
+    return Block(changed_at, digest({"scores": scores}), tuple(scores.items())).pack()
+
+
+def test_a_bulk_catch_up_derives_the_keys_that_record_by_record_recovery_keeps(
+    store: ContactStore,
+) -> None:
+    """Partition 0 recovers record by record, partition 1 as a bulk catch-up into an empty
+    database: records alone, then one pass. Both must end with the same keys and values."""
+    records: list[tuple[int, bytes, bytes | None]] = []
+    for number in range(60):
+        contact = f"c{number % 17}"
+        deadline = None if number % 5 == 0 else 1000.0 + number
+        leads = b"" if number % 7 == 0 else _leads({"lead": number % 9, "fit": 3}, number)
+        records.append(
+            (number, contact_key(contact), pack_record(deadline, {0: 1}, b"s", b"", leads))
+        )
+    records += [(60, contact_key("c3"), None), (61, meta_key("stream-time"), b"t")]
+    records.append((62, contact_key("c4"), pack_record(5.0, {0: 1}, b"s")))  # its block goes
+    store.write(1, {"stale": pack_record(1.0, {0: 1}, b"s", b"", _leads({"lead": 1}, 1.0))})
+    store._db(1).delete(contact_key("stale"))  # what a crashed pass leaves: derived keys only
+    store._db(1).put(meta_key("underived"), b"")
+
+    for start in range(0, len(records), 25):
+        chunk = records[start : start + 25]
+        store._apply_changelog([(0, offset, key, value) for offset, key, value in chunk])
+        store._apply_changelog(
+            [(1, offset, key, value) for offset, key, value in chunk], frozenset({1})
+        )
+    assert len(list(store.due(1, 1e12))) == 1  # the stale entry: nothing derived yet
+    store._derive(1)
+
+    assert dict(store._db(1).items()) == dict(store._db(0).items())
+    assert store.meta(1, "underived") is None
+    assert store.contact_count(1) == 16
+    assert store.score_counts(1, "fit") == [(3, 13)]
+
+
 def test_write_stores_the_changelog_offset_and_metadata_with_the_records(
     store: ContactStore,
 ) -> None:
@@ -179,9 +218,11 @@ def test_catch_up_reads_the_changelog_to_its_end_with_the_offset(
         store.catch_up(topic, [0, 1], lambda: True, time.monotonic() + 60)  # a rebalance
         assert store.persisted_offset(TP(topic, 0)) is None
         store.catch_up(topic, [0, 1], lambda: False, time.monotonic() + 60)
-        # Read to the end, offset and all.
+        # Read to the end, offset and all; the records alone, their index after them.
         assert store.persisted_offset(TP(topic, 0)) == behind  # the metadata record's offset
         assert store.contact_count(0) == 500
+        assert len(list(store.due(0, 1e12))) == 500
+        assert store.meta(0, "underived") is None
         assert store.meta(0, "stream-time") == b"t"
         last = store.read(0, "c499")
         latest = max(number for number in range(behind) if number % 500 == 499)
