@@ -208,6 +208,9 @@ class Transactions:
         self._claimed: Member | None = None
         """The membership under which this worker was given the partitions it processes."""
         self._open = False
+        self._positions: dict[tuple[str, int], int] = {}
+        """The committed offsets of the claimed partitions, as this worker last knew them:
+        a commit without new offsets sends them again, so that the group checks it too."""
         self._committed = asyncio.Event()
         """Clear while a commit runs in its thread: librdkafka refuses produce calls then."""
         self._committed.set()
@@ -232,8 +235,10 @@ class Transactions:
                 self._producer = await asyncio.to_thread(self._start)
             self._claimed = self._member()
             wanted = [KafkaTP(t, p) for t in sorted(topics) for p in sorted(partitions)]
+            self._positions = {}
             if wanted:
-                await asyncio.to_thread(self._wait_stable, wanted)
+                committed = await asyncio.to_thread(self._wait_stable, wanted)
+                self._positions = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
                 await self._wait_settled(changelog, sorted(partitions))
             logger.info("claimed partitions %s as %s", sorted(partitions), self._claimed)
 
@@ -277,15 +282,15 @@ class Transactions:
             ) from error
         return producer
 
-    def _wait_stable(self, partitions: list[KafkaTP]) -> None:
-        """librdkafka asks for the committed offsets with `require_stable` under
-        `read_committed`, and retries while the coordinator answers that a transaction with
-        offsets for them is pending."""
+    def _wait_stable(self, partitions: list[KafkaTP]) -> list[KafkaTP]:
+        """The committed offsets of `partitions` (negative: none yet). librdkafka asks for
+        them with `require_stable` under `read_committed`, and retries while the coordinator
+        answers that a transaction with offsets for them is pending."""
         consumer = Consumer(
             self._kafka.librdkafka({"group.id": self._app_id, "isolation.level": "read_committed"})
         )
         try:
-            consumer.committed(partitions, timeout=STABLE_TIMEOUT)
+            return list(consumer.committed(partitions, timeout=STABLE_TIMEOUT))
         finally:
             consumer.close()
 
@@ -341,8 +346,14 @@ class Transactions:
         async with self._lock:
             producer, member = self._claimed_producer()
             self._committed.clear()
+            # Offsets are what makes the group coordinator check the generation: a commit with
+            # none of its own (a persist before partitions are revoked, which a zombie runs as
+            # it wakes) sends the last committed ones again, which moves nothing when it is
+            # not fenced. Offset 0 stands for "none yet", as `auto.offset.reset=earliest` does.
+            fenced_by = dict(offsets) if offsets else dict(self._positions)
             try:
-                await asyncio.to_thread(self._commit, producer.native, offsets, member)
+                await asyncio.to_thread(self._commit, producer.native, fenced_by, member)
+                self._positions.update(offsets)
             finally:
                 self._open = False
                 self._committed.set()

@@ -234,6 +234,38 @@ def test_a_member_of_an_old_generation_is_refused_and_recovery_skips_what_it_lef
         store.close()
 
 
+@pytest.mark.integration
+def test_a_commit_without_offsets_of_its_own_is_fenced_by_the_group_too(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """The persist before partitions are revoked carries no offsets, and a zombie runs one
+    as it wakes: its transaction sends the last committed offsets again, so the coordinator
+    refuses it like any other commit of an old generation, and its records are aborted."""
+    app_id = f"fence-{uuid.uuid4().hex[:8]}"
+    topic, source = f"{app_id}-changelog", f"{app_id}-events"
+    ensure_topics(
+        kafka_bootstrap,
+        [TopicSpec(topic, 1, config={"cleanup.policy": "compact"}), TopicSpec(source, 2)],
+    )
+
+    async def scenario() -> None:
+        first = await _member(kafka_bootstrap, app_id, source)
+        old = _transactions(kafka_bootstrap, app_id, tmp_path / "old", lambda: _membership(first))
+        await old.claim([source], topic, {0})  # nothing committed yet: offset 0 stands in
+        await old.send(topic, contact_key("a"), pack_record(None, {0: 1}, b"zombie"), [], 0)
+        second = await _member(kafka_bootstrap, app_id, source)
+        while _membership(second).generation != _membership(first).generation:
+            await first.getmany(timeout_ms=200)
+        with pytest.raises(FencedError, match="ILLEGAL_GENERATION"):
+            await old.commit({})
+        old.close()
+        await first.stop()
+        await second.stop()
+
+    asyncio.run(scenario())
+    assert list(TopicReader(kafka_bootstrap, topic).catch_up()) == []
+
+
 SESSION_TIMEOUT = ("--session-timeout", "6")
 EVENTS = 16_000
 CONTACTS = 300
