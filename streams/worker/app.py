@@ -320,6 +320,7 @@ def _wire(worker: Worker, producer: Transactions) -> None:
             await stop_fenced(error)
             raise
         timers.settled(persisted)
+        metrics.flush()
         metrics.persisted.inc(persisted.count)
         metrics.persist.observe(time.perf_counter() - started)
         full_passes.after_persist()
