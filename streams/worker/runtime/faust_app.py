@@ -187,15 +187,20 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
 
     @Service.task
     async def _commit_handler(self) -> None:
-        """Faust's periodic commit, paced by the backlog (`streams.worker.runtime.commit_pace`)."""
+        """Faust's periodic commit, paced by the backlog (`streams.worker.runtime.commit_pace`).
+
+        Like Faust's timer, it keeps its rhythm: the next look comes one interval after the
+        last one began, at once if the commit took longer, so a slow commit does not add an
+        interval to every output's wait."""
         interval = self.commit_interval
         await self.sleep(interval)
         last = time.monotonic()
         while not self.should_stop:
-            if commit_due(interval, time.monotonic() - last, self._waiting()):
+            began = time.monotonic()
+            if commit_due(interval, began - last, self._waiting()):
                 await self.commit()
-                last = time.monotonic()
-            await self.sleep(interval)
+                last = began
+            await self.sleep(max(interval - (time.monotonic() - began), 0.0))
 
     def _waiting(self) -> int:
         """Input messages fetchable and not yet handled, over the assigned partitions."""
