@@ -1,7 +1,7 @@
 """When the worker commits: every commit interval when caught up, less often while a backlog
 is worked off.
 
-A commit ends the worker's transaction (`streams.worker.fencing`): it persists the states
+A commit ends the worker's transaction (`streams.worker.runtime.fencing`): it persists the states
 written since the last one, sends them to the changelog, waits for every output to be
 acknowledged and commits the offsets, all while no message is handled. When caught up, the
 interval is the floor of what a `read_committed` reader waits for an output, so it stays
