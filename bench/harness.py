@@ -137,6 +137,8 @@ class WorkerProcess:
     partitions: int
     clock: str = "event"
     timer_interval: float = 10.0
+    source: Path = REPO
+    """The checkout the worker runs from (bench/trees.py compares several)."""
     web_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
@@ -183,7 +185,7 @@ class WorkerProcess:
             self.started_at = time.monotonic()
             self.process = subprocess.Popen(
                 dying_with_parent(self.command()),
-                cwd=REPO,
+                cwd=self.source,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

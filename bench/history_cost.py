@@ -161,6 +161,7 @@ def _one_run(
                 await states.persist()
                 handling += handled - began
                 persisting += time.thread_time() - handled
+            metrics.flush()  # the worker does after each commit
             return {
                 "handle_seconds": handling,
                 "persist_seconds": persisting,

@@ -411,14 +411,18 @@ class Bench:
         loaded: Loaded,
         worker: WorkerProcess,
         progress: GroupProgress,
+        session: int = 0,
     ) -> dict[str, list[dict[str, Any]]]:
         """Fixed-rate phases against a caught-up worker, each rate `--runs` times.
 
         The events continue the loaded stream's time at wall-clock pace, so with the event
         clock only the deadlines that really fall in those seconds fire, as in production.
+        `session` numbers the calls on one topic (bench/trees.py makes several): each adds
+        its events to the topic, so a later one sends other events (ids the core would take
+        for duplicates otherwise), an hour of event time later per session.
         """
         results: dict[str, list[dict[str, Any]]] = {f"{rate:g}": [] for rate in self.rates}
-        clock = loaded.last_time + 1.0
+        clock = loaded.last_time + 1.0 + session * 3600.0
         seconds = self.sizes.latency_seconds
         self._wait_quiet(worker)
         for repetition in range(self.args.runs):
@@ -427,7 +431,7 @@ class Bench:
                     generate(
                         self.sizes.contacts,
                         round(rate * seconds),
-                        seed=1000 + repetition * 10 + len(results[f"{rate:g}"]),
+                        seed=1000 + session * 1000 + repetition * 10 + len(results[f"{rate:g}"]),
                         start=clock,
                         days=seconds / DAY,
                     )
@@ -467,9 +471,10 @@ class Bench:
 
     # --- 8. profile ------------------------------------------------------------------------
 
-    def profile(self, topics: TopicNames, prefix: str) -> dict[str, Any]:
+    def profile(
+        self, topics: TopicNames, prefix: str, raw: Path = RESULTS / "worker-profile.txt"
+    ) -> dict[str, Any]:
         """py-spy on a worker consuming the main topic from its start, for a bounded time."""
-        raw = RESULTS / "worker-profile.txt"
         worker = self.worker(prefix, "profiled", "profiled")
         progress = GroupProgress(self.bootstrap, worker.group, topics.events)
         try:

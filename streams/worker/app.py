@@ -32,6 +32,7 @@ from streams.worker.flow.timers import Timers
 from streams.worker.plans.live import LivePlans
 from streams.worker.rescore.rescoring import Rescores
 from streams.worker.runtime import collector
+from streams.worker.runtime.commit_pace import longest_interval
 from streams.worker.runtime.crash import crash_without_commit
 from streams.worker.runtime.faust_app import WorkerApp, _WorkerConsumer
 from streams.worker.runtime.fencing import (
@@ -223,7 +224,7 @@ def build_worker(settings: WorkerSettings, plans: PlanSet | PlanHistory) -> Work
     def producer_config() -> dict[str, Any]:
         """Read when partitions are first claimed: nothing connects before the app starts."""
         limits = dead_letters.producer_limits(dead_letter_limit())
-        timeout = transaction_timeout_ms(settings.commit_interval)
+        timeout = transaction_timeout_ms(longest_interval(settings.commit_interval))
         return {"client.id": settings.faust_id, "transaction.timeout.ms": timeout, **limits}
 
     # Outputs, dead letters, the changelog and the input offsets (not Faust's producer: see
@@ -319,6 +320,7 @@ def _wire(worker: Worker, producer: Transactions) -> None:
             await stop_fenced(error)
             raise
         timers.settled(persisted)
+        metrics.flush()
         metrics.persisted.inc(persisted.count)
         metrics.persist.observe(time.perf_counter() - started)
         full_passes.after_persist()

@@ -109,9 +109,7 @@ class Processor:
         if held is not None and held.applied_at(origin):
             # Consumed again after a crash: its outputs were acknowledged before the state
             # that includes it became durable (see states.py), so there is nothing to redo.
-            self._metrics.events.labels(
-                self._metrics.type_label(event.type), Outcome.DUPLICATE
-            ).inc()
+            self._metrics.consumed(self._metrics.type_label(event.type), Outcome.DUPLICATE)
             return
         try:
             state = None if held is None else self._own(partition, event.contact_id, held)
@@ -128,7 +126,7 @@ class Processor:
                 message, scoring_error(error), self._metrics.type_label(event.type)
             )
             return
-        self._metrics.events.labels(self._metrics.type_label(event.type), step.outcome).inc()
+        self._metrics.consumed(self._metrics.type_label(event.type), step.outcome)
         await self._send(step.outputs, message, event)
         if step.outcome is Outcome.APPLIED:
             before = held or Held(step.state)
@@ -191,7 +189,7 @@ class Processor:
     async def _dead_letter(self, message: Message, error: EventError, type_label: str) -> None:
         if await self._outbox.dead_letter(message, error):
             self._metrics.dead_letters_truncated.inc()
-        self._metrics.events.labels(type_label, "dead_lettered").inc()
+        self._metrics.consumed(type_label, "dead_lettered")
         self._metrics.dead_letters.labels(error.reason).inc()
 
     def _tick_time(self, message: Message) -> float | None:

@@ -23,6 +23,7 @@ from faust.types.tuples import Message
 from mode import Service, ServiceT
 
 from streams.kafka.security import KafkaConnection
+from streams.worker.runtime.commit_pace import commit_due
 from streams.worker.runtime.fencing import read_committed
 from streams.worker.runtime.seeking import SeekGate
 
@@ -183,6 +184,35 @@ class _WorkerConsumer(aiokafka_driver.Consumer):
         async with app.turn:
             committed: bool = await super()._commit_tps(tps, start_new_transaction)
             return committed
+
+    @Service.task
+    async def _commit_handler(self) -> None:
+        """Faust's periodic commit, paced by the backlog (`streams.worker.runtime.commit_pace`).
+
+        Like Faust's timer, it keeps its rhythm: the next look comes one interval after the
+        last one began, at once if the commit took longer, so a slow commit does not add an
+        interval to every output's wait."""
+        interval = self.commit_interval
+        await self.sleep(interval)
+        last = time.monotonic()
+        while not self.should_stop:
+            began = time.monotonic()
+            if commit_due(interval, began - last, self._waiting()):
+                await self.commit()
+                last = began
+            await self.sleep(max(interval - (time.monotonic() - began), 0.0))
+
+    def _waiting(self) -> int:
+        """Input messages fetchable and not yet handled, over the assigned partitions."""
+        direct_topics = cast(WorkerApp, self.app).direct_topics
+        waiting = 0
+        for tp in self.assignment():
+            read = self._read_offset.get(tp) if tp.topic in direct_topics else None
+            # aiokafka's highwater is None until the partition's first fetch, its type aside
+            highwater: int | None = None if read is None else self.highwater(tp)
+            if read is not None and highwater is not None:
+                waiting += max(highwater - read - 1, 0)
+        return waiting
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         """Commit the offsets in the worker's transaction, with the states and outputs of the

@@ -18,7 +18,7 @@ together, at the commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -70,14 +70,19 @@ class LeadRecords:
         self._encode = encode
 
     def update(
-        self, states: Iterable[tuple[Key, ContactState]], history: PlanHistory
+        self,
+        states: Iterable[tuple[Key, ContactState]],
+        history: PlanHistory,
+        read: Mapping[Key, bytes | None] | None = None,
     ) -> LeadUpdate:
-        """The blocks and records for these states, each against its stored record."""
+        """The blocks and records for these states, each against its stored record (from
+        `read` when it has the key: the records as the store holds them now)."""
         store = self._store()
+        known = read or {}
         update = LeadUpdate()
         for key, state in states:
             partition, contact_id = key
-            stored = store.read(partition, contact_id)
+            stored = known[key] if key in known else store.read(partition, contact_id)
             raw = b"" if stored is None else record_leads(stored)
             if state.first_seen is None:  # erased (or never seen): a tombstone
                 record, content = None, None

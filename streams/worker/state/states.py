@@ -132,6 +132,10 @@ class ContactStates:
         the p99 latency above 250 ms (bench/README.md). RocksDB's block cache keeps the hot
         records as bytes, which the collector does not scan."""
         self._persisting: dict[tuple[int, str], bytes] = {}
+        self._read: dict[tuple[int, str], bytes | None] = {}
+        """The stored records `get` read since the last persist (None: no record), which the
+        persist compares its writes with (index entries, `lead-scores` digests) instead of
+        reading each again: bytes, which the collector does not scan."""
         self._stream_times: dict[int, float] = {}
         self._noted: defaultdict[int, dict[str, bytes]] = defaultdict(dict)
         self._times_changed: set[int] = set()
@@ -146,7 +150,9 @@ class ContactStates:
         if dirty is not None:
             return dirty
         record = self._persisting.get(key)
-        return self.durable(partition, contact_id) if record is None else _held(record)
+        if record is None:
+            record = self._read[key] = self._store().read(partition, contact_id)
+        return None if record is None else _held(record)
 
     def durable(self, partition: int, contact_id: str) -> Held | None:
         """The contact's state as of the last persist, ignoring what is written since: what
@@ -207,6 +213,7 @@ class ContactStates:
             self._stream_times.pop(partition, None)
             self._times_changed.discard(partition)
             self._noted.pop(partition, None)
+        self._read = {key: record for key, record in self._read.items() if key[0] not in partitions}
 
     def poison(self, error: BaseException) -> None:
         """Never persist again: the core failed mid-event, so a cached state may be half
@@ -225,6 +232,7 @@ class ContactStates:
             if self._poisoned is not None:
                 raise RuntimeError("not persisting after a scoring failure") from self._poisoned
             snapshot, self._dirty = self._dirty, {}
+            read, self._read = self._read, {}
             metas, self._noted = self._noted, defaultdict(dict)
             for partition in self._times_changed:
                 metas[partition][STREAM_TIME] = _TIME.pack(self._stream_times[partition])
@@ -233,7 +241,7 @@ class ContactStates:
             leads = (
                 LeadUpdate()
                 if self._leads is None
-                else self._leads.update(((k, h.state) for k, h in snapshot.items()), history)
+                else self._leads.update(((k, h.state) for k, h in snapshot.items()), history, read)
             )
             self._persisting = {
                 key: pack_record(
@@ -248,7 +256,7 @@ class ContactStates:
             try:
                 await self._outputs_barrier()
                 written = await self._send_changelog(metas, leads, offsets or {})
-                self._write(written, metas)
+                self._write(written, metas, read)
             finally:
                 self._persisting = {}
         persisted: dict[int, list[str]] = defaultdict(list)
@@ -284,10 +292,19 @@ class ContactStates:
             for partition in {partition for partition, _, _ in records}
         }
 
-    def _write(self, offsets: dict[int, int], metas: dict[int, dict[str, bytes]]) -> None:
+    def _write(
+        self,
+        offsets: dict[int, int],
+        metas: dict[int, dict[str, bytes]],
+        read: Mapping[tuple[int, str], bytes | None],
+    ) -> None:
         by_partition: dict[int, dict[str, bytes]] = defaultdict(dict)
-        for (partition, contact_id), record in self._persisting.items():
+        previous: dict[int, dict[str, bytes | None]] = defaultdict(dict)
+        for key, record in self._persisting.items():
+            partition, contact_id = key
             by_partition[partition][contact_id] = record
+            if key in read:
+                previous[partition][contact_id] = read[key]
         store = self._store()
         for partition in by_partition.keys() | metas.keys():
             store.write(
@@ -295,6 +312,7 @@ class ContactStates:
                 by_partition.get(partition, {}),
                 changelog_offset=offsets.get(partition),
                 meta=metas.get(partition) or None,
+                previous=previous.get(partition),
             )
 
 

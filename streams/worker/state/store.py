@@ -255,11 +255,17 @@ class ContactStore(rocksdb.Store):
         *,
         changelog_offset: int | None = None,
         meta: Mapping[str, bytes] | None = None,
+        previous: Mapping[str, bytes | None] | None = None,
     ) -> None:
-        """Write records, their index entries, metadata and changelog offset atomically."""
+        """Write records, their index entries, metadata and changelog offset atomically;
+        `previous` holds what the store has now for some of the contacts (None: no record),
+        read earlier, so they are not read again."""
         db = self._db(partition)
         batch = _Batch(db)
+        known = previous or {}
         for contact_id, record in records.items():
+            if contact_id in known:
+                batch.known(contact_key(contact_id), known[contact_id])
             batch.put(contact_key(contact_id), record)
         for name, value in (meta or {}).items():
             batch.put_raw(meta_key(name), value)
@@ -414,6 +420,13 @@ class ContactStore(rocksdb.Store):
         return cast(Rdict, self._db_for_partition(partition))
 
 
+def _summary(record: bytes | None) -> tuple[bool, float | None, bytes]:
+    """What a batch tracks of a key's record: present, its deadline, its leads block."""
+    if record is None:
+        return False, None, b""
+    return True, record_deadline(record), record_leads(record)
+
+
 class _Batch:
     """Record writes to one partition database, with their index and count bookkeeping.
 
@@ -490,11 +503,13 @@ class _Batch:
         else:
             self.batch.put(key, value)
 
+    def known(self, key: bytes, previous: bytes | None) -> None:
+        """What the database holds for `key` now, read before: `put` need not read it."""
+        self._current.setdefault(key, _summary(previous))
+
     def _stored(self, key: bytes) -> tuple[bool, float | None, bytes]:
         previous: bytes | None = self.db.get(key)
-        if previous is None:
-            return False, None, b""
-        return True, record_deadline(previous), record_leads(previous)
+        return _summary(previous)
 
     def commit(self, changelog_offset: int | None, offset_key: bytes) -> None:
         if self._count_delta:

@@ -250,6 +250,7 @@ def test_an_event_on_a_partition_that_does_not_own_its_key_is_forwarded_not_scor
     assert outbox.rerouted == [(misplaced, right)]
     assert outbox.sent == []
     assert all(states.get(partition, "c") is None for partition in range(PARTITIONS))
+    metrics.flush()  # counts reach the counters per batch (the worker flushes at each commit)
     registry = metrics.registry
     assert registry.get_sample_value("leadscore_events_rerouted_total") == 1
     assert registry.get_sample_value(
@@ -318,6 +319,7 @@ def test_an_event_is_known_by_where_it_was_first_consumed_whichever_topic_brough
     held = states.get(at, "c")
     assert held is not None and held.applied == {at: 101, elsewhere: 3 + len(clicks) - 1}
     assert held.state.plans["lead-score"].score == 10 + 20 * len(clicks) + 30
+    metrics.flush()
     duplicates = metrics.registry.get_sample_value(
         "leadscore_events_consumed_total", {"type": "email.clicked", "outcome": "duplicate"}
     )

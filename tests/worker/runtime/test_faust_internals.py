@@ -57,6 +57,7 @@ OVERRIDES = (
     Override(faust_app._WorkerConsumer, aiokafka_driver.Consumer, "_new_consumer_thread", "(self)", "8fd0d41b15145615"),
     Override(faust_app._WorkerConsumer, aiokafka_driver.Consumer, "_commit", "(self, offsets)", "91c201528438395b"),
     Override(faust_app._WorkerConsumer, aiokafka_driver.Consumer, "_commit_tps", "(self, tps, start_new_transaction)", None),
+    Override(faust_app._WorkerConsumer, aiokafka_driver.Consumer, "_commit_handler", "(self)", "71024925b06f13eb"),
     Override(faust_app._WorkerConsumer, aiokafka_driver.Consumer, "on_stop", "(self)", None),
     Override(faust_app._WorkerConsumer, aiokafka_driver.Consumer, "seek_to_committed", "(self)", None),
     Override(faust_app._WorkerConsumer, aiokafka_driver.Consumer, "_getmany", "(self, active_partitions, timeout)", None),
@@ -78,7 +79,7 @@ OVERRIDES = (
 ATTRIBUTES: tuple[tuple[type, str, str], ...] = (
     # (their class, attribute, what of ours uses it)
     (aiokafka_driver.Consumer, "_unacked_messages", "_WorkerConsumer._drain_messages"),
-    (aiokafka_driver.Consumer, "_read_offset", "_WorkerConsumer._drain_messages"),
+    (aiokafka_driver.Consumer, "_read_offset", "_WorkerConsumer._drain_messages, _waiting"),
     (aiokafka_driver.Consumer, "_add_gap", "_WorkerConsumer._drain_messages"),
     (aiokafka_driver.Consumer, "_n_acked", "_WorkerConsumer._drain_messages"),
     (aiokafka_driver.Consumer, "_commit_every", "_WorkerConsumer._drain_messages"),
@@ -151,6 +152,8 @@ MODULE_NAMES: tuple[tuple[object, str], ...] = (
 def _parameters(function: Any) -> str:
     if isinstance(function, property):
         return "property"
+    if isinstance(function, mode.services.ServiceTask):  # a background task: its function
+        function = function.fun
     signature = inspect.signature(function)
     bare = signature.replace(
         parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
@@ -161,6 +164,7 @@ def _parameters(function: Any) -> str:
 
 def _digest(function: Any) -> str:
     target = function.fget if isinstance(function, property) else function
+    target = target.fun if isinstance(target, mode.services.ServiceTask) else target
     source = textwrap.dedent(inspect.getsource(target))
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
