@@ -727,6 +727,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rates": args.rates,
         "profile": not args.no_profile,
     }
+    if config["profile"] and pyspy.executable() is None:
+        # Checked now, not when the first profile is due a dozen minutes in.
+        print("py-spy is not installed: `.venv/bin/pip install py-spy`, or run with --no-profile")
+        return 2
     measured: dict[str, Any] = {"config": config}
     if args.resume and PARTIAL.exists():
         measured = json.loads(PARTIAL.read_text())
