@@ -358,7 +358,7 @@ class Transactions:
             # none of its own (a persist before partitions are revoked, which a zombie runs as
             # it wakes) sends the last committed ones again, which moves nothing when it is
             # not fenced. Offset 0 stands for "none yet", as `auto.offset.reset=earliest` does.
-            fenced_by = dict(offsets) if offsets else dict(self._positions)
+            fenced_by = offsets or self._positions
             try:
                 await asyncio.to_thread(self._commit, producer.native, fenced_by, member)
                 self._positions.update(offsets)

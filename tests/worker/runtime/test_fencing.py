@@ -175,6 +175,28 @@ def _membership(consumer: AIOKafkaConsumer) -> Member:
     return Member(coordinator.group_id, coordinator.generation, coordinator.member_id)
 
 
+def _fencing_topics(bootstrap: str) -> tuple[str, str, str]:
+    """A fresh app id, its changelog (one partition, compacted) and its input (two)."""
+    app_id = f"fence-{uuid.uuid4().hex[:8]}"
+    topic, source = f"{app_id}-changelog", f"{app_id}-events"
+    ensure_topics(
+        bootstrap,
+        [TopicSpec(topic, 1, config={"cleanup.policy": "compact"}), TopicSpec(source, 2)],
+    )
+    return app_id, topic, source
+
+
+async def _joined(
+    bootstrap: str, app_id: str, source: str, first: AIOKafkaConsumer
+) -> AIOKafkaConsumer:
+    """A second member of the group, once the first has rejoined too: the generation in
+    which the first claimed its partitions is over."""
+    second = await _member(bootstrap, app_id, source)
+    while _membership(second).generation != _membership(first).generation:
+        await first.getmany(timeout_ms=200)
+    return second
+
+
 @pytest.mark.integration
 def test_a_member_of_an_old_generation_is_refused_and_recovery_skips_what_it_left(
     tmp_path: Path, kafka_bootstrap: str
@@ -183,12 +205,7 @@ def test_a_member_of_an_old_generation_is_refused_and_recovery_skips_what_it_lef
     it was frozen mid-transaction) is refused when its offsets join the transaction; the
     transaction is aborted, so `read_committed` readers and recovery never see its records,
     while the new owner's commit, under the new generation, goes through."""
-    app_id = f"fence-{uuid.uuid4().hex[:8]}"
-    topic, source = f"{app_id}-changelog", f"{app_id}-events"
-    ensure_topics(
-        kafka_bootstrap,
-        [TopicSpec(topic, 1, config={"cleanup.policy": "compact"}), TopicSpec(source, 2)],
-    )
+    app_id, topic, source = _fencing_topics(kafka_bootstrap)
 
     async def scenario() -> None:
         first = await _member(kafka_bootstrap, app_id, source)
@@ -199,9 +216,7 @@ def test_a_member_of_an_old_generation_is_refused_and_recovery_skips_what_it_lef
         # Frozen mid-transaction: sent, not committed, when another member joins.
         await old.send(topic, contact_key("a"), pack_record(None, {0: 2}, b"zombie"), [], 0)
         await old.barrier()
-        second = await _member(kafka_bootstrap, app_id, source)
-        while _membership(second).generation != _membership(first).generation:
-            await first.getmany(timeout_ms=200)  # the old member rejoins too
+        second = await _joined(kafka_bootstrap, app_id, source, first)
         with pytest.raises(FencedError, match="ILLEGAL_GENERATION"):
             await old.commit({(source, 0): 2})  # under the generation it claimed in
         # The new owner's claim waits while the old transaction is open; it was aborted.
@@ -241,21 +256,14 @@ def test_a_commit_without_offsets_of_its_own_is_fenced_by_the_group_too(
     """The persist before partitions are revoked carries no offsets, and a zombie runs one
     as it wakes: its transaction sends the last committed offsets again, so the coordinator
     refuses it like any other commit of an old generation, and its records are aborted."""
-    app_id = f"fence-{uuid.uuid4().hex[:8]}"
-    topic, source = f"{app_id}-changelog", f"{app_id}-events"
-    ensure_topics(
-        kafka_bootstrap,
-        [TopicSpec(topic, 1, config={"cleanup.policy": "compact"}), TopicSpec(source, 2)],
-    )
+    app_id, topic, source = _fencing_topics(kafka_bootstrap)
 
     async def scenario() -> None:
         first = await _member(kafka_bootstrap, app_id, source)
         old = _transactions(kafka_bootstrap, app_id, tmp_path / "old", lambda: _membership(first))
         await old.claim([source], topic, {0})  # nothing committed yet: offset 0 stands in
         await old.send(topic, contact_key("a"), pack_record(None, {0: 1}, b"zombie"), [], 0)
-        second = await _member(kafka_bootstrap, app_id, source)
-        while _membership(second).generation != _membership(first).generation:
-            await first.getmany(timeout_ms=200)
+        second = await _joined(kafka_bootstrap, app_id, source, first)
         with pytest.raises(FencedError, match="ILLEGAL_GENERATION"):
             await old.commit({})
         old.close()
